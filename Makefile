@@ -1,0 +1,40 @@
+# Thin wrappers: every target calls `python -m bench ...` or pytest inside .venv/.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.normbench-installed
+ARGS ?=
+RESULTS ?=
+
+.PHONY: install bench bench-quick bench-pytest report test lint clean
+
+install: $(STAMP)
+
+# --system-site-packages: a GPU box keeps the CUDA torch (and jax) its interpreter already has.
+$(STAMP): pyproject.toml bench/install.py
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m bench.install
+	touch $(STAMP)
+
+bench: install
+	$(PY) -m bench run --preset full --mode forward --mode backward --mode train --report $(ARGS)
+
+bench-quick: install
+	$(PY) -m bench run --preset quick --report $(ARGS)
+
+bench-pytest: install
+	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-autosave $(ARGS)
+
+report: install
+	$(PY) -m bench report $(RESULTS) $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,113 @@
+"""Case (shape, dtype, layout, device, mode, eps) and the presets that sweep them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bench.errors import BenchError
+
+DTYPES = ("float32", "float16", "bfloat16")
+LAYOUTS = ("NCHW", "NHWC")
+MODES = ("forward", "backward", "train")
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Ideal bytes per element moved by each mode: forward reads x and writes y; backward reads x and dy
+# and writes dx; train does both.
+BYTES_PER_ELEMENT_PASS = {"forward": 2, "backward": 3, "train": 5}
+DEFAULT_EPS = 1e-5
+
+Shape = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement point. `shape` is always the logical (N, C, H, W), whatever the layout."""
+
+    shape: Shape
+    dtype: str = "float32"
+    layout: str = "NCHW"
+    mode: str = "forward"
+    device: str = "cpu"
+    eps: float = DEFAULT_EPS
+    seed: int = 0
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def plane(self) -> int:
+        return self.shape[2] * self.shape[3]
+
+    @property
+    def itemsize(self) -> int:
+        return ITEMSIZE[self.dtype]
+
+    @property
+    def ideal_bytes(self) -> int:
+        return BYTES_PER_ELEMENT_PASS[self.mode] * self.numel * self.itemsize
+
+    @property
+    def physical_shape(self) -> Shape:
+        n, c, h, w = self.shape
+        return (n, h, w, c) if self.layout == "NHWC" else (n, c, h, w)
+
+    def label(self) -> str:
+        return f"{'x'.join(map(str, self.shape))} {self.dtype} {self.layout} {self.mode} {self.device}"
+
+    def key(self) -> str:
+        return f"{self.device}|{self.dtype}|{self.layout}|{self.mode}|{'x'.join(map(str, self.shape))}"
+
+
+# Shapes per preset and device kind. CPU shapes are sized so `make bench` fits a 2-core machine;
+# GPU shapes come from real networks (ResNet-50 stages, diffusion UNet blocks, 7x7 planes).
+PRESETS: dict[str, dict[str, list[Shape]]] = {
+    "smoke": {
+        "cpu": [(2, 3, 8, 8), (2, 4, 16, 16)],
+        "cuda": [(2, 3, 8, 8), (4, 16, 32, 32)],
+    },
+    "quick": {
+        "cpu": [(8, 3, 32, 32), (8, 64, 28, 28), (4, 64, 56, 56)],
+        "cuda": [(8, 3, 32, 32), (32, 64, 56, 56), (32, 256, 28, 28)],
+    },
+    "full": {
+        "cpu": [(8, 3, 32, 32), (8, 512, 7, 7), (8, 64, 28, 28), (8, 64, 56, 56), (2, 64, 128, 128)],
+        "cuda": [
+            (256, 2048, 7, 7),  # ResNet-50 last stage
+            (64, 64, 112, 112),  # ResNet-50 stem
+            (64, 256, 56, 56),  # ResNet-50 stage 1
+            (64, 512, 28, 28),  # ResNet-50 stage 2
+            (64, 1024, 14, 14),  # ResNet-50 stage 3
+            (16, 320, 64, 64),  # diffusion UNet block at 64x64
+            (16, 640, 32, 32),  # diffusion UNet block at 32x32
+            (8, 128, 128, 128),  # diffusion UNet/VAE block at 128x128
+        ],
+    },
+}
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def preset_shapes(preset: str, device: str) -> list[Shape]:
+    if preset not in PRESETS:
+        raise BenchError(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
+    return list(PRESETS[preset][device_kind(device)])
+
+
+def parse_shape(text: str) -> Shape:
+    parts = text.replace("x", ",").split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise BenchError(f"bad --shape {text!r}; expected four positive integers N,C,H,W") from None
+    if len(dims) != 4 or min(dims) <= 0:
+        raise BenchError(f"bad --shape {text!r}; expected four positive integers N,C,H,W")
+    return dims  # type: ignore[return-value]
+
+
+def check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise BenchError(f"unknown {kind} {value!r}; expected one of: {', '.join(allowed)}")
+    return value

@@ -1,0 +1,210 @@
+"""argparse subcommands: list, run, report, compare, check; one BenchError caught in main()."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from bench.cases import DTYPES, LAYOUTS, MODES, PRESETS, check_choice, parse_shape
+from bench.errors import BenchError
+from bench.timing import PRESET_TIMING
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    t = text.strip().lower().rstrip("ib").rstrip("b") if text else ""
+    try:
+        if t and t[-1] in units:
+            value = float(t[:-1]) * units[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise BenchError(f"bad size {text!r}; expected a number of bytes such as 8G or 512M") from None
+    if value <= 0:
+        raise BenchError(f"bad size {text!r}; expected a positive size such as 8G")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="every implementation, its semantics and availability")
+    add_source_args(ls)
+
+    run = sub.add_parser("run", help="measure implementations and append rows to a results file")
+    run.add_argument("--impl", action="append", default=None, metavar="GLOB", help="implementation name glob")
+    run.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cpu, and cuda if present)")
+    run.add_argument("--preset", default="quick", help=f"shape sweep: {', '.join(PRESETS)}")
+    run.add_argument("--shape", action="append", default=None, metavar="N,C,H,W")
+    run.add_argument("--dtype", action="append", default=None, help=f"{', '.join(DTYPES)} (repeatable)")
+    run.add_argument("--layout", action="append", default=None, help=f"{', '.join(LAYOUTS)} (repeatable)")
+    run.add_argument("--mode", action="append", default=None, help=f"{', '.join(MODES)} (repeatable)")
+    run.add_argument("--threads", type=int, default=0, help="threads for every framework (default: all cores)")
+    run.add_argument("--eps", type=float, default=1e-5)
+    run.add_argument("--out", default=None, help="results JSONL path (default results/<run_id>.jsonl)")
+    run.add_argument("--resume", default=None, metavar="RESULTS.jsonl", help="append what is missing")
+    run.add_argument("--warm-cache", action="store_true", help="reuse one input (default: rotate buffers)")
+    run.add_argument("--max-time", type=float, default=None, help="seconds of sampling per case at most")
+    run.add_argument("--case-timeout", type=float, default=300.0, help="seconds without progress")
+    run.add_argument("--max-memory", default=None, help="worker RSS limit, e.g. 8G (default 80%% of RAM)")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
+    run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
+    add_source_args(run)
+
+    rep = sub.add_parser("report", help="render results into an HTML page with PNGs")
+    rep.add_argument("results", nargs="*", help="results JSONL files (default: the newest in results/)")
+    rep.add_argument("--out", default=None, help="output directory (default reports/<run_id>)")
+    rep.add_argument("--baseline", default="torch_instance_norm")
+
+    cmp_ = sub.add_parser("compare", help="statistical comparison of two runs")
+    cmp_.add_argument("base")
+    cmp_.add_argument("new")
+    cmp_.add_argument("--threshold", default="5%", help="relative change that matters, e.g. 5%%")
+    cmp_.add_argument("--json", default=None, help="also write the comparison as JSON here")
+    return p
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--impl-path", action="append", default=[], metavar="DIR", help="extra implementations")
+    p.add_argument("--impl-module", action="append", default=[], metavar="MODULE", help="extra implementations")
+
+
+def resolve_devices(text: str) -> list[str]:
+    from bench.environment import cuda_device_count
+
+    gpus = cuda_device_count()
+    if text == "auto":
+        return ["cpu"] + (["cuda:0"] if gpus else [])
+    if text == "cpu":
+        return ["cpu"]
+    if text == "cuda" or text.startswith("cuda:"):
+        index = 0 if text == "cuda" else text.split(":", 1)[1]
+        if not str(index).isdigit():
+            raise BenchError(f"bad --device {text!r}; expected cpu, cuda, cuda:N or auto")
+        if int(index) >= gpus:
+            raise BenchError(f"--device {text!r} requested but this machine has {gpus} CUDA GPU(s)")
+        return [f"cuda:{index}"]
+    raise BenchError(f"bad --device {text!r}; expected cpu, cuda, cuda:N or auto")
+
+
+def check_out_path(path: Path) -> None:
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BenchError(f"--out {str(path)!r} is not writable")
+    if path.is_dir():
+        raise BenchError(f"--out {str(path)!r} is a directory; expected a .jsonl file path")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bench.runner import RunConfig, Runner
+
+    preset = check_choice("preset", args.preset, tuple(PRESETS))
+    dtypes = [check_choice("dtype", d, DTYPES) for d in (args.dtype or ["float32"])]
+    layouts = [check_choice("layout", v, LAYOUTS) for v in (args.layout or ["NCHW"])]
+    modes = [check_choice("mode", m, MODES) for m in (args.mode or ["forward"])]
+    shapes = [parse_shape(s) for s in (args.shape or [])]
+    if args.threads < 0 or args.threads > (os.cpu_count() or 1):
+        raise BenchError(f"bad --threads {args.threads}; expected 1..{os.cpu_count()}")
+    if args.eps <= 0:
+        raise BenchError(f"bad --eps {args.eps}; expected a positive number")
+    settings = PRESET_TIMING[preset]
+    if args.warm_cache:
+        settings = replace(settings, warm_cache=True)
+    if args.max_time is not None:
+        if args.max_time <= 0:
+            raise BenchError(f"bad --max-time {args.max_time}; expected seconds > 0")
+        settings = replace(settings, max_time_s=args.max_time, min_time_s=min(settings.min_time_s, args.max_time))
+    if args.case_timeout <= 0:
+        raise BenchError(f"bad --case-timeout {args.case_timeout}; expected seconds > 0")
+    out = Path(args.out) if args.out else None
+    resume = Path(args.resume) if args.resume else None
+    if resume and not resume.is_file():
+        raise BenchError(f"--resume {args.resume!r}: no such results file")
+    if out:
+        check_out_path(out)
+    devices = resolve_devices(args.device)
+    total = _total_memory()
+    cfg = RunConfig(
+        impl_globs=args.impl or ["*"], devices=devices, preset=preset, shapes=shapes, dtypes=dtypes,
+        layouts=layouts, modes=modes, threads=args.threads or (os.cpu_count() or 1), eps=args.eps,
+        settings=settings, out=out, resume=resume, impl_paths=args.impl_path, impl_modules=args.impl_module,
+        case_timeout_s=args.case_timeout,
+        max_memory_bytes=parse_size(args.max_memory) if args.max_memory else int(0.8 * total),
+        fail_fast=args.fail_fast, command=" ".join(shlex.quote(a) for a in sys.argv),
+    )
+    runner = Runner(cfg)
+    try:
+        path = runner.run()
+    except KeyboardInterrupt:
+        return 130
+    if args.report:
+        from bench.report import render
+
+        index = render([path], None)
+        print(f"report: {index}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _total_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 16 << 30
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.registry import sources
+    from bench.runner import probe
+
+    impls = probe(sources(args.impl_path, args.impl_module), os.cpu_count() or 1)
+    header = ("name", "framework", "backends", "layouts", "semantics", "status")
+    table = [header]
+    for name in sorted(impls):
+        i = impls[name]
+        status = f"unavailable: {i.unavailable}" if i.unavailable else "available"
+        table.append((name, i.framework, ",".join(i.backends), ",".join(i.layouts) or "-",
+                      i.semantics if i.layouts else "-", status))
+    widths = [max(len(r[k]) for r in table) for k in range(len(header) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    origins = sorted({i.source.split(" ", 1)[0] + " " + str(Path(i.source.split(" ", 1)[-1]).parent)
+                      for i in impls.values() if i.source})
+    print(f"\n{len(impls)} implementations from: " + "; ".join(origins))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import newest_results, render
+
+    paths = [Path(p) for p in args.results] or [newest_results()]
+    for p in paths:
+        if not p.is_file():
+            raise BenchError(f"results file {str(p)!r} does not exist")
+    index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
+    print(index)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_files, parse_threshold
+
+    return compare_files(Path(args.base), Path(args.new), parse_threshold(args.threshold), args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

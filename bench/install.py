@@ -1,0 +1,62 @@
+"""First-use installer for `make install`: adds only what this interpreter cannot already import."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+# (import name, pip requirement). CPU pins: an open torch range pulls several GB of CUDA packages.
+CORE = [
+    ("numpy", "numpy"),
+    ("pandas", "pandas"),
+    ("matplotlib", "matplotlib"),
+    ("jinja2", "jinja2"),
+    ("psutil", "psutil"),
+    ("pytest", "pytest"),
+    ("pytest_benchmark", "pytest-benchmark"),
+    ("ruff", "ruff"),
+    ("mypy", "mypy"),
+]
+FRAMEWORKS = [
+    ("torch", "torch==2.13.0"),
+    ("tensorflow", "tensorflow-cpu==2.21.*"),
+    ("keras", "keras==3.15.*"),
+    ("jax", "jax==0.10.*"),
+    ("triton", "triton==3.9.*"),
+]
+
+
+def missing(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(mod, req) for mod, req in pairs if importlib.util.find_spec(mod) is None]
+
+
+def pip_install(requirements: list[str]) -> bool:
+    if not requirements:
+        return True
+    print(f"normbench install: pip install {' '.join(requirements)}", flush=True)
+    # --retries 0: an offline GPU box should give up in seconds, not minutes.
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "30", *requirements]
+    return subprocess.run(cmd, check=False).returncode == 0
+
+
+def main() -> int:
+    core = missing(CORE)
+    frameworks = missing(FRAMEWORKS)
+    if not pip_install([req for _, req in core + frameworks]):
+        # One batch failed (offline box, or one package unreachable): try each so the reachable land.
+        for _, req in core + frameworks:
+            pip_install([req])
+    still_core = missing(CORE)
+    if still_core:
+        names = ", ".join(req for _, req in still_core)
+        print(f"normbench install: required packages missing and not installable: {names}", file=sys.stderr)
+        return 1
+    for mod, req in missing(FRAMEWORKS):
+        print(f"normbench install: {mod} not available ({req} could not be installed); "
+              "its implementations will be reported unavailable")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

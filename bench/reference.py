@@ -1,0 +1,112 @@
+"""Float64 NumPy reference (forward and gradient), the shared inputs, and semantics detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.cases import Case
+
+SEMANTICS = tuple(f"{std}/eps@{at}" for std in ("population", "unbiased") for at in ("sqrt", "std"))
+CANONICAL = "population/eps@sqrt"  # InstanceNorm, GroupNorm(C groups), LayerNorm over (H, W)
+# Normwise relative tolerance, max|out - ref| / max|ref|, per dtype: about 100x each format's
+# rounding unit, so accumulation order passes and a wrong formula (>= 1e-3 at these inputs) fails
+# in float32.
+TOLERANCE = {"float32": 2e-4, "float16": 1e-2, "bfloat16": 5e-2}
+DECISIVE_RATIO = 4.0  # the best semantics must fit this many times better than the runner-up
+
+
+def make_input(case: Case) -> np.ndarray:
+    """The case's input as float64 NCHW: per-plane offsets and scales, never zeros, seeded.
+
+    Scales span 0.1..4 so that eps placement and biased/unbiased std both change the output by
+    far more than float32 rounding; offsets (|mean| 0.5..2) make one-pass variance visible.
+    """
+    rng = np.random.default_rng(case.seed)
+    n, c, h, w = case.shape
+    offset = rng.uniform(0.5, 2.0, (n, c, 1, 1)) * rng.choice([-1.0, 1.0], (n, c, 1, 1))
+    scale = np.exp(rng.uniform(np.log(0.1), np.log(4.0), (n, c, 1, 1)))
+    return offset + scale * rng.standard_normal((n, c, h, w))
+
+
+def make_upstream_grad(case: Case) -> np.ndarray:
+    return np.random.default_rng(case.seed + 1).standard_normal(case.shape)
+
+
+def _stats(x: np.ndarray, eps: float, semantics: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    std, at = semantics.split("/eps@")
+    count = x.shape[2] * x.shape[3]
+    dof = count - (1 if std == "unbiased" else 0)
+    d = x - x.mean(axis=(2, 3), keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (d * d).sum(axis=(2, 3), keepdims=True) / dof
+        s = np.sqrt(var + eps) if at == "sqrt" else np.sqrt(var) + eps
+    return d, var, s, dof
+
+
+def normalize(x: np.ndarray, eps: float, semantics: str = CANONICAL) -> np.ndarray:
+    d, _, s, _ = _stats(x, eps, semantics)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return d / s
+
+
+def normalize_grad(x: np.ndarray, g: np.ndarray, eps: float, semantics: str = CANONICAL) -> np.ndarray:
+    """dL/dx for y = d / s(var), d = x - mean, given dL/dy = g (derivation in notes/gradient.md)."""
+    d, var, s, dof = _stats(x, eps, semantics)
+    at = semantics.split("/eps@")[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 / s
+        ds_dvar = 0.5 / np.sqrt(var + eps) if at == "sqrt" else 0.5 / np.sqrt(var)
+        dr_dvar = -(r * r) * ds_dvar
+        g_centered = g - g.mean(axis=(2, 3), keepdims=True)
+        gd = (g * d).sum(axis=(2, 3), keepdims=True)
+        return r * g_centered + gd * dr_dvar * 2.0 * d / dof
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    max_abs_err: float | None
+    max_rel_err: float | None
+    nonfinite_outputs: int
+
+
+def accuracy(out: np.ndarray, ref: np.ndarray) -> Accuracy:
+    """Errors over the finite elements; non-finite outputs are counted, not averaged in."""
+    out = np.asarray(out, dtype=np.float64)
+    nonfinite = int(out.size - np.isfinite(out).sum())
+    ok = np.isfinite(out) & np.isfinite(ref)
+    if not ok.any():
+        return Accuracy(None, None, nonfinite)
+    abs_err = float(np.max(np.abs(out[ok] - ref[ok])))
+    scale = float(np.max(np.abs(ref[ok])))
+    return Accuracy(abs_err, abs_err / scale if scale > 0 else None, nonfinite)
+
+
+def detect_semantics(x: np.ndarray, y: np.ndarray, eps: float) -> str:
+    """Which std and eps placement the output y really computed from x, judged per plane.
+
+    y ~ d / s with one s per plane; the least-squares s_hat = sum(d^2) / sum(d*y) is compared with
+    each candidate's s. Returns the best candidate, "ambiguous: a | b" when the runner-up fits
+    almost as well, or "other" when nothing fits (a wrong formula, or garbage).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    d = x - x.mean(axis=(2, 3), keepdims=True)
+    dd = (d * d).sum(axis=(2, 3))
+    dy = (d * y).sum(axis=(2, 3))
+    valid = np.isfinite(dy) & (np.abs(dy) > 0) & (dd > 0)
+    if not valid.any():
+        return "other"
+    s_hat = dd[valid] / dy[valid]
+    scores = {}
+    for sem in SEMANTICS:
+        _, _, s, _ = _stats(x, eps, sem)
+        rel = s_hat / s[:, :, 0, 0][valid] - 1.0
+        scores[sem] = float(np.sqrt(np.mean(rel * rel))) if np.all(np.isfinite(rel)) else np.inf
+    ranked = sorted(scores, key=scores.__getitem__)
+    best, second = ranked[0], ranked[1]
+    if not np.isfinite(scores[best]) or scores[best] > 0.05:
+        return "other"
+    if scores[second] < DECISIVE_RATIO * scores[best]:
+        return f"ambiguous: {best} | {second}"
+    return best

@@ -1,0 +1,140 @@
+"""Sample a callable until the noise settles; the statistics every row carries."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """Budgets in seconds, not counts: a tiny and a huge case both get sound numbers."""
+
+    warmup_s: float = 0.05
+    min_time_s: float = 0.2
+    max_time_s: float = 2.0
+    min_samples: int = 10
+    max_samples: int = 1000
+    target_rel_ci: float = 0.01  # stop once the 95 % CI of the median is within +-1 %
+    round_s: float = 0.02  # per implementation per interleaved round
+    warm_cache: bool = False
+
+    def key(self) -> str:
+        return (
+            f"w{self.warmup_s:g}/min{self.min_time_s:g}/max{self.max_time_s:g}/n{self.min_samples}-"
+            f"{self.max_samples}/ci{self.target_rel_ci:g}/{'warm' if self.warm_cache else 'cold'}"
+        )
+
+
+PRESET_TIMING = {
+    "smoke": TimingSettings(warmup_s=0.005, min_time_s=0.02, max_time_s=0.1, min_samples=5, round_s=0.01),
+    "quick": TimingSettings(warmup_s=0.05, min_time_s=0.2, max_time_s=1.0),
+    "full": TimingSettings(warmup_s=0.1, min_time_s=0.3, max_time_s=2.0),
+}
+
+
+def timer_overhead_s() -> float:
+    """Cost of one pair of host clock reads; a sample lasts >= 1000x this (overhead < 0.1 %)."""
+    reads = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        reads.append(time.perf_counter() - t0)
+    return float(np.median(reads))
+
+
+def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free 95 % CI of the median from order statistics (no normality assumed)."""
+    s = np.sort(samples)
+    n = len(s)
+    half = z * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half))
+    hi = min(n - 1, math.ceil(n / 2 + half))
+    return float(s[lo]), float(s[hi])
+
+
+def summarize(samples: list[float] | np.ndarray) -> dict[str, float | int | None]:
+    a = np.asarray(samples, dtype=np.float64)
+    if a.size == 0:
+        return {"median": None, "iqr": None, "min": None, "rel_iqr": None, "rel_ci": None, "n": 0}
+    med = float(np.median(a))
+    q1, q3 = np.percentile(a, [25, 75])
+    lo, hi = median_ci(a)
+    return {
+        "median": med,
+        "iqr": float(q3 - q1),
+        "min": float(a.min()),
+        "rel_iqr": float((q3 - q1) / med) if med > 0 else None,
+        "rel_ci": float((hi - lo) / (2 * med)) if med > 0 else None,
+        "n": int(a.size),
+    }
+
+
+class HostClock:
+    """CPU: the device's time is the call latency (host clock around call + sync)."""
+
+    kind = "host"
+
+    def measure(self, run: Callable[[int, bool], Any], k: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        run(k, True)
+        latency = (time.perf_counter() - t0) / k
+        return latency, latency
+
+
+@dataclass
+class Sampler:
+    """Samples one prepared callable; driven in rounds so implementations interleave."""
+
+    run: Callable[[int, bool], Any]  # run(k, sync_each): k calls on rotating buffers
+    settings: TimingSettings
+    clock: Any = field(default_factory=HostClock)
+    min_sample_s: float = 1e-4
+    calls_per_sample: int = 1
+    device_samples: list[float] = field(default_factory=list)
+    latency_samples: list[float] = field(default_factory=list)
+    spent_s: float = 0.0
+    stop_reason: str | None = None
+
+    def warm_up(self) -> None:
+        """Run for the warm-up budget, then choose k so one sample outlasts the timer's overhead."""
+        start = time.perf_counter()
+        calls = 0
+        while True:
+            self.run(1, True)
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= self.settings.warmup_s:
+                break
+        per_call = elapsed / calls
+        self.calls_per_sample = max(1, math.ceil(self.min_sample_s / max(per_call, 1e-9)))
+
+    def round(self) -> None:
+        if self.stop_reason:
+            return
+        start = time.perf_counter()
+        while True:
+            latency, device = self.clock.measure(self.run, self.calls_per_sample)
+            self.latency_samples.append(latency)
+            self.device_samples.append(device)
+            if self._check_stop() or time.perf_counter() - start >= self.settings.round_s:
+                break
+        self.spent_s += time.perf_counter() - start
+
+    def _check_stop(self) -> bool:
+        s = self.settings
+        n = len(self.device_samples)
+        spent = self.spent_s + sum(self.device_samples[-1:]) * self.calls_per_sample
+        if n >= s.max_samples:
+            self.stop_reason = "max_samples"
+        elif spent >= s.max_time_s and n >= 3:
+            self.stop_reason = "max_time"
+        elif n >= s.min_samples and self.spent_s >= s.min_time_s:
+            rel_ci = summarize(self.device_samples)["rel_ci"]
+            if rel_ci is not None and rel_ci <= s.target_rel_ci:
+                self.stop_reason = "converged"
+        return self.stop_reason is not None

@@ -1,0 +1,1 @@
+"""The registry's contenders: one module per implementation; the file prefix names the framework."""
