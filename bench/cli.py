@@ -92,13 +92,23 @@ def resolve_devices(text: str) -> list[str]:
 
 
 def check_out_path(path: Path) -> None:
+    """Refuse an --out that cannot be written, before anything is measured or created."""
+    import tempfile
+
+    if path.is_dir():
+        raise BenchError(f"--out {str(path)!r} is a directory; expected a .jsonl file path")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BenchError(f"--out {str(path)!r} is not writable")
-    if path.is_dir():
-        raise BenchError(f"--out {str(path)!r} is a directory; expected a .jsonl file path")
+    try:
+        # A probe file that vanishes on close: root passes os.access, but /proc and read-only mounts do not.
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+        if path.exists():
+            with open(path, "a"):
+                pass
+    except OSError:
+        raise BenchError(f"--out {str(path)!r} is not writable") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -97,7 +97,8 @@ class Sampler:
     calls_per_sample: int = 1
     device_samples: list[float] = field(default_factory=list)
     latency_samples: list[float] = field(default_factory=list)
-    spent_s: float = 0.0
+    spent_s: float = 0.0  # wall time in completed rounds
+    sampled_s: float = 0.0  # time inside timed calls, all rounds
     stop_reason: str | None = None
 
     def warm_up(self) -> None:
@@ -121,19 +122,21 @@ class Sampler:
             latency, device = self.clock.measure(self.run, self.calls_per_sample)
             self.latency_samples.append(latency)
             self.device_samples.append(device)
-            if self._check_stop() or time.perf_counter() - start >= self.settings.round_s:
+            self.sampled_s += latency * self.calls_per_sample
+            in_round = time.perf_counter() - start
+            if self._check_stop(self.spent_s + in_round) or in_round >= self.settings.round_s:
                 break
         self.spent_s += time.perf_counter() - start
 
-    def _check_stop(self) -> bool:
+    def _check_stop(self, wall_s: float) -> bool:
         s = self.settings
         n = len(self.device_samples)
-        spent = self.spent_s + sum(self.device_samples[-1:]) * self.calls_per_sample
+        spent = max(wall_s, self.sampled_s)
         if n >= s.max_samples:
             self.stop_reason = "max_samples"
         elif spent >= s.max_time_s and n >= 3:
             self.stop_reason = "max_time"
-        elif n >= s.min_samples and self.spent_s >= s.min_time_s:
+        elif n >= s.min_samples and spent >= s.min_time_s:
             rel_ci = summarize(self.device_samples)["rel_ci"]
             if rel_ci is not None and rel_ci <= s.target_rel_ci:
                 self.stop_reason = "converged"

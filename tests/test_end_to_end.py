@@ -1,0 +1,104 @@
+"""One smoke sweep through the real CLI; every implementation is judged from its own rows."""
+
+import json
+
+import pytest
+
+from bench.registry import sources
+from bench.results import STATUSES
+from tests.conftest import cli
+
+BUILT_IN = sorted(s.stem for s in sources(plugins=False))
+# Known, documented failures that must appear as rows with their message rather than stop the run.
+EXPECTED_ERRORS: dict[str, str] = {}
+
+
+def rows_of(rows, impl):
+    return [r for r in rows if r.impl == impl]
+
+
+@pytest.mark.parametrize("impl", BUILT_IN)
+def test_every_implementation_has_a_row_per_case(impl, smoke_run):
+    _, rows = smoke_run
+    mine = rows_of(rows, impl)
+    assert mine, f"{impl} produced no row"
+    assert {r.status for r in mine} <= set(STATUSES)
+    keys = [r.key() for r in mine]
+    assert len(keys) == len(set(keys)), "a case was measured twice"
+    for r in mine:
+        if r.status != "ok":
+            assert r.message, f"{impl} {r.status} without a reason"
+
+
+@pytest.mark.parametrize("impl", BUILT_IN)
+def test_measured_outputs_and_gradients_match_the_reference(impl, smoke_run):
+    _, rows = smoke_run
+    for r in rows_of(rows, impl):
+        if r.status != "ok":
+            continue
+        label = f"{impl}[{r.backend}] {r.mode} {r.layout} {r.dtype}"
+        assert r.correct, f"{label}: max_rel_err {r.max_rel_err} > {r.tolerance}; {r.message}"
+        assert r.semantics == r.semantics_declared, f"{label}: detected {r.semantics}"
+        assert r.time_median_s > 0 and r.n_samples >= 3 and len(r.samples_s) == r.n_samples
+        assert r.first_call_s > 0 and r.stop_reason in ("converged", "max_time", "max_samples")
+        assert r.extra_mem_bytes is not None and r.peak_mem_bytes >= r.extra_mem_bytes
+
+
+def test_the_article_snippets_disagree_on_semantics(smoke_run):
+    _, rows = smoke_run
+    sem = {r.impl: r.semantics for r in rows if r.status == "ok"}
+    assert sem["keras_lambda"] == "population/eps@std"
+    assert sem["torch_view"] == sem["torch_module"] == "unbiased/eps@std"
+    assert sem["torch_instance_norm"] == "population/eps@sqrt"
+
+
+def test_keras_runs_on_each_backend_in_its_own_row(smoke_run):
+    _, rows = smoke_run
+    assert {r.backend for r in rows if r.impl == "keras_layer" and r.status == "ok"} == {"tensorflow", "jax", "torch"}
+
+
+def test_unsupported_combinations_are_rows_with_reasons(smoke_run):
+    _, rows = smoke_run
+    nhwc_view = [r for r in rows if r.impl == "torch_view" and r.layout == "NHWC"]
+    assert nhwc_view and all(r.status == "unavailable" and "layout NHWC" in r.message for r in nhwc_view)
+
+
+def test_env_sidecar_and_speed_of_light(smoke_run):
+    path, rows = smoke_run
+    env = json.loads(path.with_name("run.env.json").read_text())
+    assert env["copy_gbps"]["cpu"] > 0
+    assert env["packages"]["python"] and env["cpu_model"] and env["finished"]
+    assert "torch" in env["versions"]
+    ok = [r for r in rows if r.status == "ok"]
+    assert all(r.sol_fraction and r.achieved_gbps for r in ok)
+    assert all(r.threads == env["threads"] for r in rows)
+
+
+def test_report_renders_from_the_run(smoke_run, tmp_path):
+    path, _ = smoke_run
+    proc = cli("report", str(path), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Verdict" in page and "PyTorch vs Keras" in page
+    pngs = list((tmp_path / "rep").glob("*.png"))
+    assert len(pngs) >= 6
+    assert (tmp_path / "rep" / "results.csv").stat().st_size > 0
+
+
+def test_compare_same_run_is_same_and_slowed_copy_is_slower(smoke_run, tmp_path):
+    path, rows = smoke_run
+    same = cli("compare", str(path), str(path))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert " slower" not in same.stdout.split("summary:")[0]
+    slowed = tmp_path / "slowed.jsonl"
+    with open(path) as src, open(slowed, "w") as dst:
+        for line in src:
+            d = json.loads(line)
+            if d["impl"] == "torch_group_norm" and d["status"] == "ok":
+                d["samples_s"] = [s * 1.5 for s in d["samples_s"]]
+                d["time_median_s"] *= 1.5
+            dst.write(json.dumps(d) + "\n")
+    worse = cli("compare", str(path), str(slowed), "--threshold", "5%")
+    assert worse.returncode == 1
+    slower = [ln for ln in worse.stdout.splitlines() if ln.rstrip().endswith("slower")]
+    assert slower and all(ln.startswith("torch_group_norm") for ln in slower)

@@ -1,0 +1,45 @@
+"""Ctrl-C mid-run leaves valid JSONL and says how to resume; resume fills the gaps exactly once."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from bench.results import read_rows
+from tests.conftest import ROOT, cli
+
+ARGS = ["--impl", "torch_group_norm", "--impl", "torch_layer_norm", "--impl", "torch_view", "--device", "cpu",
+        "--shape", "2,3,8,8", "--shape", "2,4,16,16", "--shape", "4,8,16,16", "--mode", "forward",
+        "--mode", "backward", "--max-time", "0.2", "--preset", "smoke"]
+
+
+def test_interrupt_then_resume(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--out", str(out), *ARGS], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"resume with: python -m bench run --resume {out}" in err
+    lines = out.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # every line whole
+    first = read_rows(out)
+    assert 2 <= len(first) < 18
+    env = json.loads(out.with_name("r.env.json").read_text())
+    assert env["interrupted"] is True
+
+    resumed = cli("run", "--resume", str(out), *ARGS)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_rows(out)
+    keys = [r.key() for r in rows]
+    assert len(keys) == len(set(keys)) == 18  # 3 impls x 3 shapes x 2 modes, none twice
+    assert {r.run_id for r in rows} == {first[0].run_id}
+
+    again = cli("run", "--resume", str(out), *ARGS)
+    assert again.returncode == 0
+    assert "nothing to resume" in again.stderr
+    assert len(read_rows(out)) == 18

@@ -1,0 +1,83 @@
+"""The float64 reference: semantics detection on constructed inputs, the analytic gradient."""
+
+import numpy as np
+import pytest
+
+from bench.cases import Case
+from bench.reference import (
+    CANONICAL,
+    SEMANTICS,
+    accuracy,
+    detect_semantics,
+    make_input,
+    make_upstream_grad,
+    normalize,
+    normalize_grad,
+)
+
+CASE = Case(shape=(2, 5, 9, 7), eps=1e-5)
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_detects_each_semantics_exactly(semantics):
+    x = make_input(CASE)
+    assert detect_semantics(x, normalize(x, CASE.eps, semantics), CASE.eps) == semantics
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_detects_semantics_through_float32_rounding(semantics):
+    x = make_input(Case(shape=(4, 8, 16, 16)))
+    y32 = normalize(x, 1e-5, semantics).astype(np.float32)
+    assert detect_semantics(x, y32, 1e-5) == semantics
+
+
+def test_wrong_formula_is_other():
+    x = make_input(CASE)
+    assert detect_semantics(x, x - x.mean(axis=(2, 3), keepdims=True), CASE.eps) == "other"
+    assert detect_semantics(x, np.full_like(x, np.nan), CASE.eps) == "other"
+
+
+def test_bfloat16_like_rounding_is_ambiguous_or_right():
+    x = make_input(Case(shape=(2, 4, 4, 4)))
+    y = normalize(x, 1e-5, CANONICAL)
+    coarse = np.round(y * 8) / 8  # about 3 significant bits: cannot tell eps placement apart
+    got = detect_semantics(x, coarse, 1e-5)
+    assert got.startswith("ambiguous") or got in SEMANTICS
+
+
+def test_input_is_seeded_offset_and_never_zero():
+    a, b = make_input(CASE), make_input(CASE)
+    assert np.array_equal(a, b)
+    assert np.all(a != 0)
+    assert np.abs(a.mean(axis=(2, 3))).min() > 0.1
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_analytic_gradient_matches_float64_autograd(semantics):
+    torch = pytest.importorskip("torch")
+    x = make_input(CASE)
+    g = make_upstream_grad(CASE)
+    xt = torch.tensor(x, requires_grad=True)
+    std, at = semantics.split("/eps@")
+    mean = xt.mean(dim=(2, 3), keepdim=True)
+    var = xt.var(dim=(2, 3), keepdim=True, unbiased=std == "unbiased")
+    s = torch.sqrt(var + CASE.eps) if at == "sqrt" else torch.sqrt(var) + CASE.eps
+    y = (xt - mean) / s
+    (grad,) = torch.autograd.grad(y, xt, torch.tensor(g))
+    np.testing.assert_allclose(y.detach().numpy(), normalize(x, CASE.eps, semantics), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), normalize_grad(x, g, CASE.eps, semantics), rtol=1e-9, atol=1e-10)
+
+
+def test_accuracy_counts_nonfinite_and_ignores_them():
+    ref = np.ones((1, 1, 2, 2))
+    out = np.array([[[[1.0, np.nan], [np.inf, 1.5]]]])
+    acc = accuracy(out, ref)
+    assert acc.nonfinite_outputs == 2
+    assert acc.max_abs_err == pytest.approx(0.5)
+    assert acc.max_rel_err == pytest.approx(0.5)
+
+
+def test_ideal_bytes_per_mode():
+    for mode, passes in (("forward", 2), ("backward", 3), ("train", 5)):
+        case = Case(shape=(2, 3, 4, 5), dtype="bfloat16", mode=mode)
+        assert case.ideal_bytes == passes * 120 * 2
