@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml bench/install.py
 	touch $(STAMP)
 
 bench: install
-	$(PY) -m bench run --preset full --mode forward --mode backward --mode train --report $(ARGS)
+	$(PY) -m bench run --preset full --mode forward --mode backward --mode train --edge --report $(ARGS)
 
 bench-quick: install
 	$(PY) -m bench run --preset quick --report $(ARGS)

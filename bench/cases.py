@@ -30,6 +30,7 @@ class Case:
     device: str = "cpu"
     eps: float = DEFAULT_EPS
     seed: int = 0
+    input_kind: str = "random"  # or an edge case name: then checked once, not timed
 
     @property
     def numel(self) -> int:
@@ -56,7 +57,8 @@ class Case:
         return f"{'x'.join(map(str, self.shape))} {self.dtype} {self.layout} {self.mode} {self.device}"
 
     def key(self) -> str:
-        return f"{self.device}|{self.dtype}|{self.layout}|{self.mode}|{'x'.join(map(str, self.shape))}"
+        kind = "" if self.input_kind == "random" else f"|{self.input_kind}"
+        return f"{self.device}|{self.dtype}|{self.layout}|{self.mode}|{'x'.join(map(str, self.shape))}{kind}"
 
 
 # Shapes per preset and device kind. CPU shapes are sized so `make bench` fits a 2-core machine;

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-memory", default=None, help="worker RSS limit, e.g. 8G (default 80%% of RAM)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
     run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
+    run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
     add_source_args(run)
 
     rep = sub.add_parser("report", help="render results into an HTML page with PNGs")
@@ -148,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings=settings, out=out, resume=resume, impl_paths=args.impl_path, impl_modules=args.impl_module,
         case_timeout_s=args.case_timeout,
         max_memory_bytes=parse_size(args.max_memory) if args.max_memory else int(0.8 * total),
-        fail_fast=args.fail_fast, command=" ".join(shlex.quote(a) for a in sys.argv),
+        fail_fast=args.fail_fast, edge=args.edge, command=" ".join(shlex.quote(a) for a in sys.argv),
     )
     runner = Runner(cfg)
     try:

@@ -30,6 +30,46 @@ def make_input(case: Case) -> np.ndarray:
     return offset + scale * rng.standard_normal((n, c, h, w))
 
 
+# Inputs that break implementations; each is judged for finiteness and error, never timed.
+EDGE_CASES = {
+    "one_pixel": ((2, 3, 1, 1), "float32"),  # a 1x1 plane: the unbiased std divides by zero
+    "constant": ((2, 4, 8, 8), "float32"),  # std 0: eps alone decides
+    "large_offset": ((2, 4, 16, 16), "float32"),  # 1e4 + 0.01*noise: one-pass variance cancels
+    "fp16_range": ((2, 4, 16, 16), "float16"),  # values near float16's max: squares overflow
+}
+
+
+def edge_tolerance(kind: str, dtype: str) -> float:
+    """Max abs error for "safe". At a 1e4 offset float32 cannot hold the mean closer than ~5 % of
+    the 0.01 std, so even an exact two-pass method is off by ~0.1; one-pass variance is off by far
+    more (or NaN). Elsewhere: 10x the dtype's tolerance."""
+    return 0.5 if kind == "large_offset" else 10 * TOLERANCE[dtype]
+
+
+UNSAFE_ABS_ERR = 1.0  # beyond this (or non-finite) an output is unusable, not just inexact
+
+
+def make_edge_input(kind: str, case: Case) -> np.ndarray:
+    rng = np.random.default_rng(case.seed)
+    shape = case.shape
+    if kind == "one_pixel":
+        return rng.uniform(0.5, 2.0, shape)
+    if kind == "constant":
+        return np.broadcast_to(rng.uniform(-3, 3, shape[:2] + (1, 1)), shape).copy()
+    if kind == "large_offset":
+        return 1e4 + 0.01 * rng.standard_normal(shape)
+    if kind == "fp16_range":
+        return 3.0e4 + 2.0e4 * rng.uniform(-1, 1, shape)
+    raise ValueError(f"unknown edge case {kind!r}; expected one of: {', '.join(EDGE_CASES)}")
+
+
+def edge_reference(x: np.ndarray, eps: float, semantics: str) -> np.ndarray:
+    """The declared semantics' answer where it is defined, else the canonical one (what a safe
+    implementation returns, e.g. 0 for a 1x1 plane)."""
+    ref = normalize(x, eps, semantics)
+    return ref if np.all(np.isfinite(ref)) else normalize(x, eps, CANONICAL)
+
+
 def make_upstream_grad(case: Case) -> np.ndarray:
     return np.random.default_rng(case.seed + 1).standard_normal(case.shape)
 

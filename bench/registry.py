@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import importlib.util
 import sys
 import traceback
@@ -260,7 +261,7 @@ def format_exception(exc: BaseException) -> str:
     """One line for a row's message: type and text, plus the innermost frame for context."""
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    text = " ".join(str(exc).split())
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # Keras colours its messages
     if len(text) > 500:
         text = text[:497] + "..."
     return f"{type(exc).__name__}: {text}{where}"

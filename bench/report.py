@@ -308,8 +308,31 @@ def errors_table(df: pd.DataFrame) -> str:
     return agg.to_html(index=False, classes="errors", border=0)
 
 
+def robustness_table(edge: pd.DataFrame) -> str:
+    """Implementation x edge case: safe (finite and close to the reference) or what went wrong."""
+    if edge.empty:
+        return ""
+
+    def cell(g: pd.DataFrame) -> str:
+        r = g.iloc[0]
+        if r["status"] != "ok":
+            return f"{r['status']}"
+        if r["nonfinite_outputs"]:
+            return f"UNSAFE: {int(r['nonfinite_outputs'])} non-finite"
+        if "unsafe" in r["message"]:
+            return f"UNSAFE: abs err {r['max_abs_err']:.2g}"
+        if not r["correct"]:
+            return f"inexact ({r['max_abs_err']:.2g})"
+        return f"safe ({r['max_abs_err']:.1g})"
+
+    table = edge.groupby(["variant", "input_kind"]).apply(cell, include_groups=False).unstack("input_kind")
+    return table.fillna("").to_html(border=0, classes="robustness")
+
+
 def render(paths: list[Path], out: Path | None, baseline: str = "torch_instance_norm") -> Path:
     df, envs = frame(paths)
+    edge = df[df["input_kind"] != "random"]
+    df = df[df["input_kind"] == "random"]
     if out is None:
         name = "+".join(envs) if len(envs) > 1 else next(iter(envs))
         out = ROOT / "reports" / name[:120]
@@ -331,7 +354,7 @@ def render(paths: list[Path], out: Path | None, baseline: str = "torch_instance_
     page = jenv.get_template("report.html.j2").render(
         title="normbench: per-channel normalization", verdicts=verdicts(df), caveats=caveats(df),
         configs=configs, semantics=semantics_table(df), errors=errors_table(df),
-        break_even=be.to_html(index=False, border=0) if not be.empty else "", envs=envs, baseline=baseline,
+        robustness=robustness_table(edge), break_even=be.to_html(index=False, border=0) if not be.empty else "", envs=envs, baseline=baseline,
         runs=list(envs), canonical=CANONICAL, noisy=NOISY_REL_IQR, n_rows=len(df),
     )
     (out / "index.html").write_text(page, encoding="utf-8")

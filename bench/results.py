@@ -32,6 +32,7 @@ class Row:
     device_name: str = ""
     threads: int = 0
     eps: float = 0.0
+    input_kind: str = "random"  # or an edge case (bench.reference.EDGE_CASES): checked, not timed
     settings: str = ""  # measurement settings (budgets, cache policy): part of the resume key
     # timing: time_* is the device's own time (on CPU, the call latency); seconds per call
     timer: str = ""  # "host" | "cuda_event"
@@ -71,7 +72,7 @@ class Row:
         """The configuration a resume matches on."""
         return (
             self.impl, self.backend, self.device, self.dtype, self.layout, self.mode,
-            tuple(self.shape), self.threads, self.settings,
+            tuple(self.shape), self.threads, self.settings, self.input_kind,
         )  # fmt: skip
 
     def to_json(self) -> str:

@@ -22,6 +22,7 @@ from bench.cases import Case, preset_shapes
 from bench.errors import BenchError
 from bench.frameworks import cpu_cache_bytes
 from bench.memory import WORKER_ENV, rss_bytes
+from bench.reference import EDGE_CASES
 from bench.registry import KERAS_BACKENDS, Impl, Source, sources
 from bench.results import ResultsWriter, Row, read_rows, row_from_dict, write_env
 from bench.timing import TimingSettings
@@ -48,6 +49,7 @@ class RunConfig:
     case_timeout_s: float = 300.0
     max_memory_bytes: int = 0
     fail_fast: bool = False
+    edge: bool = False
     command: str = ""
 
 
@@ -207,8 +209,13 @@ class Runner:
     def cases(self, device: str) -> list[Case]:
         cfg = self.cfg
         shapes = cfg.shapes or preset_shapes(cfg.preset, device)
-        return [Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
-                for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)]
+        cases = [Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
+                 for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)]
+        if cfg.edge:
+            cases += [Case(shape=shape, dtype=dtype, layout=lay, mode="forward", device=device, eps=cfg.eps,
+                           input_kind=kind)
+                      for kind, (shape, dtype) in EDGE_CASES.items() for lay in cfg.layouts]
+        return cases
 
     def plan(self, impls: list[Impl], present: list[str]) -> tuple[list[Group], list[Row]]:
         groups: dict[tuple[str, str | None, str], Group] = {}
@@ -236,7 +243,7 @@ class Runner:
     def row_for(self, impl: Impl, backend: str, case: Case, status: str, message: str) -> Row:
         return Row(impl=impl.name, framework=impl.framework, backend=backend, device=case.device,
                    dtype=case.dtype, layout=case.layout, mode=case.mode, shape=case.shape, status=status,
-                   message=message, eps=case.eps, semantics_declared=impl.semantics if impl.layouts else "",
+                   message=message, eps=case.eps, input_kind=case.input_kind, semantics_declared=impl.semantics if impl.layouts else "",
                    ideal_bytes=case.ideal_bytes, source=impl.source)
 
     # ---- running --------------------------------------------------------------------------
@@ -305,7 +312,7 @@ class Runner:
     def key_of(self, impl: Impl, g: Group, case: Case) -> tuple[Any, ...]:
         backend = g.keras_backend if impl.framework == "keras" else impl.backends[0]
         return (impl.name, backend, case.device, case.dtype, case.layout, case.mode, tuple(case.shape),
-                self.cfg.threads, self.cfg.settings.key())
+                self.cfg.threads, self.cfg.settings.key(), case.input_kind)
 
     def complete(self, row: Row, extra: dict[str, Any]) -> Row:
         row = replace(row, run_id=self.run_id, threads=self.cfg.threads, settings=self.cfg.settings.key(), **extra)
@@ -446,7 +453,8 @@ class Runner:
 
     @staticmethod
     def case_key(row: Row) -> str:
-        return f"{row.device}|{row.dtype}|{row.layout}|{row.mode}|{'x'.join(map(str, row.shape))}"
+        kind = "" if row.input_kind == "random" else f"|{row.input_kind}"
+        return f"{row.device}|{row.dtype}|{row.layout}|{row.mode}|{'x'.join(map(str, row.shape))}{kind}"
 
     def progress(self, g: Group, rows: list[Row]) -> None:
         elapsed = time.monotonic() - self.started
@@ -454,10 +462,13 @@ class Runner:
         r0 = rows[0]
         parts = []
         for r in rows:
-            if r.status == "ok" and r.time_median_s:
+            if r.input_kind != "random":
+                parts.append(f"{r.impl} {'safe' if r.correct else 'UNSAFE'}" if r.status == "ok" else f"{r.impl} {r.status}")
+            elif r.status == "ok" and r.time_median_s:
                 flag = "" if r.correct else " WRONG"
                 parts.append(f"{r.impl} {r.time_median_s * 1e3:.3g} ms{flag}")
             else:
                 parts.append(f"{r.impl} {r.status}")
+        kind = "" if r0.input_kind == "random" else f" edge:{r0.input_kind}"
         self.say(f"[{self.done}/{self.total} eta {eta:.0f}s] {g.label} {'x'.join(map(str, r0.shape))} "
-                 f"{r0.dtype} {r0.layout} {r0.mode}: " + ", ".join(parts))
+                 f"{r0.dtype} {r0.layout} {r0.mode}{kind}: " + ", ".join(parts))

@@ -91,7 +91,39 @@ class GroupWorker:
             "ideal_bytes": case.ideal_bytes,
         }
 
+    def run_edge(self, case: Case, names: list[str]) -> None:
+        """One call per implementation on an input that breaks implementations: finite? how wrong?"""
+        ad = self.adapter
+        x64 = reference.make_edge_input(case.input_kind, case)
+        for name in names:
+            impl = self.impls[name]
+            fields = {**self.base(impl, case), "input_kind": case.input_kind}
+            try:
+                self.begin(impl, case, "edge")
+                x = ad.to_tensor(x64, case)
+                x_seen = ad.to_numpy(x, case, "input")
+                y64 = ad.to_numpy(ad.finish(ad.forward_once(impl.builder(case), x), self.device), case)  # type: ignore[misc]
+                acc = reference.accuracy(y64, reference.edge_reference(x_seen, case.eps, impl.semantics))
+                tol = reference.edge_tolerance(case.input_kind, case.dtype)
+                err = acc.max_abs_err
+                if acc.nonfinite_outputs or err is None or err > reference.UNSAFE_ABS_ERR:
+                    verdict = "unsafe"
+                else:
+                    verdict = "safe" if err <= tol else "inexact"
+                self.emit_row({**fields, "status": "ok", "max_abs_err": _sig(err),
+                               "max_rel_err": _sig(acc.max_rel_err), "nonfinite_outputs": acc.nonfinite_outputs,
+                               "tolerance": tol, "correct": verdict == "safe",
+                               "message": f"{case.input_kind}: {verdict}"
+                                          + (f", {acc.nonfinite_outputs} non-finite values" if acc.nonfinite_outputs
+                                             else f", max abs err {_sig(err)}")})
+            except Exception as exc:
+                status = "oom" if ad.is_oom(exc) else "error"
+                self.emit_row({**fields, "status": status, "message": format_exception(exc)})
+
     def run_case(self, case: Case, names: list[str]) -> None:
+        if case.input_kind != "random":
+            self.run_edge(case, names)
+            return
         ad = self.adapter
         x64 = reference.make_input(case)
         g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
@@ -271,6 +303,8 @@ def main() -> int:
 
         adapter = frameworks.load(tf_name)
         adapter.setup(spec["threads"], spec["device"])
+        if framework == "keras" and hasattr(adapter, "use_physical_shapes"):
+            adapter.use_physical_shapes(True)
     except Exception as exc:
         emit({"event": "fatal", "message": f"{tf_name} unavailable on {spec['device']}: {format_exception(exc)}"})
         return 3

@@ -64,6 +64,18 @@ def _tile_start(C, sn, sc, BLOCK_C: tl.constexpr):
     return n, c, n.to(tl.int64) * sn + c.to(tl.int64) * sc
 
 
+@triton.jit
+def _cast(v, DTYPE: tl.constexpr, ROUND_BF16: tl.constexpr):
+    if ROUND_BF16:
+        # Triton's interpreter truncates fp32 -> bf16 (compiled code rounds to nearest even), which
+        # biases every |y| low by half an ulp; round by hand there, keeping NaN a NaN.
+        bits = v.to(tl.uint32, bitcast=True)
+        rounded = tl.where(v == v, bits + 0x7FFF + ((bits >> 16) & 1), bits)
+        return (rounded >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return v.to(DTYPE)
+
+
 # Every kernel subtracts a pivot, the plane's first element, before anything else: for data like
 # 1e4 + 0.01 * noise, x - pivot is exact in fp32 while a mean near 1e4 can only be held to
 # 1e4 * 2^-24, a few percent of the spread. The saved "mean" is relative to that pivot, and the
@@ -72,7 +84,22 @@ def _tile_start(C, sn, sc, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def _forward_fused(
-    X, Y, MEAN, RSTD, C, HW, sxn, sxc, sxs, syn, syc, sys, eps, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr
+    X,
+    Y,
+    MEAN,
+    RSTD,
+    C,
+    HW,
+    sxn,
+    sxc,
+    sxs,
+    syn,
+    syc,
+    sys,
+    eps,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROUND_BF16: tl.constexpr,
 ):
     n, c, xrow = _tile_start(C, sxn, sxc, BLOCK_C)
     cmask = c < C
@@ -85,14 +112,30 @@ def _forward_fused(
     d = tl.where(mask, x - mean[:, None], 0.0)
     rstd = tl.rsqrt(tl.sum(d * d, axis=1) / HW + eps)
     yrow = n.to(tl.int64) * syn + c.to(tl.int64) * syc
-    tl.store(Y + yrow[:, None] + s[None, :] * sys, (d * rstd[:, None]).to(Y.dtype.element_ty), mask=mask)
+    y = _cast(d * rstd[:, None], Y.dtype.element_ty, ROUND_BF16)
+    tl.store(Y + yrow[:, None] + s[None, :] * sys, y, mask=mask)
     tl.store(MEAN + n * C + c, mean, mask=cmask)
     tl.store(RSTD + n * C + c, rstd, mask=cmask)
 
 
 @triton.jit
 def _forward_looped(
-    X, Y, MEAN, RSTD, C, HW, sxn, sxc, sxs, syn, syc, sys, eps, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr
+    X,
+    Y,
+    MEAN,
+    RSTD,
+    C,
+    HW,
+    sxn,
+    sxc,
+    sxs,
+    syn,
+    syc,
+    sys,
+    eps,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROUND_BF16: tl.constexpr,
 ):
     n, c, xrow = _tile_start(C, sxn, sxc, BLOCK_C)
     cmask = c < C
@@ -123,7 +166,7 @@ def _forward_looped(
         mask = cmask[:, None] & (s < HW)[None, :]
         x = tl.load(X + xrow[:, None] + s[None, :] * sxs, mask=mask, other=0.0).to(tl.float32)
         y = ((x - pivot[:, None]) - mean[:, None]) * rstd[:, None]
-        tl.store(Y + yrow[:, None] + s[None, :] * sys, y.to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + yrow[:, None] + s[None, :] * sys, _cast(y, Y.dtype.element_ty, ROUND_BF16), mask=mask)
     tl.store(MEAN + n * C + c, mean, mask=cmask)
     tl.store(RSTD + n * C + c, rstd, mask=cmask)
 
@@ -134,9 +177,26 @@ def _forward_looped(
 
 @triton.jit
 def _backward_fused(
-    X, DY, DX, MEAN, RSTD, C, HW, sxn, sxc, sxs, sgn, sgc, sgs, sdn, sdc, sds,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
-):  # fmt: skip
+    X,
+    DY,
+    DX,
+    MEAN,
+    RSTD,
+    C,
+    HW,
+    sxn,
+    sxc,
+    sxs,
+    sgn,
+    sgc,
+    sgs,
+    sdn,
+    sdc,
+    sds,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROUND_BF16: tl.constexpr,
+):
     n, c, xrow = _tile_start(C, sxn, sxc, BLOCK_C)
     cmask = c < C
     s = tl.arange(0, BLOCK_S)
@@ -152,14 +212,31 @@ def _backward_fused(
     mean_dy_xhat = tl.sum(dy * xhat, axis=1) / HW
     dx = rstd[:, None] * (dy - mean_dy[:, None] - xhat * mean_dy_xhat[:, None])
     drow = n.to(tl.int64) * sdn + c.to(tl.int64) * sdc
-    tl.store(DX + drow[:, None] + s[None, :] * sds, dx.to(DX.dtype.element_ty), mask=mask)
+    tl.store(DX + drow[:, None] + s[None, :] * sds, _cast(dx, DX.dtype.element_ty, ROUND_BF16), mask=mask)
 
 
 @triton.jit
 def _backward_looped(
-    X, DY, DX, MEAN, RSTD, C, HW, sxn, sxc, sxs, sgn, sgc, sgs, sdn, sdc, sds,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
-):  # fmt: skip
+    X,
+    DY,
+    DX,
+    MEAN,
+    RSTD,
+    C,
+    HW,
+    sxn,
+    sxc,
+    sxs,
+    sgn,
+    sgc,
+    sgs,
+    sdn,
+    sdc,
+    sds,
+    BLOCK_C: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROUND_BF16: tl.constexpr,
+):
     n, c, xrow = _tile_start(C, sxn, sxc, BLOCK_C)
     cmask = c < C
     mean = tl.load(MEAN + n * C + c, mask=cmask, other=0.0)
@@ -187,7 +264,11 @@ def _backward_looped(
         xhat = ((x - pivot[:, None]) - mean[:, None]) * rstd[:, None]
         dy = tl.load(DY + grow[:, None] + s[None, :] * sgs, mask=mask, other=0.0).to(tl.float32)
         dx = rstd[:, None] * (dy - mean_dy[:, None] - xhat * mean_dy_xhat[:, None])
-        tl.store(DX + drow[:, None] + s[None, :] * sds, dx.to(DX.dtype.element_ty), mask=mask)
+        tl.store(DX + drow[:, None] + s[None, :] * sds, _cast(dx, DX.dtype.element_ty, ROUND_BF16), mask=mask)
+
+
+# True when the kernels above run in Triton's interpreter (TRITON_INTERPRET=1), not compiled.
+INTERPRETED = not isinstance(_forward_fused, triton.runtime.JITFunction)
 
 
 def _plane_strides(t: torch.Tensor) -> tuple[int, int, int] | None:
@@ -239,9 +320,20 @@ def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, to
     kernel = _forward_looped if p.looped else _forward_fused
     grid = (n * triton.cdiv(c, p.block_c),)
     kernel[grid](
-        x, y, mean, rstd, c, h * w, *xs, *_plane_strides(y), eps,
-        BLOCK_C=p.block_c, BLOCK_S=p.block_s, num_warps=p.num_warps,
-    )  # fmt: skip
+        x,
+        y,
+        mean,
+        rstd,
+        c,
+        h * w,
+        *xs,
+        *_plane_strides(y),
+        eps,
+        BLOCK_C=p.block_c,
+        BLOCK_S=p.block_s,
+        ROUND_BF16=INTERPRETED and x.dtype == torch.bfloat16,
+        num_warps=p.num_warps,
+    )
     return y, mean, rstd
 
 
@@ -257,9 +349,21 @@ def backward(x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.
     kernel = _backward_looped if p.looped else _backward_fused
     grid = (n * triton.cdiv(c, p.block_c),)
     kernel[grid](
-        x, dy, dx, mean, rstd, c, h * w, *xs, *gs, *_plane_strides(dx),
-        BLOCK_C=p.block_c, BLOCK_S=p.block_s, num_warps=p.num_warps,
-    )  # fmt: skip
+        x,
+        dy,
+        dx,
+        mean,
+        rstd,
+        c,
+        h * w,
+        *xs,
+        *gs,
+        *_plane_strides(dx),
+        BLOCK_C=p.block_c,
+        BLOCK_S=p.block_s,
+        ROUND_BF16=INTERPRETED and x.dtype == torch.bfloat16,
+        num_warps=p.num_warps,
+    )
     return dx
 
 

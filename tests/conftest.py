@@ -31,6 +31,6 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
     both layouts. Registry-driven tests read their rows from it."""
     tmp = tmp_path_factory.mktemp("smoke")
     proc, rows = run_rows(tmp, "--preset", "smoke", "--device", "cpu", "--mode", "forward", "--mode", "backward",
-                          "--mode", "train", "--layout", "NCHW", "--layout", "NHWC", "--max-time", "0.05")
+                          "--mode", "train", "--layout", "NCHW", "--layout", "NHWC", "--max-time", "0.05", "--edge")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "run.jsonl", rows

@@ -9,8 +9,6 @@ from bench.results import STATUSES
 from tests.conftest import cli
 
 BUILT_IN = sorted(s.stem for s in sources(plugins=False))
-# Known, documented failures that must appear as rows with their message rather than stop the run.
-EXPECTED_ERRORS: dict[str, str] = {}
 
 
 def rows_of(rows, impl):
@@ -55,6 +53,24 @@ def test_the_article_snippets_disagree_on_semantics(smoke_run):
 def test_keras_runs_on_each_backend_in_its_own_row(smoke_run):
     _, rows = smoke_run
     assert {r.backend for r in rows if r.impl == "keras_layer" and r.status == "ok"} == {"tensorflow", "jax", "torch"}
+
+
+def test_keras_layer_norm_on_torch_backend_is_an_error_row_not_a_stop(smoke_run):
+    _, rows = smoke_run
+    bad = [r for r in rows if r.impl == "keras_layer_norm" and r.backend == "torch" and r.layout == "NHWC"]
+    assert bad and all(r.status == "error" and "normalized_shape" in r.message for r in bad)
+    assert "\x1b" not in bad[0].message
+
+
+def test_edge_cases_are_checked_per_implementation(smoke_run):
+    _, rows = smoke_run
+    edge = {(r.impl, r.backend, r.input_kind): r for r in rows if r.input_kind != "random" and r.layout == "NCHW"}
+    # The unbiased std of a 1x1 plane is 0/0: the article's PyTorch snippets return NaN there.
+    assert edge[("torch_module", "eager", "one_pixel")].nonfinite_outputs > 0
+    assert edge[("torch_group_norm", "eager", "one_pixel")].correct
+    assert edge[("torch_group_norm", "eager", "constant")].correct
+    assert edge[("torch_group_norm", "eager", "large_offset")].correct
+    assert edge[("torch_instance_norm", "eager", "one_pixel")].status == "error"
 
 
 def test_unsupported_combinations_are_rows_with_reasons(smoke_run):

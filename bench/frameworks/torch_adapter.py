@@ -11,10 +11,17 @@ import torch
 
 from bench import memory
 from bench.cases import Case
-from bench.frameworks import OutputError, cpu_cache_bytes, to_nchw
+from bench.frameworks import OutputError, cpu_cache_bytes, from_nchw, to_nchw
 
 NAME = "torch"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# torch code sees NHWC as channels_last memory of a logical NCHW tensor; Keras on the torch
+# backend wants the physical (N, H, W, C) shape instead, like its other backends.
+_physical = {"on": False}
+
+
+def use_physical_shapes(on: bool) -> None:
+    _physical["on"] = on
 
 
 def version() -> str:
@@ -46,6 +53,8 @@ def cache_bytes(device: str) -> int:
 
 
 def to_tensor(x64: np.ndarray, case: Case) -> torch.Tensor:
+    if _physical["on"]:
+        return torch.from_numpy(from_nchw(x64, case, physical=True)).to(DTYPES[case.dtype]).to(case.device)
     t = torch.from_numpy(x64).to(DTYPES[case.dtype])
     if case.layout == "NHWC":
         t = t.contiguous(memory_format=torch.channels_last)
@@ -55,7 +64,7 @@ def to_tensor(x64: np.ndarray, case: Case) -> torch.Tensor:
 def to_numpy(out: Any, case: Case, what: str = "output") -> np.ndarray:
     if not isinstance(out, torch.Tensor):
         raise OutputError(f"{what} is a {type(out).__name__}; expected a torch.Tensor")
-    return to_nchw(out.detach().to("cpu", torch.float64).numpy(), case, physical=False, what=what)
+    return to_nchw(out.detach().to("cpu", torch.float64).numpy(), case, physical=_physical["on"], what=what)
 
 
 def sync(device: str) -> None:
