@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", action="append", default=None, help=f"{', '.join(DTYPES)} (repeatable)")
     run.add_argument("--layout", action="append", default=None, help=f"{', '.join(LAYOUTS)} (repeatable)")
     run.add_argument("--mode", action="append", default=None, help=f"{', '.join(MODES)} (repeatable)")
-    run.add_argument("--threads", type=int, default=0, help="threads for every framework (default: all cores)")
+    run.add_argument(
+        "--threads", type=int, default=0, help="threads for every framework (default: all cores)"
+    )
     run.add_argument("--eps", type=float, default=1e-5)
     run.add_argument("--out", default=None, help="results JSONL path (default results/<run_id>.jsonl)")
     run.add_argument("--resume", default=None, metavar="RESULTS.jsonl", help="append what is missing")
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impl-path", action="append", default=[], metavar="DIR", help="extra implementations")
-    p.add_argument("--impl-module", action="append", default=[], metavar="MODULE", help="extra implementations")
+    p.add_argument(
+        "--impl-module", action="append", default=[], metavar="MODULE", help="extra implementations"
+    )
 
 
 def resolve_devices(text: str) -> list[str]:
@@ -132,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_time is not None:
         if args.max_time <= 0:
             raise BenchError(f"bad --max-time {args.max_time}; expected seconds > 0")
-        settings = replace(settings, max_time_s=args.max_time, min_time_s=min(settings.min_time_s, args.max_time))
+        settings = replace(
+            settings, max_time_s=args.max_time, min_time_s=min(settings.min_time_s, args.max_time)
+        )
     if args.case_timeout <= 0:
         raise BenchError(f"bad --case-timeout {args.case_timeout}; expected seconds > 0")
     out = Path(args.out) if args.out else None
@@ -144,12 +150,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     devices = resolve_devices(args.device)
     total = _total_memory()
     cfg = RunConfig(
-        impl_globs=args.impl or ["*"], devices=devices, preset=preset, shapes=shapes, dtypes=dtypes,
-        layouts=layouts, modes=modes, threads=args.threads or (os.cpu_count() or 1), eps=args.eps,
-        settings=settings, out=out, resume=resume, impl_paths=args.impl_path, impl_modules=args.impl_module,
+        impl_globs=args.impl or ["*"],
+        devices=devices,
+        preset=preset,
+        shapes=shapes,
+        dtypes=dtypes,
+        layouts=layouts,
+        modes=modes,
+        threads=args.threads or (os.cpu_count() or 1),
+        eps=args.eps,
+        settings=settings,
+        out=out,
+        resume=resume,
+        impl_paths=args.impl_path,
+        impl_modules=args.impl_module,
         case_timeout_s=args.case_timeout,
         max_memory_bytes=parse_size(args.max_memory) if args.max_memory else int(0.8 * total),
-        fail_fast=args.fail_fast, edge=args.edge, command=" ".join(shlex.quote(a) for a in sys.argv),
+        fail_fast=args.fail_fast,
+        edge=args.edge,
+        command=" ".join(shlex.quote(a) for a in sys.argv),
     )
     runner = Runner(cfg)
     try:
@@ -183,13 +202,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in sorted(impls):
         i = impls[name]
         status = f"unavailable: {i.unavailable}" if i.unavailable else "available"
-        table.append((name, i.framework, ",".join(i.backends), ",".join(i.layouts) or "-",
-                      i.semantics if i.layouts else "-", status))
+        table.append(
+            (
+                name,
+                i.framework,
+                ",".join(i.backends),
+                ",".join(i.layouts) or "-",
+                i.semantics if i.layouts else "-",
+                status,
+            )
+        )
     widths = [max(len(r[k]) for r in table) for k in range(len(header) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    origins = sorted({i.source.split(" ", 1)[0] + " " + str(Path(i.source.split(" ", 1)[-1]).parent)
-                      for i in impls.values() if i.source})
+    origins = sorted(
+        {
+            i.source.split(" ", 1)[0] + " " + str(Path(i.source.split(" ", 1)[-1]).parent)
+            for i in impls.values()
+            if i.source
+        }
+    )
     print(f"\n{len(impls)} implementations from: " + "; ".join(origins))
     return 0
 
@@ -215,7 +247,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](
+            args
+        )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ def classify(lo: float, hi: float, threshold: float) -> str:
 
 def compare_rows(base: list[Row], new: list[Row], threshold: float) -> list[dict[str, Any]]:
     old = {case_key(r): r for r in base if r.status == "ok" and r.samples_s}
-    out = []
+    out: list[dict[str, Any]] = []
     for r in new:
         k = case_key(r)
         b = old.get(k)
@@ -60,13 +60,17 @@ def compare_files(base: Path, new: Path, threshold: float, json_out: str | None 
     results = compare_rows(read_rows(base), read_rows(new), threshold)
     if not results:
         raise BenchError(f"no measured (implementation, case) pair is in both {base} and {new}")
-    print(f"{'implementation':22} {'backend':10} {'case':34} {'base':>10} {'new':>10} {'new/base':>9}  "
-          f"{'95% CI':>15}  verdict")
+    print(
+        f"{'implementation':22} {'backend':10} {'case':34} {'base':>10} {'new':>10} {'new/base':>9}  "
+        f"{'95% CI':>15}  verdict"
+    )
     for c in results:
         case = f"{c['device']} {'x'.join(map(str, c['shape']))} {c['dtype']} {c['layout']} {c['mode']}"
-        print(f"{c['impl']:22} {c['backend']:10} {case:34} {c['base_median_s'] * 1e3:8.4g}ms "
-              f"{c['new_median_s'] * 1e3:8.4g}ms {c['ratio']:9.3f}  [{c['ci_low']:.3f}, {c['ci_high']:.3f}]  "
-              f"{c['verdict']}")
+        print(
+            f"{c['impl']:22} {c['backend']:10} {case:34} {c['base_median_s'] * 1e3:8.4g}ms "
+            f"{c['new_median_s'] * 1e3:8.4g}ms {c['ratio']:9.3f}  [{c['ci_low']:.3f}, {c['ci_high']:.3f}]  "
+            f"{c['verdict']}"
+        )
     counts = {v: sum(c["verdict"] == v for c in results) for v in ("faster", "slower", "same", "ambiguous")}
     print("summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (threshold {threshold:.1%})")
     if json_out:

@@ -43,8 +43,13 @@ def gpu_info() -> list[dict[str, str]]:
         return []
     fields = "name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw"
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return []
     keys = fields.split(",")
@@ -53,9 +58,16 @@ def gpu_info() -> list[dict[str, str]]:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -91,8 +103,10 @@ def collect(cfg: Any, run_id: str, impls: dict[str, Any]) -> dict[str, Any]:
         "timing_settings": settings,
         "case_timeout_s": cfg.case_timeout_s,
         "max_memory_bytes": cfg.max_memory_bytes,
-        "implementations": {n: {"framework": i.framework, "source": i.source, "unavailable": i.unavailable}
-                            for n, i in sorted(impls.items())},
+        "implementations": {
+            n: {"framework": i.framework, "source": i.source, "unavailable": i.unavailable}
+            for n, i in sorted(impls.items())
+        },
     }
 
 

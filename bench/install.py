@@ -53,8 +53,10 @@ def main() -> int:
         print(f"normbench install: required packages missing and not installable: {names}", file=sys.stderr)
         return 1
     for mod, req in missing(FRAMEWORKS):
-        print(f"normbench install: {mod} not available ({req} could not be installed); "
-              "its implementations will be reported unavailable")
+        print(
+            f"normbench install: {mod} not available ({req} could not be installed); "
+            "its implementations will be reported unavailable"
+        )
     return 0
 
 

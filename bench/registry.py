@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import re
 import importlib.util
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -69,7 +69,7 @@ class Impl:
     @classmethod
     def from_info(cls, d: dict[str, Any]) -> Impl:
         tuples = ("layouts", "backends", "modes", "dtypes", "devices", "layout_copy")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})  # type: ignore[arg-type]
 
     def unsupported_reason(self, case: Any) -> str | None:
         """Why this implementation cannot run `case` by its own declaration, or None."""
@@ -88,7 +88,9 @@ _REGISTRY: dict[str, Impl] = {}
 _current_source: list[str] = []
 
 
-def _as_tuple(value: str | tuple[str, ...] | list[str], kind: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+def _as_tuple(
+    value: str | tuple[str, ...] | list[str], kind: str, allowed: tuple[str, ...]
+) -> tuple[str, ...]:
     items = (value,) if isinstance(value, str) else tuple(value)
     for item in items:
         if item not in allowed:
@@ -147,7 +149,9 @@ def register(
         )
         known = _REGISTRY.get(impl_name)
         if known is not None and known.source != impl.source:
-            raise BenchError(f"implementation {impl_name!r} registered twice: {known.source} and {impl.source}")
+            raise BenchError(
+                f"implementation {impl_name!r} registered twice: {known.source} and {impl.source}"
+            )
         _REGISTRY[impl_name] = impl
         return builder
 
@@ -190,7 +194,9 @@ def sources(impl_paths: list[str] = (), impl_modules: list[str] = (), plugins: b
             files.append(path)
         else:
             raise BenchError(f"--impl-path {p!r} is neither a directory nor a .py file")
-    found = [Source("file", str(f.resolve()), framework_of(f.stem)) for f in files if not f.name.startswith("_")]
+    found = [
+        Source("file", str(f.resolve()), framework_of(f.stem)) for f in files if not f.name.startswith("_")
+    ]
     found += [Source("module", m, framework_of(m.rsplit(".", 1)[-1])) for m in impl_modules]
     if plugins:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -98,8 +98,15 @@ def compare_sentence(name_a: str, a: pd.DataFrame, name_b: str, b: pd.DataFrame)
         text = f"{name_a} is {1 / ratio:.2f}x slower than {name_b}"
     else:
         text = f"{name_a} and {name_b} are not distinguishable"
-    return {"a": name_a, "b": name_b, "ratio": ratio, "ci_low": lo, "ci_high": hi, "shapes": len(pairs),
-            "text": f"{text} (time ratio {ratio:.2f}, 95% CI {lo:.2f}-{hi:.2f}, over {len(pairs)} shapes)"}
+    return {
+        "a": name_a,
+        "b": name_b,
+        "ratio": ratio,
+        "ci_low": lo,
+        "ci_high": hi,
+        "shapes": len(pairs),
+        "text": f"{text} (time ratio {ratio:.2f}, 95% CI {lo:.2f}-{hi:.2f}, over {len(pairs)} shapes)",
+    }
 
 
 def verdicts(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -121,17 +128,33 @@ def verdicts(df: pd.DataFrame) -> list[dict[str, Any]]:
             b = best_variant(gf)
             if b:
                 v["per_framework"][fw] = b[0]
-        torch_best, keras_best = best_variant(gl[gl["framework"] == "torch"]), best_variant(gl[gl["framework"] == "keras"])
+        torch_best, keras_best = (
+            best_variant(gl[gl["framework"] == "torch"]),
+            best_variant(gl[gl["framework"] == "keras"]),
+        )
         if torch_best and keras_best:
-            v["torch_vs_keras"] = compare_sentence(f"PyTorch's best ({torch_best[0]})", torch_best[1],
-                                                   f"Keras's best ({keras_best[0]})", keras_best[1])
+            v["torch_vs_keras"] = compare_sentence(
+                f"PyTorch's best ({torch_best[0]})",
+                torch_best[1],
+                f"Keras's best ({keras_best[0]})",
+                keras_best[1],
+            )
         # The article's own snippets, each in the layout it was written for.
-        arts = {n: g[(g["impl"] == n) & (g["layout"] == ("NHWC" if n == "keras_lambda" else "NCHW"))]
-                for n in ARTICLE}
-        v["article"] = [s for n in ("torch_view", "torch_module") if not arts[n].empty and not arts["keras_lambda"].empty
-                        for s in [compare_sentence(n, arts[n], "keras_lambda", arts["keras_lambda"])] if s]
-        for regime, mask in (("small planes (< 32x32)", gl["plane"] < SMALL_PLANE),
-                             ("large planes (>= 32x32)", gl["plane"] >= SMALL_PLANE)):
+        arts = {
+            n: g[(g["impl"] == n) & (g["layout"] == ("NHWC" if n == "keras_lambda" else "NCHW"))]
+            for n in ARTICLE
+        }
+        v["article"] = [
+            s
+            for n in ("torch_view", "torch_module")
+            if not arts[n].empty and not arts["keras_lambda"].empty
+            for s in [compare_sentence(n, arts[n], "keras_lambda", arts["keras_lambda"])]
+            if s
+        ]
+        for regime, mask in (
+            ("small planes (< 32x32)", gl["plane"] < SMALL_PLANE),
+            ("large planes (>= 32x32)", gl["plane"] >= SMALL_PLANE),
+        ):
             b = best_variant(gl[mask])
             if b:
                 v["sentences"].append(f"On {regime}, {device} {mode} {dtype} {layout}: fastest is {b[0]}.")
@@ -143,21 +166,29 @@ def caveats(df: pd.DataFrame) -> list[str]:
     notes = []
     odd = df[(df["status"] == "ok") & (df["semantics"] != CANONICAL)]["impl"].unique()
     if len(odd):
-        notes.append("Not the canonical InstanceNorm semantics (population std, eps inside the sqrt): "
-                     + ", ".join(sorted(odd)) + ". Their outputs differ by design, not by error.")
+        notes.append(
+            "Not the canonical InstanceNorm semantics (population std, eps inside the sqrt): "
+            + ", ".join(sorted(odd))
+            + ". Their outputs differ by design, not by error."
+        )
     mism = df[df["semantics_mismatch"] == True]["impl"].unique()  # noqa: E712
     if len(mism):
         notes.append("Detected semantics differ from the declared ones: " + ", ".join(sorted(mism)) + ".")
     wrong = df[(df["status"] == "ok") & (df["correct"] == False)]["variant"].unique()  # noqa: E712
     if len(wrong):
-        notes.append("Outside the dtype's tolerance (excluded from verdicts): " + ", ".join(sorted(wrong)) + ".")
+        notes.append(
+            "Outside the dtype's tolerance (excluded from verdicts): " + ", ".join(sorted(wrong)) + "."
+        )
     failed = df[df["status"].isin(["error", "crashed", "timeout", "oom"])]["variant"].unique()
     if len(failed):
         notes.append("Failed somewhere (see Errors): " + ", ".join(sorted(failed)) + ".")
     slow_first = df[(df["first_call_s"].astype(float) > 0.5)]["variant"].unique()
     if len(slow_first):
-        notes.append("First call over 0.5 s (compile/trace, not in the steady-state times): "
-                     + ", ".join(sorted(slow_first)) + ".")
+        notes.append(
+            "First call over 0.5 s (compile/trace, not in the steady-state times): "
+            + ", ".join(sorted(slow_first))
+            + "."
+        )
     return notes
 
 
@@ -173,8 +204,10 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
-def config_plots(g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], baseline: str) -> dict[str, str]:
-    plots = {}
+def config_plots(
+    g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], baseline: str
+) -> dict[str, str]:
+    plots: dict[str, str] = {}
     ok = g[(g["status"] == "ok") & g["time_median_s"].notna()]
     if ok.empty:
         return plots
@@ -185,8 +218,13 @@ def config_plots(g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], 
         q = [np.percentile(s, [25, 75]) * 1e3 if len(s) else (m, m) for s, m in zip(gv["samples_s"], med)]
         ax.plot(x, med, "o-", color=palette[variant], label=variant, lw=1.5, ms=4)
         ax.fill_between(x, [a for a, _ in q], [b for _, b in q], color=palette[variant], alpha=0.2)
-    ax.set(xscale="log", yscale="log", xlabel="elements (N*C*H*W)", ylabel="median time per call (ms)",
-           title=f"Latency vs problem size ({tag}); bands: IQR")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="elements (N*C*H*W)",
+        ylabel="median time per call (ms)",
+        title=f"Latency vs problem size ({tag}); bands: IQR",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     plots["latency"] = _save(fig, out, f"latency_{tag}.png")
@@ -194,11 +232,15 @@ def config_plots(g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], 
     base = ok[ok["impl"] == baseline].set_index("shape_str")["time_median_s"]
     if not base.empty:
         piv = ok.pivot_table(index="variant", columns="shape_str", values="time_median_s", aggfunc="median")
-        cols = [c for c in sorted(piv.columns, key=lambda s: math.prod(map(int, s.split("x")))) if c in base.index]
+        cols = [
+            c for c in sorted(piv.columns, key=lambda s: math.prod(map(int, s.split("x")))) if c in base.index
+        ]
         if cols:
             speed = base[cols] / piv[cols]
             fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 4, 0.38 * len(speed) + 1.8))
-            im = ax.imshow(np.log2(speed.to_numpy(dtype=float)), cmap="RdYlGn", vmin=-4, vmax=4, aspect="auto")
+            im = ax.imshow(
+                np.log2(speed.to_numpy(dtype=float)), cmap="RdYlGn", vmin=-4, vmax=4, aspect="auto"
+            )
             ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
             ax.set_yticks(range(len(speed)), speed.index, fontsize=8)
             for (i, j), val in np.ndenumerate(speed.to_numpy(dtype=float)):
@@ -214,8 +256,10 @@ def config_plots(g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], 
     sol = largest["sol_fraction"].astype(float).fillna(0).to_numpy()
     gbps = largest["achieved_gbps"].astype(float).fillna(0).to_numpy()
     axes[0].barh(names, sol, color=[palette[n] for n in names])
-    axes[0].set(xlabel="fraction of measured copy bandwidth (speed of light)",
-                title=f"Roofline: {largest['shape_str'].iloc[0]}")
+    axes[0].set(
+        xlabel="fraction of measured copy bandwidth (speed of light)",
+        title=f"Roofline: {largest['shape_str'].iloc[0]}",
+    )
     for i, (s, b) in enumerate(zip(sol, gbps)):
         axes[0].text(s, i, f" {b:.3g} GB/s", va="center", fontsize=7)
     mem = largest["extra_mem_bytes"].astype(float).fillna(0).to_numpy() / 2**20
@@ -229,8 +273,11 @@ def config_plots(g: pd.DataFrame, tag: str, out: Path, palette: dict[str, Any], 
     first = ok.groupby("variant")["first_call_s"].median().sort_values()
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(first) + 1.8))
     ax.barh(first.index, first.to_numpy() * 1e3, color=[palette[n] for n in first.index])
-    ax.set(xscale="log", xlabel="first call (ms, median over shapes): compile/trace included",
-           title=f"First-call cost ({tag})")
+    ax.set(
+        xscale="log",
+        xlabel="first call (ms, median over shapes): compile/trace included",
+        title=f"First-call cost ({tag})",
+    )
     ax.invert_yaxis()
     plots["first_call"] = _save(fig, out, f"first_call_{tag}.png")
     return plots
@@ -243,18 +290,34 @@ def break_even(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df["status"] == "ok"]
     for comp, eager in counterparts.items():
         for _, c in ok[ok["impl"] == comp].iterrows():
-            e = ok[(ok["impl"] == eager) & (ok["run"] == c["run"]) & (ok["device"] == c["device"])
-                   & (ok["mode"] == c["mode"]) & (ok["dtype"] == c["dtype"]) & (ok["shape_str"] == c["shape_str"])]
+            e = ok[
+                (ok["impl"] == eager)
+                & (ok["run"] == c["run"])
+                & (ok["device"] == c["device"])
+                & (ok["mode"] == c["mode"])
+                & (ok["dtype"] == c["dtype"])
+                & (ok["shape_str"] == c["shape_str"])
+            ]
             if e.empty:
                 continue
             e = e.iloc[0]
             gain = e["time_median_s"] - c["time_median_s"]
             extra = c["first_call_s"] - e["first_call_s"]
             calls = math.ceil(extra / gain) if gain > 0 else None
-            rows.append({"run": c["run"], "device": c["device"], "mode": c["mode"], "dtype": c["dtype"],
-                         "shape": c["shape_str"], "compiled": comp, "eager": f"{eager} ({e['layout']})",
-                         "compile cost (s)": round(extra, 4), "saving per call (us)": round(gain * 1e6, 2),
-                         "break-even calls": calls if calls is not None else "never (not faster)"})
+            rows.append(
+                {
+                    "run": c["run"],
+                    "device": c["device"],
+                    "mode": c["mode"],
+                    "dtype": c["dtype"],
+                    "shape": c["shape_str"],
+                    "compiled": comp,
+                    "eager": f"{eager} ({e['layout']})",
+                    "compile cost (s)": round(extra, 4),
+                    "saving per call (us)": round(gain * 1e6, 2),
+                    "break-even calls": calls if calls is not None else "never (not faster)",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -280,22 +343,28 @@ def results_table(g: pd.DataFrame) -> str:
             f"<td{wrong}>{'' if pd.isna(r['max_rel_err']) else f'{r.max_rel_err:.2g}'}</td>"
             f"<td>{html.escape(str(r['semantics']))}</td><td>{r['n_samples']} ({r['stop_reason']})</td></tr>"
         )
-    head = ("<tr><th>implementation</th><th>shape</th><th>median</th><th>IQR/median</th><th>call latency</th>"
-            "<th>first call</th><th>achieved</th><th>SOL</th><th>extra mem</th><th>max rel err</th>"
-            "<th>semantics (detected)</th><th>samples</th></tr>")
+    head = (
+        "<tr><th>implementation</th><th>shape</th><th>median</th><th>IQR/median</th><th>call latency</th>"
+        "<th>first call</th><th>achieved</th><th>SOL</th><th>extra mem</th><th>max rel err</th>"
+        "<th>semantics (detected)</th><th>samples</th></tr>"
+    )
     return f"<table>{head}{''.join(body)}</table>"
 
 
 def semantics_table(df: pd.DataFrame) -> str:
     ok = df[df["status"] == "ok"]
-    agg = ok.groupby(["impl", "semantics_declared"]).agg(
-        detected=("semantics", lambda s: ", ".join(sorted(set(s)))),
-        mismatch=("semantics_mismatch", "any"),
-        max_rel_err=("max_rel_err", "max"),
-        nonfinite=("nonfinite_outputs", "sum"),
-        all_correct=("correct", "all"),
-        layout_copy=("layout_copy", "any"),
-    ).reset_index()
+    agg = (
+        ok.groupby(["impl", "semantics_declared"])
+        .agg(
+            detected=("semantics", lambda s: ", ".join(sorted(set(s)))),
+            mismatch=("semantics_mismatch", "any"),
+            max_rel_err=("max_rel_err", "max"),
+            nonfinite=("nonfinite_outputs", "sum"),
+            all_correct=("correct", "all"),
+            layout_copy=("layout_copy", "any"),
+        )
+        .reset_index()
+    )
     return agg.to_html(index=False, float_format=lambda v: f"{v:.2g}", classes="semantics", border=0)
 
 
@@ -303,8 +372,11 @@ def errors_table(df: pd.DataFrame) -> str:
     bad = df[df["status"] != "ok"]
     if bad.empty:
         return "<p>None.</p>"
-    agg = bad.groupby(["variant", "status", "message"]).agg(
-        cases=("shape_str", "count"), devices=("device", lambda s: ", ".join(sorted(set(s))))).reset_index()
+    agg = (
+        bad.groupby(["variant", "status", "message"])
+        .agg(cases=("shape_str", "count"), devices=("device", lambda s: ", ".join(sorted(set(s)))))
+        .reset_index()
+    )
     return agg.to_html(index=False, classes="errors", border=0)
 
 
@@ -344,18 +416,33 @@ def render(paths: list[Path], out: Path | None, baseline: str = "torch_instance_
     configs = []
     for key, g in df.groupby(CONFIG, sort=True):
         tag = "_".join(str(k) for k in key).replace(":", "").replace("/", "-").replace(" ", "")
-        configs.append({"key": dict(zip(CONFIG, key)), "plots": config_plots(g, tag, out, palette, baseline),
-                        "table": results_table(g)})
+        configs.append(
+            {
+                "key": dict(zip(CONFIG, key)),
+                "plots": config_plots(g, tag, out, palette, baseline),
+                "table": results_table(g),
+            }
+        )
     flat = df.drop(columns=["samples_s"]).copy()
     flat["shape"] = flat["shape_str"]
     flat.to_csv(out / "results.csv", index=False)
     be = break_even(df)
     jenv = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     page = jenv.get_template("report.html.j2").render(
-        title="normbench: per-channel normalization", verdicts=verdicts(df), caveats=caveats(df),
-        configs=configs, semantics=semantics_table(df), errors=errors_table(df),
-        robustness=robustness_table(edge), break_even=be.to_html(index=False, border=0) if not be.empty else "", envs=envs, baseline=baseline,
-        runs=list(envs), canonical=CANONICAL, noisy=NOISY_REL_IQR, n_rows=len(df),
+        title="normbench: per-channel normalization",
+        verdicts=verdicts(df),
+        caveats=caveats(df),
+        configs=configs,
+        semantics=semantics_table(df),
+        errors=errors_table(df),
+        robustness=robustness_table(edge),
+        break_even=be.to_html(index=False, border=0) if not be.empty else "",
+        envs=envs,
+        baseline=baseline,
+        runs=list(envs),
+        canonical=CANONICAL,
+        noisy=NOISY_REL_IQR,
+        n_rows=len(df),
     )
     (out / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"

@@ -155,7 +155,9 @@ def read_rows(path: Path | str, warn: Any = None) -> list[Row]:
 
 def env_path(results: Path | str) -> Path:
     p = Path(results)
-    return p.with_name(p.name[: -len(".jsonl")] + ".env.json" if p.name.endswith(".jsonl") else p.name + ".env.json")
+    return p.with_name(
+        p.name[: -len(".jsonl")] + ".env.json" if p.name.endswith(".jsonl") else p.name + ".env.json"
+    )
 
 
 def read_env(results: Path | str) -> dict[str, Any]:

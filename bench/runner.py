@@ -80,12 +80,21 @@ def worker_env(threads: int, keras_backend: str | None = None) -> dict[str, str]
     env.update(WORKER_ENV)
     n = str(threads)
     # One thread count for every framework: OpenMP/MKL pools, TF's pools, XLA's Eigen pool.
-    env.update({"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-                "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2",
-                "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)})
+    env.update(
+        {
+            "OMP_NUM_THREADS": n,
+            "MKL_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n,
+            "TF_NUM_INTRAOP_THREADS": n,
+            "TF_NUM_INTEROP_THREADS": n,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
+    )
     if threads == 1:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                            "intra_op_parallelism_threads=1").strip()
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
     if keras_backend:
         env["KERAS_BACKEND"] = keras_backend
     return env
@@ -100,8 +109,14 @@ class Worker:
         self.log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         # A new session: the terminal's Ctrl-C reaches the runner, which stops workers itself.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=self.log, stderr=self.log,
-            pass_fds=(write_fd,), env=env, start_new_session=True, cwd=ROOT,
+            [sys.executable, "-m", "bench.worker"],
+            stdin=subprocess.PIPE,
+            stdout=self.log,
+            stderr=self.log,
+            pass_fds=(write_fd,),
+            env=env,
+            start_new_session=True,
+            cwd=ROOT,
         )
         os.close(write_fd)
         self.fd = read_fd
@@ -155,8 +170,13 @@ def probe(found: list[Source], threads: int) -> dict[str, Any]:
                 reason = "keras needs a backend; none of tensorflow, jax, torch is installed"
                 return fw, [{"_unavailable_all": reason}]
             backend = present[0]
-        spec = {"task": "probe", "framework": fw, "keras_backend": backend, "threads": threads,
-                "sources": [list(asdict(s).values()) for s in by_fw[fw]]}
+        spec = {
+            "task": "probe",
+            "framework": fw,
+            "keras_backend": backend,
+            "threads": threads,
+            "sources": [list(asdict(s).values()) for s in by_fw[fw]],
+        }
         w = Worker(spec, worker_env(threads, backend), None)
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + 300
@@ -179,8 +199,18 @@ def probe(found: list[Source], threads: int) -> dict[str, Any]:
     for fw, infos in result.items():
         if infos and "_unavailable_all" in infos[0]:
             for s in by_fw[fw]:
-                impls.append(Impl(name=s.stem, framework=fw, layouts=(), std="?", eps_at="?", backends=(),
-                                  source=s.label(), unavailable=infos[0]["_unavailable_all"]))
+                impls.append(
+                    Impl(
+                        name=s.stem,
+                        framework=fw,
+                        layouts=(),
+                        std="?",
+                        eps_at="?",
+                        backends=(),
+                        source=s.label(),
+                        unavailable=infos[0]["_unavailable_all"],
+                    )
+                )
         else:
             impls += [Impl.from_info(i) for i in infos]
     return {i.name: i for i in impls}
@@ -209,12 +239,24 @@ class Runner:
     def cases(self, device: str) -> list[Case]:
         cfg = self.cfg
         shapes = cfg.shapes or preset_shapes(cfg.preset, device)
-        cases = [Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
-                 for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)]
+        cases = [
+            Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
+            for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)
+        ]
         if cfg.edge:
-            cases += [Case(shape=shape, dtype=dtype, layout=lay, mode="forward", device=device, eps=cfg.eps,
-                           input_kind=kind)
-                      for kind, (shape, dtype) in EDGE_CASES.items() for lay in cfg.layouts]
+            cases += [
+                Case(
+                    shape=shape,
+                    dtype=dtype,
+                    layout=lay,
+                    mode="forward",
+                    device=device,
+                    eps=cfg.eps,
+                    input_kind=kind,
+                )
+                for kind, (shape, dtype) in EDGE_CASES.items()
+                for lay in cfg.layouts
+            ]
         return cases
 
     def plan(self, impls: list[Impl], present: list[str]) -> tuple[list[Group], list[Row]]:
@@ -225,7 +267,7 @@ class Runner:
                 for impl in impls:
                     backends = impl.backends if impl.framework == "keras" else (None,)
                     for backend in backends:
-                        row_backend = backend if impl.framework == "keras" else (impl.backends or ("",))[0]
+                        row_backend = backend or (impl.backends or ("",))[0]
                         reason = impl.unavailable or impl.unsupported_reason(case)
                         if not reason and backend and backend not in present:
                             reason = f"keras backend {backend} is not installed"
@@ -241,10 +283,23 @@ class Runner:
         return list(groups.values()), direct
 
     def row_for(self, impl: Impl, backend: str, case: Case, status: str, message: str) -> Row:
-        return Row(impl=impl.name, framework=impl.framework, backend=backend, device=case.device,
-                   dtype=case.dtype, layout=case.layout, mode=case.mode, shape=case.shape, status=status,
-                   message=message, eps=case.eps, input_kind=case.input_kind, semantics_declared=impl.semantics if impl.layouts else "",
-                   ideal_bytes=case.ideal_bytes, source=impl.source)
+        return Row(
+            impl=impl.name,
+            framework=impl.framework,
+            backend=backend,
+            device=case.device,
+            dtype=case.dtype,
+            layout=case.layout,
+            mode=case.mode,
+            shape=case.shape,
+            status=status,
+            message=message,
+            eps=case.eps,
+            input_kind=case.input_kind,
+            semantics_declared=impl.semantics if impl.layouts else "",
+            ideal_bytes=case.ideal_bytes,
+            source=impl.source,
+        )
 
     # ---- running --------------------------------------------------------------------------
     def run(self) -> Path:
@@ -266,8 +321,10 @@ class Runner:
         self.done_keys = done_keys
         direct = [r for r in (self.complete(r, {}) for r in direct) if r.key() not in done_keys]
         for g in groups:
-            g.jobs = [(c, [n for n in names if self.key_of(all_impls[n], g, c) not in done_keys])
-                      for c, names in g.jobs]
+            g.jobs = [
+                (c, [n for n in names if self.key_of(all_impls[n], g, c) not in done_keys])
+                for c, names in g.jobs
+            ]
             g.jobs = [(c, names) for c, names in g.jobs if names]
         groups = [g for g in groups if g.jobs]
         self.total = len(direct) + sum(len(n) for g in groups for _, n in g.jobs)
@@ -300,8 +357,10 @@ class Runner:
             self.writer.close()
         if self.stop_signal:
             name = signal.Signals(self.stop_signal).name
-            self.say(f"interrupted by {name}: {self.done} of {self.total} rows are in {out}; "
-                     f"resume with: python -m bench run --resume {out}")
+            self.say(
+                f"interrupted by {name}: {self.done} of {self.total} rows are in {out}; "
+                f"resume with: python -m bench run --resume {out}"
+            )
             raise KeyboardInterrupt
         self.say(f"done: {self.done} rows in {out} ({time.monotonic() - self.started:.0f} s)")
         return out
@@ -311,11 +370,23 @@ class Runner:
 
     def key_of(self, impl: Impl, g: Group, case: Case) -> tuple[Any, ...]:
         backend = g.keras_backend if impl.framework == "keras" else impl.backends[0]
-        return (impl.name, backend, case.device, case.dtype, case.layout, case.mode, tuple(case.shape),
-                self.cfg.threads, self.cfg.settings.key(), case.input_kind)
+        return (
+            impl.name,
+            backend,
+            case.device,
+            case.dtype,
+            case.layout,
+            case.mode,
+            tuple(case.shape),
+            self.cfg.threads,
+            self.cfg.settings.key(),
+            case.input_kind,
+        )
 
     def complete(self, row: Row, extra: dict[str, Any]) -> Row:
-        row = replace(row, run_id=self.run_id, threads=self.cfg.threads, settings=self.cfg.settings.key(), **extra)
+        row = replace(
+            row, run_id=self.run_id, threads=self.cfg.threads, settings=self.cfg.settings.key(), **extra
+        )
         if row.status == "ok" and row.time_median_s and row.ideal_bytes:
             gbps = row.ideal_bytes / row.time_median_s / 1e9
             copy = self.env.get("copy_gbps", {}).get(row.device) if hasattr(self, "env") else None
@@ -328,7 +399,9 @@ class Runner:
         self.done_keys.add(row.key())
         self.done += 1
         if self.cfg.fail_fast and row.status not in ("ok", "unavailable"):
-            raise BenchError(f"--fail-fast: {row.impl} on {row.device} {row.shape}: {row.status}: {row.message}")
+            raise BenchError(
+                f"--fail-fast: {row.impl} on {row.device} {row.shape}: {row.status}: {row.message}"
+            )
 
     def measure_copy_bandwidth(self, impls: dict[str, Impl]) -> None:
         """The speed-of-light reference: a large copy on each device, in this run, same threads."""
@@ -338,8 +411,14 @@ class Runner:
             for fw in ("torch", "jax", "tensorflow"):
                 if not installed(fw):
                     continue
-                spec = {"task": "copy", "framework": fw, "device": device, "threads": self.cfg.threads,
-                        "sources": [], "copy_bytes": size}
+                spec: dict[str, Any] = {
+                    "task": "copy",
+                    "framework": fw,
+                    "device": device,
+                    "threads": self.cfg.threads,
+                    "sources": [],
+                    "copy_bytes": size,
+                }
                 w = Worker(spec, worker_env(self.cfg.threads), None)
                 events, closed = [], False
                 deadline = time.monotonic() + 120
@@ -350,7 +429,9 @@ class Runner:
                 copy = [e for e in events if e["event"] == "copy"]
                 if copy:
                     self.env["copy_gbps"][device] = round(copy[0]["gbps"], 3)
-                    self.env.setdefault("copy_method", {})[device] = f"{copy[0]['framework']} copy of {size >> 20} MiB"
+                    self.env.setdefault("copy_method", {})[device] = (
+                        f"{copy[0]['framework']} copy of {size >> 20} MiB"
+                    )
                     self.say(f"copy bandwidth on {device}: {copy[0]['gbps']:.1f} GB/s (read + write)")
                     break
         write_env(self.out, self.env)
@@ -361,20 +442,26 @@ class Runner:
         while pending and not self.stop_signal:
             pending = self.run_worker(g, pending, impls, log)
 
-    def run_worker(self, g: Group, pending: list[tuple[Case, list[str]]], impls: dict[str, Impl],
-                   log: Path) -> list[tuple[Case, list[str]]]:
+    def run_worker(
+        self, g: Group, pending: list[tuple[Case, list[str]]], impls: dict[str, Impl], log: Path
+    ) -> list[tuple[Case, list[str]]]:
         """One worker over `pending`; returns what is left if it died (minus the case that killed it)."""
         cfg = self.cfg
-        spec = {"task": "run", "framework": g.framework, "keras_backend": g.keras_backend, "device": g.device,
-                "threads": cfg.threads, "settings": asdict(cfg.settings),
-                "sources": [list(asdict(s).values()) for s in sources(cfg.impl_paths, cfg.impl_modules)],
-                "jobs": [{"case": asdict(c), "impls": n} for c, n in pending]}
+        spec = {
+            "task": "run",
+            "framework": g.framework,
+            "keras_backend": g.keras_backend,
+            "device": g.device,
+            "threads": cfg.threads,
+            "settings": asdict(cfg.settings),
+            "sources": [list(asdict(s).values()) for s in sources(cfg.impl_paths, cfg.impl_modules)],
+            "jobs": [{"case": asdict(c), "impls": n} for c, n in pending],
+        }
         worker = Worker(spec, worker_env(cfg.threads, g.keras_backend), log)
         remaining = {(c.key(), n): (c, n) for c, names in pending for n in names}
         current: tuple[str, str, str] | None = None  # (case key, impl, phase)
         phase_started = time.monotonic()
         case_rows: dict[str, list[Row]] = {}
-        extra: dict[str, Any] = {}
         failure: tuple[str, str] | None = None  # (status, message) for `current`
         while True:
             if self.stop_signal:
@@ -386,6 +473,16 @@ class Runner:
                 if kind == "hello":
                     self.env.setdefault("versions", {}).update(e["versions"])
                     self.env.setdefault("device_names", {})[g.device] = e["device_name"]
+                elif kind == "done":
+                    # CPU time over wall time: shows each framework kept to --threads.
+                    self.env.setdefault("workers", []).append(
+                        {
+                            "group": g.label,
+                            "cpu_s": round(e["cpu_s"], 2),
+                            "wall_s": round(e["wall_s"], 2),
+                            "cpu_per_wall": round(e["cpu_s"] / max(e["wall_s"], 1e-9), 3),
+                        }
+                    )
                 elif kind == "begin":
                     current = (e["case"], e["impl"], e["phase"])
                     phase_started = time.monotonic()
@@ -398,19 +495,32 @@ class Runner:
                         self.progress(g, case_rows.pop(self.case_key(row)))
                 elif kind == "missing":
                     case, _ = remaining.pop((e["case"], e["impl"]))
-                    self.write(self.row_for(impls[e["impl"]], self.backend(impls[e["impl"]], g), case, "error",
-                                            "implementation failed to import in the worker (see the workers log)"))
+                    self.write(
+                        self.row_for(
+                            impls[e["impl"]],
+                            self.backend(impls[e["impl"]], g),
+                            case,
+                            "error",
+                            "implementation failed to import in the worker (see the workers log)",
+                        )
+                    )
                 elif kind == "fatal":
                     for case, name in list(remaining.values()):
-                        self.write(self.row_for(impls[name], self.backend(impls[name], g), case, "unavailable",
-                                                e["message"]))
+                        self.write(
+                            self.row_for(
+                                impls[name], self.backend(impls[name], g), case, "unavailable", e["message"]
+                            )
+                        )
                     remaining.clear()
                     self.say(f"{g.label}: {e['message']}")
             if closed:
                 break
             if current and time.monotonic() - phase_started > cfg.case_timeout_s:
-                failure = ("timeout", f"no progress for {cfg.case_timeout_s:g} s (--case-timeout) during "
-                                      f"{current[2]}; worker killed")
+                failure = (
+                    "timeout",
+                    f"no progress for {cfg.case_timeout_s:g} s (--case-timeout) during "
+                    f"{current[2]}; worker killed",
+                )
                 worker.kill()
                 break
             if cfg.max_memory_bytes:
@@ -420,22 +530,31 @@ class Runner:
                     rss = 0
                 if rss > cfg.max_memory_bytes:
                     phase = current[2] if current else "start-up"
-                    failure = ("oom", f"worker resident memory {rss / 2**30:.2f} GiB exceeded --max-memory "
-                                      f"{cfg.max_memory_bytes / 2**30:.2f} GiB during {phase}; worker killed")
+                    failure = (
+                        "oom",
+                        f"worker resident memory {rss / 2**30:.2f} GiB exceeded --max-memory "
+                        f"{cfg.max_memory_bytes / 2**30:.2f} GiB during {phase}; worker killed",
+                    )
                     worker.kill()
                     break
         if failure is None:
-            code = worker.proc.wait()
+            worker.proc.wait()
             worker.close()
             if not remaining:
                 return []
             failure = ("crashed", worker.exit_description() + (f" during {current[2]}" if current else ""))
-            del code
         if current is None or (current[0], current[1]) not in remaining:
             # Died outside any implementation's phase: nothing to blame, so nothing can be retried safely.
             for case, name in remaining.values():
-                self.write(self.row_for(impls[name], self.backend(impls[name], g), case, "crashed",
-                                        failure[1] + " (before any implementation started)"))
+                self.write(
+                    self.row_for(
+                        impls[name],
+                        self.backend(impls[name], g),
+                        case,
+                        "crashed",
+                        failure[1] + " (before any implementation started)",
+                    )
+                )
             return []
         case, name = remaining.pop((current[0], current[1]))
         self.write(self.row_for(impls[name], self.backend(impls[name], g), case, failure[0], failure[1]))
@@ -463,12 +582,18 @@ class Runner:
         parts = []
         for r in rows:
             if r.input_kind != "random":
-                parts.append(f"{r.impl} {'safe' if r.correct else 'UNSAFE'}" if r.status == "ok" else f"{r.impl} {r.status}")
+                parts.append(
+                    f"{r.impl} {'safe' if r.correct else 'UNSAFE'}"
+                    if r.status == "ok"
+                    else f"{r.impl} {r.status}"
+                )
             elif r.status == "ok" and r.time_median_s:
                 flag = "" if r.correct else " WRONG"
                 parts.append(f"{r.impl} {r.time_median_s * 1e3:.3g} ms{flag}")
             else:
                 parts.append(f"{r.impl} {r.status}")
         kind = "" if r0.input_kind == "random" else f" edge:{r0.input_kind}"
-        self.say(f"[{self.done}/{self.total} eta {eta:.0f}s] {g.label} {'x'.join(map(str, r0.shape))} "
-                 f"{r0.dtype} {r0.layout} {r0.mode}{kind}: " + ", ".join(parts))
+        self.say(
+            f"[{self.done}/{self.total} eta {eta:.0f}s] {g.label} {'x'.join(map(str, r0.shape))} "
+            f"{r0.dtype} {r0.layout} {r0.mode}{kind}: " + ", ".join(parts)
+        )

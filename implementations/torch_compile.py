@@ -7,8 +7,14 @@ from bench.registry import register
 from implementations.torch_module import PerChannelNorm
 
 
-@register(framework="torch", layout=("NCHW", "NHWC"), std="unbiased", eps_at="std", backends=("compile",),
-          compiled_from="torch_module")
+@register(
+    framework="torch",
+    layout=("NCHW", "NHWC"),
+    std="unbiased",
+    eps_at="std",
+    backends=("compile",),
+    compiled_from="torch_module",
+)
 def torch_compile(case):
     # A fresh compile per case: no cache-size-limit fallback to eager across a shape sweep, and
     # dynamic=False so no dynamic-shape recompile happens mid-measurement.

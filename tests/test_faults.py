@@ -5,9 +5,26 @@ from tests.conftest import ROOT, run_rows
 
 def test_each_fault_ends_with_its_status_and_the_real_one_is_measured(tmp_path):
     proc, rows = run_rows(
-        tmp_path, "--impl-path", str(ROOT / "tests" / "faulty"), "--impl", "torch_*", "--impl", "torch_group_norm",
-        "--shape", "2,3,8,8", "--device", "cpu", "--case-timeout", "20", "--max-memory", "3G", "--max-time", "0.05",
-        "--preset", "smoke", timeout=600,
+        tmp_path,
+        "--impl-path",
+        str(ROOT / "tests" / "faulty"),
+        "--impl",
+        "torch_*",
+        "--impl",
+        "torch_group_norm",
+        "--shape",
+        "2,3,8,8",
+        "--device",
+        "cpu",
+        "--case-timeout",
+        "20",
+        "--max-memory",
+        "3G",
+        "--max-time",
+        "0.05",
+        "--preset",
+        "smoke",
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     by = {r.impl: r for r in rows}

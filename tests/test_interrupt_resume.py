@@ -9,15 +9,41 @@ import time
 from bench.results import read_rows
 from tests.conftest import ROOT, cli
 
-ARGS = ["--impl", "torch_group_norm", "--impl", "torch_layer_norm", "--impl", "torch_view", "--device", "cpu",
-        "--shape", "2,3,8,8", "--shape", "2,4,16,16", "--shape", "4,8,16,16", "--mode", "forward",
-        "--mode", "backward", "--max-time", "0.2", "--preset", "smoke"]
+ARGS = [
+    "--impl",
+    "torch_group_norm",
+    "--impl",
+    "torch_layer_norm",
+    "--impl",
+    "torch_view",
+    "--device",
+    "cpu",
+    "--shape",
+    "2,3,8,8",
+    "--shape",
+    "2,4,16,16",
+    "--shape",
+    "4,8,16,16",
+    "--mode",
+    "forward",
+    "--mode",
+    "backward",
+    "--max-time",
+    "0.2",
+    "--preset",
+    "smoke",
+]
 
 
 def test_interrupt_then_resume(tmp_path):
     out = tmp_path / "r.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--out", str(out), *ARGS], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--out", str(out), *ARGS],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
         time.sleep(0.2)

@@ -4,9 +4,23 @@ from tests.conftest import ROOT, run_rows
 
 
 def test_extra_memory_measures_a_known_allocation(tmp_path):
-    proc, rows = run_rows(tmp_path, "--impl-path", str(ROOT / "tests" / "calibration"), "--impl", "torch_alloc_known",
-                          "--impl", "torch_group_norm", "--shape", "4,8,32,32", "--device", "cpu",
-                          "--preset", "smoke", "--warm-cache", timeout=300)
+    proc, rows = run_rows(
+        tmp_path,
+        "--impl-path",
+        str(ROOT / "tests" / "calibration"),
+        "--impl",
+        "torch_alloc_known",
+        "--impl",
+        "torch_group_norm",
+        "--shape",
+        "4,8,32,32",
+        "--device",
+        "cpu",
+        "--preset",
+        "smoke",
+        "--warm-cache",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     by = {r.impl: r for r in rows}
     known, plain = by["torch_alloc_known"], by["torch_group_norm"]

@@ -12,9 +12,31 @@ def test_readme_example_is_measured_and_correct(tmp_path):
     impls = tmp_path / "impls"
     impls.mkdir()
     (impls / "torch_var_mean.py").write_text(block.group(1))
-    proc, rows = run_rows(tmp_path, "--impl-path", str(impls), "--impl", "torch_var_mean", "--preset", "smoke",
-                          "--device", "cpu", "--mode", "forward", "--mode", "train", "--layout", "NCHW",
-                          "--layout", "NHWC", "--dtype", "float32", "--dtype", "float16", "--max-time", "0.05")
+    proc, rows = run_rows(
+        tmp_path,
+        "--impl-path",
+        str(impls),
+        "--impl",
+        "torch_var_mean",
+        "--preset",
+        "smoke",
+        "--device",
+        "cpu",
+        "--mode",
+        "forward",
+        "--mode",
+        "train",
+        "--layout",
+        "NCHW",
+        "--layout",
+        "NHWC",
+        "--dtype",
+        "float32",
+        "--dtype",
+        "float16",
+        "--max-time",
+        "0.05",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ok = [r for r in rows if r.status == "ok"]
     assert len(ok) == 2 * 2 * 2  # 2 shapes x 2 modes x 2 layouts in float32

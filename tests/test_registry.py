@@ -17,7 +17,7 @@ BUILT_IN = {
 
 def test_every_built_in_implementation_is_discovered():
     found = {s.stem: s.framework for s in sources(plugins=False)}
-    assert BUILT_IN <= set(found)
+    assert set(found) >= BUILT_IN
     assert found["tf_xla"] == "tensorflow"
     assert found["keras_layer"] == "keras"
 
@@ -52,18 +52,21 @@ def test_broken_module_is_unavailable_with_its_reason(tmp_path):
 
 def test_extra_file_registers_and_declares_support(tmp_path):
     mod = tmp_path / "torch_extra_decl.py"
-    mod.write_text(textwrap.dedent('''
+    mod.write_text(
+        textwrap.dedent('''
         """An extra implementation for the registry test."""
         from bench.registry import register
 
         @register(framework="torch", layout="NCHW", std="unbiased", eps_at="std", modes=("forward",))
         def torch_extra_decl(case):
             return lambda x: x
-    '''))
+    ''')
+    )
     (impl,) = load([Source("file", str(mod), "torch")])
     assert impl.description == "An extra implementation for the registry test."
     assert impl.semantics == "unbiased/eps@std"
     assert impl.unsupported_reason(Case(shape=(1, 1, 2, 2), mode="train")).startswith(
-        "torch_extra_decl does not support mode train")
+        "torch_extra_decl does not support mode train"
+    )
     assert impl.unsupported_reason(Case(shape=(1, 1, 2, 2), layout="NHWC")) is not None
     assert impl.unsupported_reason(Case(shape=(1, 1, 2, 2))) is None

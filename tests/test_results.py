@@ -9,8 +9,17 @@ from bench.results import SCHEMA_VERSION, ResultsWriter, Row, read_rows
 
 
 def _row(**kw):
-    base = dict(impl="torch_module", framework="torch", backend="eager", device="cpu", dtype="float32",
-                layout="NCHW", mode="forward", shape=(1, 2, 3, 4), status="ok")
+    base = dict(
+        impl="torch_module",
+        framework="torch",
+        backend="eager",
+        device="cpu",
+        dtype="float32",
+        layout="NCHW",
+        mode="forward",
+        shape=(1, 2, 3, 4),
+        status="ok",
+    )
     return Row(**{**base, **kw})
 
 

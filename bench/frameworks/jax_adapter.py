@@ -58,7 +58,9 @@ def finish(out: Any, device: str) -> Any:
     return jax.block_until_ready(out)  # dispatch is asynchronous on every device, the CPU included
 
 
-def make_call(fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None) -> Callable[[int], Any]:
+def make_call(
+    fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
+) -> Callable[[int], Any]:
     if case.mode == "forward":
         return lambda i: fn(xs[i])
     g = to_tensor(g64, case)  # type: ignore[arg-type]

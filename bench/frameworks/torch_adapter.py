@@ -77,7 +77,9 @@ def finish(out: Any, device: str) -> Any:
     return out
 
 
-def make_call(fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None) -> Callable[[int], Any]:
+def make_call(
+    fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
+) -> Callable[[int], Any]:
     """call(i) runs the case's mode on buffer i and returns its output(s)."""
     if case.mode == "forward":
 
