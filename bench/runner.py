@@ -135,6 +135,16 @@ class Worker:
         *lines, self.buffer = self.buffer.split(b"\n")
         return [json.loads(line) for line in lines if line.strip()], not chunk
 
+    def drain(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Every event until the worker ends or timeout_s passes (short one-shot tasks)."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            events, closed = self.events(1.0)
+            got += events
+        return got
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -178,12 +188,7 @@ def probe(found: list[Source], threads: int) -> dict[str, Any]:
             "sources": [list(asdict(s).values()) for s in by_fw[fw]],
         }
         w = Worker(spec, worker_env(threads, backend), None)
-        got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 300
-        closed = False
-        while not closed and time.monotonic() < deadline:
-            events, closed = w.events(1.0)
-            got += [i for e in events if e["event"] == "probe" for i in e["impls"]]
+        got = [i for e in w.drain(300) if e["event"] == "probe" for i in e["impls"]]
         if not got:
             w.kill()
             return fw, [{"_unavailable_all": f"probe of {fw} implementations failed: {w.exit_description()}"}]
@@ -420,11 +425,7 @@ class Runner:
                     "copy_bytes": size,
                 }
                 w = Worker(spec, worker_env(self.cfg.threads), None)
-                events, closed = [], False
-                deadline = time.monotonic() + 120
-                while not closed and time.monotonic() < deadline:
-                    got, closed = w.events(1.0)
-                    events += got
+                events = w.drain(120)
                 w.kill()
                 copy = [e for e in events if e["event"] == "copy"]
                 if copy:
