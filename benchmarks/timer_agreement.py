@@ -15,15 +15,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-import torch.utils.benchmark as tb
-
-from bench.cases import Case
-from bench.reference import make_input
-from bench.results import read_rows
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the harness is the repo's `bench`
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torch.utils.benchmark as tb  # noqa: E402
+
+from bench.cases import Case  # noqa: E402
+from bench.reference import make_input  # noqa: E402
+from bench.results import read_rows  # noqa: E402
+
 SHAPES = [(8, 64, 28, 28), (8, 64, 56, 56), (2, 64, 128, 128)]
 
 

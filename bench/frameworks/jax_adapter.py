@@ -65,10 +65,7 @@ def make_call(
         return lambda i: fn(xs[i])
     g = to_tensor(g64, case)  # type: ignore[arg-type]
     if case.mode == "backward":
-        # Linearize once per buffer outside the timed region; time the jitted VJP application.
-        vjps = [jax.vjp(fn, x)[1] for x in xs]
-        apply = jax.jit(lambda vjp, ct: vjp(ct)[0])
-        return lambda i: apply(vjps[i], g)
+        return _backward_call(fn, xs, g)
 
     @jax.jit
     def step(x: Any, ct: Any) -> Any:
@@ -76,6 +73,27 @@ def make_call(
         return y, vjp(ct)[0]
 
     return lambda i: step(xs[i], g)
+
+
+def _backward_call(fn: Callable[[Any], Any], xs: Sequence[Any], g: Any) -> Callable[[int], Any]:
+    """Time the jitted VJP application alone; the linearization runs once per buffer, untimed.
+
+    Each `jax.vjp` returns a pullback whose static part is a fresh object, so jitting the pullbacks
+    themselves would trace and compile once per buffer inside the timed loop. The pullbacks share
+    one structure, so one jitted function takes the residuals of any buffer as arguments.
+    """
+    pullbacks = [jax.vjp(fn, x)[1] for x in xs]
+    flat = [jax.tree_util.tree_flatten(p) for p in pullbacks]
+    treedef = flat[0][1]
+
+    @jax.jit
+    def apply(residuals: Any, ct: Any) -> Any:
+        return jax.tree_util.tree_unflatten(treedef, residuals)(ct)[0]
+
+    residuals = [leaves for leaves, _ in flat]
+    if any(len(r) != len(residuals[0]) for r in residuals):
+        raise RuntimeError("jax.vjp gave pullbacks of different structures for inputs of one shape")
+    return lambda i: apply(residuals[i], g)
 
 
 def forward_once(fn: Callable[[Any], Any], x: Any) -> Any:
