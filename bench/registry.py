@@ -226,11 +226,18 @@ def load(found: list[Source], frameworks: tuple[str, ...] | None = None) -> list
     for source in found:
         if frameworks is not None and source.framework not in frameworks:
             continue
+        if source.framework not in FRAMEWORKS:
+            # The runner groups implementations into worker processes by this prefix, unimported.
+            prefixes = ", ".join(f"{p}_" for p in PREFIXES)
+            impls.append(
+                _unavailable(source, f"name {source.stem!r} must start with a framework prefix ({prefixes})")
+            )
+            continue
         before = set(_REGISTRY)
         _current_source.append(source.label())
         try:
             _import(source)
-        except Exception as exc:  # ImportError and anything a broken plugin raises
+        except (Exception, SystemExit) as exc:  # ImportError and anything a broken plugin raises
             reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
             impls.append(_unavailable(source, reason))
             continue
@@ -241,6 +248,20 @@ def load(found: list[Source], frameworks: tuple[str, ...] | None = None) -> list
             new = [i for i in _REGISTRY.values() if i.source == source.label()]
         impls += new
     return impls
+
+
+def describe_source(label: str) -> str:
+    """Impl.source for people: "built-in" for implementations/, else the file, module or plugin."""
+    kind, _, ref = label.partition(" ")
+    if kind == "file":
+        path = Path(ref)
+        if path.parent == IMPL_DIR:
+            return "built-in"
+        try:
+            return f"file {path.relative_to(Path.cwd())}"
+        except ValueError:
+            return label
+    return label
 
 
 def _unavailable(source: Source, reason: str) -> Impl:

@@ -1,4 +1,5 @@
-"""Row, schema version, and reading/writing results as JSONL (one object per line, appended)."""
+"""Row, schema version, and reading/writing results as JSONL (one object per line, appended); also
+reads pytest-benchmark JSON written by the benchmarks/ front end."""
 
 from __future__ import annotations
 
@@ -121,12 +122,15 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def read_rows(path: Path | str, warn: Any = None) -> list[Row]:
-    """Rows of a results file. Blank, truncated or foreign lines are skipped with a warning naming
-    the line; a newer schema is an error."""
+    """Rows of a results file (normbench JSONL, or pytest-benchmark JSON). Blank, truncated or
+    foreign lines are skipped with a warning naming the line; a newer schema is an error."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"results file {str(path)!r} does not exist")
     say = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    doc = pytest_benchmark_doc(path)
+    if doc is not None:
+        return rows_from_pytest_benchmark(doc, path, say)
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
@@ -153,6 +157,104 @@ def read_rows(path: Path | str, warn: Any = None) -> list[Row]:
     return rows
 
 
+def pytest_benchmark_doc(path: Path) -> dict[str, Any] | None:
+    """The parsed file if it is one pytest-benchmark JSON document (--benchmark-json, or a run saved
+    in .benchmarks/), else None. Only the first line of a JSONL file is parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            try:
+                doc = json.loads(f.readline())  # a JSONL row, or a document written on one line
+            except json.JSONDecodeError:
+                f.seek(0)
+                doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc:
+        return doc
+    return None
+
+
+def _pytest_run_id(doc: dict[str, Any], path: Path) -> str:
+    stamp = str(doc.get("datetime", ""))[:19].replace("-", "").replace(":", "")  # 20250101T120000
+    return f"pytest-{stamp}" if stamp else f"pytest-{path.stem}"
+
+
+def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path, say: Any) -> list[Row]:
+    """One ok row per benchmark the front end recorded: its fields from extra_info, its samples
+    from stats.data (kept with --benchmark-json, or --benchmark-save-data for saved runs)."""
+    from bench.timing import summarize
+
+    run_id = _pytest_run_id(doc, path)
+    rows = []
+    for b in doc["benchmarks"]:
+        info = b.get("extra_info") or {}
+        name = b.get("fullname") or b.get("name")
+        if "impl" not in info or "schema_version" not in info:
+            say(f"{path}: benchmark {name!r} has no normbench extra_info; skipped")
+            continue
+        if not isinstance(info["schema_version"], int) or info["schema_version"] > SCHEMA_VERSION:
+            raise BenchError(
+                f"{path}: benchmark {name!r} has schema_version {info['schema_version']!r}, newer than "
+                f"this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
+            )
+        stats = b.get("stats") or {}
+        samples = [float(x) for x in stats.get("data") or []]
+        if samples:
+            st = summarize(samples)
+            timing = {
+                "time_median_s": st["median"],
+                "time_iqr_s": st["iqr"],
+                "time_min_s": st["min"],
+                "time_rel_iqr": st["rel_iqr"],
+                "time_rel_ci": st["rel_ci"],
+                "n_samples": st["n"],
+            }
+        else:  # saved without --benchmark-save-data: pytest-benchmark's own statistics only
+            med, iqr = stats.get("median"), stats.get("iqr")
+            timing = {
+                "time_median_s": med,
+                "time_iqr_s": iqr,
+                "time_min_s": stats.get("min"),
+                "time_rel_iqr": iqr / med if med and iqr is not None else None,
+                "n_samples": int(stats.get("rounds") or 0),
+            }
+        med = timing["time_median_s"]
+        ideal = info.get("ideal_bytes")
+        extra = {"achieved_gbps": ideal / med / 1e9} if ideal and med else {}
+        d = {**info, **timing, **extra, "status": "ok", "run_id": run_id, "samples_s": samples}
+        try:
+            rows.append(row_from_dict(d))
+        except TypeError as exc:
+            say(f"{path}: benchmark {name!r}: missing fields ({exc}); skipped")
+    return rows
+
+
+def _env_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What the report's environment table shows, from pytest-benchmark's machine and commit info."""
+    machine, commit = doc.get("machine_info") or {}, doc.get("commit_info") or {}
+    infos = [b.get("extra_info") or {} for b in doc["benchmarks"]]
+    versions: dict[str, Any] = {}
+    for info in infos:
+        versions.update(info.get("versions") or {})
+    first = next((i for i in infos if "impl" in i), {})
+    return {
+        "run_id": _pytest_run_id(doc, path),
+        "cpu_model": (machine.get("cpu") or {}).get("brand_raw") or machine.get("processor", ""),
+        "cpu_cores": (machine.get("cpu") or {}).get("count"),
+        "threads": first.get("threads"),
+        "packages": {
+            "python": machine.get("python_version"),
+            "pytest-benchmark": doc.get("version"),
+            **versions,
+        },
+        "git_commit": str(commit.get("id", "")) + (" (uncommitted changes)" if commit.get("dirty") else ""),
+        "command": f"pytest-benchmark ({path.name})",
+        "started": doc.get("datetime"),
+        "timing_settings": first.get("settings"),
+        "format": "pytest-benchmark",
+    }
+
+
 def env_path(results: Path | str) -> Path:
     p = Path(results)
     return p.with_name(
@@ -161,6 +263,10 @@ def env_path(results: Path | str) -> Path:
 
 
 def read_env(results: Path | str) -> dict[str, Any]:
+    if Path(results).is_file():
+        doc = pytest_benchmark_doc(Path(results))
+        if doc is not None:
+            return _env_from_pytest_benchmark(doc, Path(results))
     p = env_path(results)
     if not p.is_file():
         return {}

@@ -1,17 +1,23 @@
-"""The README's "Add an implementation" example, executed as written."""
+"""The README's "Add your implementation" example, executed as written, with its `check` command."""
 
 import re
+import shlex
 
-from tests.conftest import ROOT, run_rows
+from tests.conftest import ROOT, cli, run_rows
 
 
-def test_readme_example_is_measured_and_correct(tmp_path):
+def write_example(tmp_path):
     text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- example:begin -->\s*```python\n(.*?)```\s*<!-- example:end -->", text, re.S)
     assert block, "README lost its example markers"
     impls = tmp_path / "impls"
     impls.mkdir()
     (impls / "torch_var_mean.py").write_text(block.group(1))
+    return impls
+
+
+def test_readme_example_is_measured_and_correct(tmp_path):
+    impls = write_example(tmp_path)
     proc, rows = run_rows(
         tmp_path,
         "--impl-path",
@@ -43,3 +49,15 @@ def test_readme_example_is_measured_and_correct(tmp_path):
     assert all(r.correct and r.semantics == "population/eps@sqrt" for r in ok)
     fp16 = [r for r in rows if r.dtype == "float16"]
     assert fp16 and all(r.status == "unavailable" and "dtype float16" in r.message for r in fp16)
+
+
+def test_readme_check_command_passes_the_example(tmp_path):
+    impls = write_example(tmp_path)
+    text = (ROOT / "README.md").read_text()
+    line = re.search(r"^python -m bench (check torch_var_mean .*?)(?:#.*)?$", text, re.M)
+    assert line, "README lost its `python -m bench check` example"
+    args = [str(impls) if a == "my_impls" else a for a in shlex.split(line.group(1))]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    # Every declared mode x dtype x layout: 3 x 2 x 2.
+    assert "verdict: ok: 12 of 12 checks" in proc.stdout

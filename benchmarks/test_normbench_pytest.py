@@ -1,0 +1,174 @@
+"""pytest-benchmark front end: every registered implementation x a few small cases, timed by the harness.
+
+    make bench-pytest                                  # autosaved in .benchmarks/, raw samples kept
+    make bench-pytest ARGS="--benchmark-compare"       # against the previous saved run
+    make bench-pytest ARGS="-k torch --benchmark-json out.json"; python -m bench report out.json
+
+Why the harness's workers and not in-process calls: implementations cannot share one process.
+Keras fixes its backend at import, TensorFlow and Triton crash together, and a suite of only the
+frameworks that coexist would leave Keras and TensorFlow out. So the timing is exactly `python -m
+bench run`'s: one worker process per (framework, Keras backend, device), started once per session
+for the tests selected, with its sync-aware clock (CUDA events on GPU, block_until_ready for JAX),
+inputs rotating past the cache and calls batched above the timer's resolution. pytest-benchmark's
+own loop around a Python call would time none of that correctly for an asynchronous device.
+
+Correctness comes first. Each worker compares the first call with the float64 reference of the
+declared semantics before it samples anything and, asked with `require_correct`, never times a
+wrong output; each test then fails unless its row is ok, correct and of the declared semantics, so
+a fast wrong answer fails and gets no time. Only then are the harness's per-call samples replayed
+through `benchmark.pedantic`, one round per sample, with a replay clock as the marker's `timer`
+(public pytest-benchmark API): its statistics, `--benchmark-compare`, histograms and JSON see
+exactly the harness's samples. The row's fields go into `extra_info`, which is how `python -m bench
+report` and `compare` read a `--benchmark-json` file or a saved run as normbench rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import pytest
+
+from bench.cases import Case, Shape, device_kind
+from bench.check import Job, row_case_key, run_jobs
+from bench.registry import Impl, sources
+from bench.results import Row
+from bench.runner import keras_backends_present, probe
+from bench.timing import PRESET_TIMING
+
+# (shape, mode) per device kind: a small and a mid-size plane forward, and the mid-size one in train.
+CASES: dict[str, list[tuple[Shape, str]]] = {
+    "cpu": [((8, 3, 32, 32), "forward"), ((8, 64, 28, 28), "forward"), ((8, 64, 28, 28), "train")],
+    "cuda": [((32, 64, 56, 56), "forward"), ((32, 256, 28, 28), "forward"), ((32, 256, 28, 28), "train")],
+}
+# Recomputed from the samples by whoever reads them: not worth a second copy in extra_info.
+NOT_IN_EXTRA_INFO = {"samples_s", "time_median_s", "time_iqr_s", "time_min_s", "time_rel_iqr", "time_rel_ci"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    impl: Impl
+    keras_backend: str | None
+
+    @property
+    def backend(self) -> str:
+        return self.keras_backend or self.impl.backends[0]
+
+    @property
+    def id(self) -> str:
+        return self.impl.name + (f"-{self.keras_backend}" if self.keras_backend else "")
+
+
+def _sources(config: pytest.Config) -> list[Any]:
+    return sources(config.getoption("normbench_impl_path"), config.getoption("normbench_impl_module"))
+
+
+def _registry(config: pytest.Config) -> dict[str, Impl]:
+    """Implementation metadata, probed once per session in the framework workers (none imported here)."""
+    if not hasattr(config, "_normbench_impls"):
+        config._normbench_impls = probe(_sources(config), os.cpu_count() or 1)  # type: ignore[attr-defined]
+    return config._normbench_impls  # type: ignore[attr-defined,no-any-return]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" not in metafunc.fixturenames:
+        return
+    device = metafunc.config.getoption("normbench_device")
+    present = keras_backends_present()
+    params = []
+    for impl in sorted(_registry(metafunc.config).values(), key=lambda i: i.name):
+        # NCHW where it is declared, else the layout the implementation takes (keras_lambda: NHWC).
+        layout = "NCHW" if "NCHW" in impl.layouts or not impl.layouts else impl.layouts[0]
+        cases = [Case(shape=s, mode=m, layout=layout, device=device) for s, m in CASES[device_kind(device)]]
+        keras = impl.framework == "keras" and not impl.unavailable
+        for backend in impl.backends if keras else (None,):
+            variant = Variant(impl, backend)
+            for case in cases:
+                reason = impl.unavailable or impl.unsupported_reason(case)
+                if not reason and backend and backend not in present:
+                    reason = f"keras backend {backend} is not installed"
+                shape = "x".join(map(str, case.shape))
+                params.append(
+                    pytest.param(
+                        variant,
+                        case,
+                        id=f"{variant.id}-{device}-{case.mode}-{case.dtype}-{case.layout}-{shape}",
+                        marks=[pytest.mark.skip(reason=reason)] if reason else [],
+                    )
+                )
+    metafunc.parametrize(("variant", "case"), params)
+
+
+@pytest.fixture(scope="session")
+def harness(request: pytest.FixtureRequest) -> dict[tuple[str, str, str], tuple[Row, dict[str, str]]]:
+    """Rows of every selected (variant, case), measured by the harness's workers in one go."""
+    jobs: dict[tuple[str, str, str], Job] = {}
+    for item in request.session.items:
+        params = getattr(item, "callspec", None) and item.callspec.params
+        if not params or "variant" not in params or item.get_closest_marker("skip"):
+            continue
+        v, case = params["variant"], params["case"]
+        jobs[(v.impl.name, v.backend, case.key())] = Job(v.impl, v.keras_backend, case)
+    max_time_s = request.config.getoption("normbench_max_time")
+    settings = replace(
+        PRESET_TIMING["smoke"], max_time_s=max_time_s, min_time_s=min(0.05, max_time_s), min_samples=10
+    )
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+
+    def say(msg: str) -> None:  # progress while the workers run, past pytest's output capture
+        if reporter and capture:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"normbench worker {msg}")
+
+    result = run_jobs(
+        list(jobs.values()),
+        _sources(request.config),
+        task="run",
+        threads=os.cpu_count() or 1,
+        settings=settings,
+        require_correct=True,
+        say=say,
+    )
+    return {(r.impl, r.backend, row_case_key(r)): (r, result.versions) for r in result.rows}
+
+
+_clock = [0.0]
+
+
+def harness_clock() -> float:
+    """pytest-benchmark's timer here: reads the replayed harness sample, not the wall clock."""
+    return _clock[0]
+
+
+def replay(benchmark: Any, samples: tuple[float, ...]) -> None:
+    """One pedantic round per harness sample: timer() reads 0 before the round and the sample after."""
+    it = iter(samples)
+
+    def reset() -> None:
+        _clock[0] = 0.0
+
+    def one_sample() -> None:
+        _clock[0] = next(it)
+
+    benchmark.pedantic(one_sample, setup=reset, rounds=len(samples), iterations=1, warmup_rounds=0)
+
+
+@pytest.mark.benchmark(timer=harness_clock)
+def test_normbench(benchmark: Any, harness: Any, variant: Variant, case: Case) -> None:
+    row, versions = harness[(variant.impl.name, variant.backend, case.key())]
+    what = f"{variant.id} {case.label()}"
+    assert row.status == "ok", f"{what}: {row.status}: {row.message}"
+    assert row.correct, (
+        f"{what}: {row.message} (max_rel_err {row.max_rel_err}, tolerance {row.tolerance}); not timed"
+    )
+    assert not row.semantics_mismatch, (
+        f"{what}: declared {row.semantics_declared} but the output computes {row.semantics}"
+    )
+    assert row.samples_s, f"{what}: no samples"
+    benchmark.group = case.label()
+    benchmark.extra_info.update(
+        {k: v for k, v in asdict(row).items() if k not in NOT_IN_EXTRA_INFO} | {"versions": versions}
+    )
+    replay(benchmark, row.samples_s)
