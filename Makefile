@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml bench/install.py
 	touch $(STAMP)
 
 bench: install
-	$(PY) -m bench run --preset full --mode forward --mode backward --mode train --edge --report $(ARGS)
+	$(PY) -m bench run --preset full --mode forward --mode backward --mode train \
+		--layout NCHW --layout NHWC --edge --report $(ARGS)
 
 bench-quick: install
 	$(PY) -m bench run --preset quick --report $(ARGS)
 
 bench-pytest: install
-	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-autosave $(ARGS)
+	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-autosave --benchmark-save-data $(ARGS)
 
 report: install
 	$(PY) -m bench report $(RESULTS) $(ARGS)

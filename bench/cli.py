@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
     add_source_args(run)
 
+    chk = sub.add_parser("check", help="correctness, semantics and edge cases of one implementation, untimed")
+    chk.add_argument("impl", help="implementation name (see `python -m bench list`)")
+    chk.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    chk.add_argument("--dtype", action="append", default=None, help="default: every declared dtype")
+    chk.add_argument("--layout", action="append", default=None, help="default: every declared layout")
+    chk.add_argument("--mode", action="append", default=None, help="default: every declared mode")
+    chk.add_argument("--shape", action="append", default=None, metavar="N,C,H,W", help="default: 2,3,6,8")
+    chk.add_argument("--eps", type=float, default=1e-5)
+    chk.add_argument("--no-edge", action="store_true", help="skip the edge cases")
+    add_source_args(chk)
+
     rep = sub.add_parser("report", help="render results into an HTML page with PNGs")
     rep.add_argument("results", nargs="*", help="results JSONL files (default: the newest in results/)")
     rep.add_argument("--out", default=None, help="output directory (default reports/<run_id>)")
@@ -66,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="statistical comparison of two runs")
     cmp_.add_argument("base")
     cmp_.add_argument("new")
-    cmp_.add_argument("--threshold", default="5%", help="relative change that matters, e.g. 5%%")
+    cmp_.add_argument(
+        "--threshold", default="10%", help="relative change that matters (default 10%%, as asv's 1.1 factor)"
+    )
     cmp_.add_argument("--json", default=None, help="also write the comparison as JSON here")
+    cmp_.add_argument(
+        "--run-noise",
+        default="auto",
+        help="run-to-run noise added to each CI: auto (from the spread of all ratios) or a sd, e.g. 3%%",
+    )
     return p
 
 
@@ -193,11 +211,11 @@ def _total_memory() -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import sources
+    from bench.registry import describe_source, sources
     from bench.runner import probe
 
     impls = probe(sources(args.impl_path, args.impl_module), os.cpu_count() or 1)
-    header = ("name", "framework", "backends", "layouts", "semantics", "status")
+    header = ("name", "framework", "backends", "layouts", "semantics", "source", "status")
     table = [header]
     for name in sorted(impls):
         i = impls[name]
@@ -209,21 +227,42 @@ def cmd_list(args: argparse.Namespace) -> int:
                 ",".join(i.backends),
                 ",".join(i.layouts) or "-",
                 i.semantics if i.layouts else "-",
+                describe_source(i.source) if i.source else "-",
                 status,
             )
         )
     widths = [max(len(r[k]) for r in table) for k in range(len(header) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    origins = sorted(
-        {
-            i.source.split(" ", 1)[0] + " " + str(Path(i.source.split(" ", 1)[-1]).parent)
-            for i in impls.values()
-            if i.source
-        }
+    available = sum(1 for i in impls.values() if not i.unavailable)
+    print(
+        f"\n{len(impls)} implementations, {available} available. Sources: built-in = implementations/; "
+        "file = --impl-path; module = --impl-module; plugin = entry point in group normbench.implementations"
     )
-    print(f"\n{len(impls)} implementations from: " + "; ".join(origins))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import check
+
+    dtypes = [check_choice("dtype", d, DTYPES) for d in args.dtype] if args.dtype else None
+    layouts = [check_choice("layout", v, LAYOUTS) for v in args.layout] if args.layout else None
+    modes = [check_choice("mode", m, MODES) for m in args.mode] if args.mode else None
+    shapes = [parse_shape(s) for s in args.shape] if args.shape else None
+    if args.eps <= 0:
+        raise BenchError(f"bad --eps {args.eps}; expected a positive number")
+    return check(
+        args.impl,
+        resolve_devices(args.device),
+        dtypes=dtypes,
+        layouts=layouts,
+        modes=modes,
+        shapes=shapes,
+        eps=args.eps,
+        edge=not args.no_edge,
+        impl_paths=args.impl_path,
+        impl_modules=args.impl_module,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -239,17 +278,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import compare_files, parse_threshold
+    from bench.compare import compare_files, parse_run_noise, parse_threshold
 
-    return compare_files(Path(args.base), Path(args.new), parse_threshold(args.threshold), args.json)
+    threshold, noise = parse_threshold(args.threshold), parse_run_noise(args.run_noise)
+    return compare_files(Path(args.base), Path(args.new), threshold, args.json, noise)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](
-            args
-        )
+        command = {
+            "list": cmd_list,
+            "run": cmd_run,
+            "check": cmd_check,
+            "report": cmd_report,
+            "compare": cmd_compare,
+        }[args.command]
+        return command(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

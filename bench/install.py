@@ -13,6 +13,7 @@ CORE = [
     ("matplotlib", "matplotlib"),
     ("jinja2", "jinja2"),
     ("psutil", "psutil"),
+    ("rich", "rich"),
     ("pytest", "pytest"),
     ("pytest_benchmark", "pytest-benchmark"),
     ("ruff", "ruff"),

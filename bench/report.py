@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
+from bench.cases import DTYPES  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.reference import CANONICAL  # noqa: E402
 from bench.results import Row, read_env, read_rows  # noqa: E402
@@ -159,7 +160,14 @@ def verdicts(df: pd.DataFrame) -> list[dict[str, Any]]:
             if b:
                 v["sentences"].append(f"On {regime}, {device} {mode} {dtype} {layout}: fastest is {b[0]}.")
         out.append(v)
+    # The question people ask first (float32 forward) leads; then train, then backward.
+    order = {"forward": 0, "train": 1, "backward": 2}
+    out.sort(key=lambda v: (v["run"], v["device"], order.get(v["mode"], 9), _dtype_rank(v["dtype"])))
     return out
+
+
+def _dtype_rank(dtype: str) -> int:
+    return DTYPES.index(dtype) if dtype in DTYPES else len(DTYPES)
 
 
 def caveats(df: pd.DataFrame) -> list[str]:

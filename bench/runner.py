@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,7 +21,8 @@ from bench import environment
 from bench.cases import Case, preset_shapes
 from bench.errors import BenchError
 from bench.frameworks import cpu_cache_bytes
-from bench.memory import WORKER_ENV, rss_bytes
+from bench.memory import rss_bytes
+from bench.progress import Progress, case_text, for_stream, group_summary
 from bench.reference import EDGE_CASES
 from bench.registry import KERAS_BACKENDS, Impl, Source, sources
 from bench.results import ResultsWriter, Row, read_rows, row_from_dict, write_env
@@ -77,7 +78,6 @@ def keras_backends_present() -> list[str]:
 
 def worker_env(threads: int, keras_backend: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(WORKER_ENV)
     n = str(threads)
     # One thread count for every framework: OpenMP/MKL pools, TF's pools, XLA's Eigen pool.
     env.update(
@@ -232,13 +232,19 @@ def select_impls(all_impls: dict[str, Impl], globs: list[str]) -> list[Impl]:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: RunConfig, progress: Progress | None = None) -> None:
         self.cfg = cfg
-        self.say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.display = progress or for_stream(sys.stderr)
+        self.say = self.display.say
         self.stop_signal: int | None = None
         self.done = 0
         self.total = 0
         self.started = time.monotonic()
+        # Rows from workers only: unavailable rows are written at once and would flatter the ETA.
+        self.measured = 0
+        self.measured_total = 0
+        self.measure_started: float | None = None
+        self.group_statuses: Counter[str] | None = None
 
     # ---- planning -------------------------------------------------------------------------
     def cases(self, device: str) -> list[Case]:
@@ -332,7 +338,8 @@ class Runner:
             ]
             g.jobs = [(c, names) for c, names in g.jobs if names]
         groups = [g for g in groups if g.jobs]
-        self.total = len(direct) + sum(len(n) for g in groups for _, n in g.jobs)
+        self.measured_total = sum(len(n) for g in groups for _, n in g.jobs)
+        self.total = len(direct) + self.measured_total
         if cfg.resume and self.total == 0:
             self.say(f"nothing to resume: every case in {out} is already measured")
             return out
@@ -344,15 +351,24 @@ class Runner:
         write_env(out, env)
         self.say(f"normbench run {run_id}: {self.total} measurements in {len(groups)} worker groups -> {out}")
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.display.start(self.total)
         try:
+            self.display.update(self.done, None, "measuring copy bandwidth")
             self.measure_copy_bandwidth(all_impls)
             for row in direct:
                 self.write(row)
+            if direct:
+                self.say(
+                    f"not run: {len(direct)} rows unavailable (implementation not installed, or it does not "
+                    "support the layout, mode or dtype; reasons in the report's Errors)"
+                )
+            self.measure_started = time.monotonic()
             for g in groups:
                 if self.stop_signal:
                     break
                 self.run_group(g, all_impls)
         finally:
+            self.display.stop()
             for s, h in previous.items():
                 signal.signal(s, h)
             env["finished"] = environment.now()
@@ -403,6 +419,10 @@ class Runner:
         self.writer.write(row)
         self.done_keys.add(row.key())
         self.done += 1
+        if self.group_statuses is not None:
+            self.group_statuses[row.status] += 1
+            self.measured += 1
+        self.display.update(self.done, self.eta_s())
         if self.cfg.fail_fast and row.status not in ("ok", "unavailable"):
             raise BenchError(
                 f"--fail-fast: {row.impl} on {row.device} {row.shape}: {row.status}: {row.message}"
@@ -437,11 +457,26 @@ class Runner:
                     break
         write_env(self.out, self.env)
 
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace of the rows the workers have measured so far."""
+        if not self.measured or self.measure_started is None:
+            return None
+        pace_s = (time.monotonic() - self.measure_started) / self.measured
+        return pace_s * max(self.measured_total - self.measured, 0)
+
     def run_group(self, g: Group, impls: dict[str, Impl]) -> None:
         pending = [(c, list(n)) for c, n in g.jobs]
         log = self.out.with_name(self.out.name.replace(".jsonl", "") + ".workers.log")
-        while pending and not self.stop_signal:
-            pending = self.run_worker(g, pending, impls, log)
+        started = time.monotonic()
+        self.group_statuses = Counter()
+        try:
+            while pending and not self.stop_signal:
+                self.display.update(self.done, self.eta_s(), f"{g.label}: starting a worker")
+                pending = self.run_worker(g, pending, impls, log)
+        finally:
+            statuses, self.group_statuses = self.group_statuses, None
+            elapsed_s = time.monotonic() - started
+            self.say(group_summary(g.label, statuses, elapsed_s, interrupted=bool(self.stop_signal)))
 
     def run_worker(
         self, g: Group, pending: list[tuple[Case, list[str]]], impls: dict[str, Impl], log: Path
@@ -487,13 +522,18 @@ class Runner:
                 elif kind == "begin":
                     current = (e["case"], e["impl"], e["phase"])
                     phase_started = time.monotonic()
+                    self.display.update(
+                        self.done,
+                        self.eta_s(),
+                        f"{g.label} {e['impl']} {case_text(e['case'])} ({e['phase']})",
+                    )
                 elif kind == "row":
                     row = row_from_dict(e["row"])
                     remaining.pop((self.case_key(row), row.impl), None)
                     self.write(row)
                     case_rows.setdefault(self.case_key(row), []).append(row)
                     if not any(k[0] == self.case_key(row) for k in remaining):
-                        self.progress(g, case_rows.pop(self.case_key(row)))
+                        self.case_done(g, case_rows.pop(self.case_key(row)))
                 elif kind == "missing":
                     case, _ = remaining.pop((e["case"], e["impl"]))
                     self.write(
@@ -576,9 +616,8 @@ class Runner:
         kind = "" if row.input_kind == "random" else f"|{row.input_kind}"
         return f"{row.device}|{row.dtype}|{row.layout}|{row.mode}|{'x'.join(map(str, row.shape))}{kind}"
 
-    def progress(self, g: Group, rows: list[Row]) -> None:
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / max(self.done, 1) * (self.total - self.done)
+    def case_done(self, g: Group, rows: list[Row]) -> None:
+        """One line per finished case, every implementation's time: on a terminal only."""
         r0 = rows[0]
         parts = []
         for r in rows:
@@ -594,7 +633,7 @@ class Runner:
             else:
                 parts.append(f"{r.impl} {r.status}")
         kind = "" if r0.input_kind == "random" else f" edge:{r0.input_kind}"
-        self.say(
-            f"[{self.done}/{self.total} eta {eta:.0f}s] {g.label} {'x'.join(map(str, r0.shape))} "
-            f"{r0.dtype} {r0.layout} {r0.mode}{kind}: " + ", ".join(parts)
+        self.display.case(
+            f"{g.label} {'x'.join(map(str, r0.shape))} {r0.dtype} {r0.layout} {r0.mode}{kind}: "
+            + ", ".join(parts)
         )

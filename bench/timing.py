@@ -34,7 +34,7 @@ class TimingSettings:
 PRESET_TIMING = {
     "smoke": TimingSettings(warmup_s=0.005, min_time_s=0.02, max_time_s=0.1, min_samples=5, round_s=0.01),
     "quick": TimingSettings(warmup_s=0.05, min_time_s=0.2, max_time_s=1.0),
-    "full": TimingSettings(warmup_s=0.1, min_time_s=0.3, max_time_s=2.0),
+    "full": TimingSettings(warmup_s=0.1, min_time_s=0.3, max_time_s=1.5),
 }
 
 

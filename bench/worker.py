@@ -58,7 +58,7 @@ def framework_versions(framework: str, keras_backend: str | None, adapter: Any) 
 class Prepared:
     impl: Impl
     base: dict[str, Any]
-    sampler: Sampler
+    sampler: Sampler | None  # None: checked, not timed (task "check", or wrong under require_correct)
     fields: dict[str, Any]
 
 
@@ -78,6 +78,11 @@ class GroupWorker:
         self.clock = adapter.clock(self.device) or HostClock()
         self.min_sample_s = max(1e-4, 1000 * timer_overhead_s())
         self.cpu_memory_unsupported = memory.supported()
+        memory.steady_allocator()
+        # "check": correctness, semantics and edge cases only. require_correct: a wrong output is
+        # never timed, so a fast wrong answer cannot produce a time at all.
+        self.check_only = spec["task"] == "check"
+        self.require_correct = bool(spec.get("require_correct", False))
 
     def base(self, impl: Impl, case: Case) -> dict[str, Any]:
         return {
@@ -170,9 +175,10 @@ class GroupWorker:
                 status = "oom" if ad.is_oom(exc) else "error"
                 self.emit_row({**base, "status": status, "message": format_exception(exc)})
         # Interleaved rounds: slow drift of the machine spreads over every implementation.
-        active = list(prepared)
+        active = [p for p in prepared if p.sampler is not None]
         while active:
             for p in list(active):
+                assert p.sampler is not None
                 emit({"event": "begin", "impl": p.impl.name, "case": case.key(), "phase": "sample"})
                 try:
                     p.sampler.round()
@@ -185,7 +191,8 @@ class GroupWorker:
                 if p.sampler.stop_reason:
                     active.remove(p)
         for p in prepared:
-            self.emit_row({**p.base, **p.fields, **self.timing_fields(p.sampler), "status": "ok"})
+            timing = self.timing_fields(p.sampler) if p.sampler is not None else {}
+            self.emit_row({**p.base, **p.fields, **timing, "status": "ok"})
         del prepared, active, xs
         gc.collect()
 
@@ -210,18 +217,24 @@ class GroupWorker:
         self.begin(impl, case, "check")
         fields = {"first_call_s": _sig(first_call_s), **self.check(impl, fn, case, xs, x64, g64, out)}
         del out
+        if self.check_only or (self.require_correct and not fields["correct"]):
+            return Prepared(impl, base, None, fields)
         state: dict[str, Any] = {"i": 0, "out": None}
         nbuf = len(xs)
 
         def run(k: int, sync_each: bool) -> None:
             i = state["i"]
+            # Each output is freed before the next call, as timeit and torch.utils.benchmark do: the
+            # allocator can hand the same (warm) buffer back. Only the last one is kept, for the sync.
+            state["out"] = out = None
             for _ in range(k):
+                out = None
                 out = call(i)
                 i = (i + 1) % nbuf
                 if sync_each:
                     ad.finish(out, dev)
             state["i"] = i
-            state["out"] = out  # keeps the last result alive until the next sample, like a user would
+            state["out"] = out
 
         sampler = Sampler(run, self.settings, self.clock, self.min_sample_s)
         self.begin(impl, case, "warmup")

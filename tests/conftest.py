@@ -38,7 +38,7 @@ def run_rows(
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]]:
     """One smoke sweep of every registered implementation through the real CLI: all three modes,
-    both layouts. Registry-driven tests read their rows from it."""
+    both layouts, all three dtypes. Registry-driven tests read their rows from it."""
     tmp = tmp_path_factory.mktemp("smoke")
     proc, rows = run_rows(
         tmp,
@@ -56,9 +56,24 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
         "NCHW",
         "--layout",
         "NHWC",
+        "--dtype",
+        "float32",
+        "--dtype",
+        "float16",
+        "--dtype",
+        "bfloat16",
         "--max-time",
         "0.05",
         "--edge",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "run.jsonl", rows
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_run: tuple[Path, list[Row]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke run's report, rendered once through the real CLI: its index.html."""
+    out = tmp_path_factory.mktemp("smoke_report") / "report"
+    proc = cli("report", str(smoke_run[0]), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "index.html"

@@ -36,7 +36,10 @@ def test_measured_outputs_and_gradients_match_the_reference(impl, smoke_run):
             continue
         label = f"{impl}[{r.backend}] {r.mode} {r.layout} {r.dtype}"
         assert r.correct, f"{label}: max_rel_err {r.max_rel_err} > {r.tolerance}; {r.message}"
-        assert r.semantics == r.semantics_declared, f"{label}: detected {r.semantics}"
+        if r.dtype == "float32":
+            assert r.semantics == r.semantics_declared, f"{label}: detected {r.semantics}"
+        else:  # low precision can leave two candidates tied; the declared one must be among them
+            assert not r.semantics_mismatch, f"{label}: detected {r.semantics}"
         assert r.time_median_s > 0 and r.n_samples >= 3 and len(r.samples_s) == r.n_samples
         assert r.first_call_s > 0 and r.stop_reason in ("converged", "max_time", "max_samples")
         assert r.extra_mem_bytes is not None and r.peak_mem_bytes >= r.extra_mem_bytes
@@ -44,7 +47,11 @@ def test_measured_outputs_and_gradients_match_the_reference(impl, smoke_run):
 
 def test_the_article_snippets_disagree_on_semantics(smoke_run):
     _, rows = smoke_run
-    sem = {r.impl: r.semantics for r in rows if r.status == "ok" and r.input_kind == "random"}
+    sem = {
+        r.impl: r.semantics
+        for r in rows
+        if r.status == "ok" and r.input_kind == "random" and r.dtype == "float32"
+    }
     assert sem["keras_lambda"] == "population/eps@std"
     assert sem["torch_view"] == sem["torch_module"] == "unbiased/eps@std"
     assert sem["torch_instance_norm"] == "population/eps@sqrt"
@@ -79,6 +86,19 @@ def test_edge_cases_are_checked_per_implementation(smoke_run):
     assert edge[("torch_instance_norm", "eager", "one_pixel")].status == "error"
 
 
+def test_every_mode_dtype_and_layout_is_a_row(smoke_run):
+    _, rows = smoke_run
+    random = [r for r in rows if r.input_kind == "random"]
+    assert {(r.mode, r.dtype, r.layout) for r in random} == {
+        (m, d, lay)
+        for m in ("forward", "backward", "train")
+        for d in ("float32", "float16", "bfloat16")
+        for lay in ("NCHW", "NHWC")
+    }
+    ok_low = {r.impl for r in random if r.status == "ok" and r.dtype != "float32"}
+    assert "torch_group_norm" in ok_low and "jax_jit" in ok_low
+
+
 def test_unsupported_combinations_are_rows_with_reasons(smoke_run):
     _, rows = smoke_run
     nhwc_view = [r for r in rows if r.impl == "torch_view" and r.layout == "NHWC"]
@@ -96,15 +116,12 @@ def test_env_sidecar_and_speed_of_light(smoke_run):
     assert all(r.threads == env["threads"] for r in rows)
 
 
-def test_report_renders_from_the_run(smoke_run, tmp_path):
-    path, _ = smoke_run
-    proc = cli("report", str(path), "--out", str(tmp_path / "rep"))
-    assert proc.returncode == 0, proc.stderr
-    page = (tmp_path / "rep" / "index.html").read_text()
+def test_report_renders_from_the_run(smoke_report):
+    page = smoke_report.read_text()
     assert "Verdict" in page and "PyTorch vs Keras" in page
-    pngs = list((tmp_path / "rep").glob("*.png"))
+    pngs = list(smoke_report.parent.glob("*.png"))
     assert len(pngs) >= 6
-    assert (tmp_path / "rep" / "results.csv").stat().st_size > 0
+    assert (smoke_report.parent / "results.csv").stat().st_size > 0
 
 
 def test_compare_same_run_is_same_and_slowed_copy_is_slower(smoke_run, tmp_path):
