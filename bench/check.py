@@ -21,7 +21,7 @@ from bench.errors import BenchError
 from bench.reference import EDGE_CASES
 from bench.registry import Impl, Source, describe_source, framework_of, sources
 from bench.results import Row, row_from_dict
-from bench.runner import Worker, keras_backends_present, probe, worker_env
+from bench.runner import Worker, keras_backends_present, probe, unrun_row, worker_env
 from bench.timing import TimingSettings
 
 # H != W and C differs from both: an implementation that reduces over the wrong axes, or mixes up
@@ -52,23 +52,7 @@ def row_case_key(row: Row) -> str:
 
 
 def _row(job: Job, status: str, message: str) -> Row:
-    c = job.case
-    return Row(
-        impl=job.impl.name,
-        framework=job.impl.framework,
-        backend=job.backend,
-        device=c.device,
-        dtype=c.dtype,
-        layout=c.layout,
-        mode=c.mode,
-        shape=c.shape,
-        status=status,
-        message=message,
-        eps=c.eps,
-        input_kind=c.input_kind,
-        semantics_declared=job.impl.semantics,
-        source=job.impl.source,
-    )
+    return unrun_row(job.impl, job.backend, job.case, status, message)
 
 
 def run_jobs(

@@ -231,6 +231,27 @@ def select_impls(all_impls: dict[str, Impl], globs: list[str]) -> list[Impl]:
     return list(chosen.values())
 
 
+def unrun_row(impl: Impl, backend: str, case: Case, status: str, message: str) -> Row:
+    """A row for a case no worker measured: unavailable, or a worker's failure."""
+    return Row(
+        impl=impl.name,
+        framework=impl.framework,
+        backend=backend,
+        device=case.device,
+        dtype=case.dtype,
+        layout=case.layout,
+        mode=case.mode,
+        shape=case.shape,
+        status=status,
+        message=message,
+        eps=case.eps,
+        input_kind=case.input_kind,
+        semantics_declared=impl.semantics if impl.layouts else "",
+        ideal_bytes=case.ideal_bytes,
+        source=impl.source,
+    )
+
+
 class Runner:
     def __init__(self, cfg: RunConfig, progress: Progress | None = None) -> None:
         self.cfg = cfg
@@ -283,7 +304,7 @@ class Runner:
                         if not reason and backend and backend not in present:
                             reason = f"keras backend {backend} is not installed"
                         if reason:
-                            direct.append(self.row_for(impl, row_backend, case, "unavailable", reason))
+                            direct.append(unrun_row(impl, row_backend, case, "unavailable", reason))
                             continue
                         key = (impl.framework, backend, device)
                         group = groups.setdefault(key, Group(impl.framework, backend, device))
@@ -292,25 +313,6 @@ class Runner:
                         else:
                             group.jobs.append((case, [impl.name]))
         return list(groups.values()), direct
-
-    def row_for(self, impl: Impl, backend: str, case: Case, status: str, message: str) -> Row:
-        return Row(
-            impl=impl.name,
-            framework=impl.framework,
-            backend=backend,
-            device=case.device,
-            dtype=case.dtype,
-            layout=case.layout,
-            mode=case.mode,
-            shape=case.shape,
-            status=status,
-            message=message,
-            eps=case.eps,
-            input_kind=case.input_kind,
-            semantics_declared=impl.semantics if impl.layouts else "",
-            ideal_bytes=case.ideal_bytes,
-            source=impl.source,
-        )
 
     # ---- running --------------------------------------------------------------------------
     def run(self) -> Path:
@@ -537,7 +539,7 @@ class Runner:
                 elif kind == "missing":
                     case, _ = remaining.pop((e["case"], e["impl"]))
                     self.write(
-                        self.row_for(
+                        unrun_row(
                             impls[e["impl"]],
                             self.backend(impls[e["impl"]], g),
                             case,
@@ -548,7 +550,7 @@ class Runner:
                 elif kind == "fatal":
                     for case, name in list(remaining.values()):
                         self.write(
-                            self.row_for(
+                            unrun_row(
                                 impls[name], self.backend(impls[name], g), case, "unavailable", e["message"]
                             )
                         )
@@ -588,7 +590,7 @@ class Runner:
             # Died outside any implementation's phase: nothing to blame, so nothing can be retried safely.
             for case, name in remaining.values():
                 self.write(
-                    self.row_for(
+                    unrun_row(
                         impls[name],
                         self.backend(impls[name], g),
                         case,
@@ -598,7 +600,7 @@ class Runner:
                 )
             return []
         case, name = remaining.pop((current[0], current[1]))
-        self.write(self.row_for(impls[name], self.backend(impls[name], g), case, failure[0], failure[1]))
+        self.write(unrun_row(impls[name], self.backend(impls[name], g), case, failure[0], failure[1]))
         self.say(f"{g.label}: {name} {case.label()}: {failure[0]}: {failure[1]}")
         left: list[tuple[Case, list[str]]] = []
         for c, names in pending:
