@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from bench.errors import BenchError
 
@@ -17,6 +18,50 @@ BYTES_PER_ELEMENT_PASS = {"forward": 2, "backward": 3, "train": 5}
 DEFAULT_EPS = 1e-5
 
 Shape = tuple[int, int, int, int]
+
+
+def shape_text(shape: Shape | tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+@dataclass(frozen=True, order=True)
+class CaseKey:
+    """What identifies a case across processes and files: resume, worker blame, compare, progress.
+
+    Everything that changes the measured work, nothing about how it was measured.
+    """
+
+    device: str
+    dtype: str
+    layout: str
+    mode: str
+    shape: Shape
+    input_kind: str = "random"
+
+    def text(self) -> str:
+        """`8x3x32x32 float32 NCHW forward` (and `edge:constant` for an edge case), for people."""
+        kind = "" if self.input_kind == "random" else f" edge:{self.input_kind}"
+        return f"{shape_text(self.shape)} {self.dtype} {self.layout} {self.mode}{kind}"
+
+    def to_json(self) -> list[Any]:
+        return [self.device, self.dtype, self.layout, self.mode, list(self.shape), self.input_kind]
+
+    @classmethod
+    def from_json(cls, v: list[Any]) -> CaseKey:
+        device, dtype, layout, mode, shape, kind = v
+        return cls(device, dtype, layout, mode, tuple(int(d) for d in shape), kind)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, order=True)
+class MeasurementKey:
+    """One implementation on one backend for one case: the unit a row records."""
+
+    impl: str
+    backend: str
+    case: CaseKey
+
+    def text(self) -> str:
+        return f"{self.impl}[{self.backend}] {self.case.text()}"
 
 
 @dataclass(frozen=True)
@@ -54,11 +99,10 @@ class Case:
         return (n, h, w, c) if self.layout == "NHWC" else (n, c, h, w)
 
     def label(self) -> str:
-        return f"{'x'.join(map(str, self.shape))} {self.dtype} {self.layout} {self.mode} {self.device}"
+        return f"{shape_text(self.shape)} {self.dtype} {self.layout} {self.mode} {self.device}"
 
-    def key(self) -> str:
-        kind = "" if self.input_kind == "random" else f"|{self.input_kind}"
-        return f"{self.device}|{self.dtype}|{self.layout}|{self.mode}|{'x'.join(map(str, self.shape))}{kind}"
+    def key(self) -> CaseKey:
+        return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, self.input_kind)
 
 
 # Shapes per preset and device kind. CPU shapes are sized so `make bench` fits a 2-core machine;

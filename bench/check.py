@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from bench.cases import Case, Shape
+from bench.cases import Case, CaseKey, Shape
 from bench.errors import BenchError
 from bench.reference import EDGE_CASES
 from bench.registry import Impl, Source, describe_source, framework_of, sources
@@ -44,11 +44,6 @@ class Job:
 class JobsResult:
     rows: list[Row] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)  # framework -> version, from the workers
-
-
-def row_case_key(row: Row) -> str:
-    kind = "" if row.input_kind == "random" else f"|{row.input_kind}"
-    return f"{row.device}|{row.dtype}|{row.layout}|{row.mode}|{'x'.join(map(str, row.shape))}{kind}"
 
 
 def _row(job: Job, status: str, message: str) -> Row:
@@ -94,7 +89,7 @@ def run_jobs(
         )
     order = {(j.impl.name, j.backend, j.case.key()): i for i, j in enumerate(jobs)}
     result.rows = [replace(r, threads=threads, settings=settings.key()) for r in result.rows]
-    result.rows.sort(key=lambda r: order.get((r.impl, r.backend, row_case_key(r)), len(order)))
+    result.rows.sort(key=lambda r: order.get((r.impl, r.backend, r.case_key()), len(order)))
     return result
 
 
@@ -131,7 +126,7 @@ def _run_group(
     pending = {(j.case.key(), j.impl.name): j for j in group}
     with tempfile.NamedTemporaryFile(prefix="normbench-worker-", suffix=".log") as log:
         worker = Worker(spec, worker_env(threads, backend), Path(log.name))
-        current: tuple[str, str, str] | None = None  # (case key, impl, phase)
+        current: tuple[CaseKey, str, str] | None = None  # (case key, impl, phase)
         last_event = time.monotonic()
         failure: tuple[str, str] | None = None
         while True:
@@ -143,13 +138,13 @@ def _run_group(
                 if kind == "hello":
                     result.versions.update(e["versions"])
                 elif kind == "begin":
-                    current = (e["case"], e["impl"], e["phase"])
+                    current = (CaseKey.from_json(e["case"]), e["impl"], e["phase"])
                 elif kind == "row":
                     row = row_from_dict(e["row"])
-                    pending.pop((row_case_key(row), row.impl), None)
+                    pending.pop((row.case_key(), row.impl), None)
                     result.rows.append(row)
-                elif kind == "missing" and (e["case"], e["impl"]) in pending:
-                    job = pending.pop((e["case"], e["impl"]))
+                elif kind == "missing" and (CaseKey.from_json(e["case"]), e["impl"]) in pending:
+                    job = pending.pop((CaseKey.from_json(e["case"]), e["impl"]))
                     result.rows.append(_row(job, "error", "implementation failed to import in the worker"))
                 elif kind == "fatal":
                     failure = ("unavailable", e["message"])

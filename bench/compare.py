@@ -67,10 +67,6 @@ def widen(ratio: float, lo: float, hi: float, sigma: float) -> tuple[float, floa
     return ratio * math.exp(-down), ratio * math.exp(up)
 
 
-def case_key(r: Row) -> tuple[Any, ...]:
-    return (r.impl, r.backend, r.device, r.dtype, r.layout, r.mode, tuple(r.shape))
-
-
 def classify(ratio: float, lo: float, hi: float, threshold: float) -> str:
     """slower/faster when the whole CI is beyond the threshold; same when the CI lies within it, or
     when it holds 1 (no evidence of a change) and the estimate is within it; ambiguous otherwise."""
@@ -90,10 +86,10 @@ def compare_rows(
     base: list[Row], new: list[Row], threshold: float, run_noise: float | None = None
 ) -> tuple[list[dict[str, Any]], float]:
     """One comparison per matched row, and the run-to-run noise (log-space sd) that was applied."""
-    old = {case_key(r): r for r in base if r.status == "ok" and r.samples_s}
+    old = {r.key(): r for r in base if r.status == "ok" and r.samples_s}
     out: list[dict[str, Any]] = []
     for r in new:
-        k = case_key(r)
+        k = r.key()
         b = old.get(k)
         if b is None or r.status != "ok" or not r.samples_s:
             continue

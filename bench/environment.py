@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -86,7 +85,7 @@ def versions() -> dict[str, str]:
 def collect(cfg: Any, run_id: str, impls: dict[str, Any]) -> dict[str, Any]:
     settings = asdict(cfg.settings)
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "run_id": run_id,
         "started": now(),
         "command": cfg.command,
@@ -108,13 +107,6 @@ def collect(cfg: Any, run_id: str, impls: dict[str, Any]) -> dict[str, Any]:
             for n, i in sorted(impls.items())
         },
     }
-
-
-def read_existing(results: Path) -> dict[str, Any]:
-    from bench.results import env_path
-
-    p = env_path(results)
-    return dict(json.loads(p.read_text())) if p.is_file() else {}
 
 
 def cuda_device_count() -> int:

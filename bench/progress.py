@@ -41,15 +41,6 @@ def format_eta(seconds: float | None) -> str:
     return f"eta {s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"eta {s // 60}:{s % 60:02d}"
 
 
-def case_text(case_key: str) -> str:
-    """A worker's case key (`cpu|float32|NCHW|forward|8x3x32x32`) as `8x3x32x32 float32 NCHW forward`."""
-    parts = case_key.split("|")
-    if len(parts) < 5:
-        return case_key
-    _device, dtype, layout, mode, shape, *kind = parts
-    return " ".join([shape, dtype, layout, mode, *(f"edge:{k}" for k in kind)])
-
-
 class Progress:
     """For logs and pipes: start and end lines, warnings and one summary per finished group.
 

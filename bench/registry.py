@@ -20,6 +20,11 @@ IMPL_DIR = Path(__file__).resolve().parent.parent / "implementations"
 ENTRY_POINT_GROUP = "normbench.implementations"
 STDS = ("population", "unbiased")
 EPS_AT = ("sqrt", "std")  # eps inside the square root (added to the variance), or added to the std
+# Roles an implementation can declare; the report reads them from the rows, never from names.
+ROLES = (
+    "article",  # a snippet of the article "PyTorch or Keras: which is better for per-channel normalization?"
+    "baseline",  # the default reference of the speedup heatmaps
+)
 # File-name prefix -> framework: lets the runner group implementations into worker processes
 # without importing any framework in the parent.
 PREFIXES = {"torch": "torch", "tf": "tensorflow", "keras": "keras", "jax": "jax", "triton": "triton"}
@@ -51,6 +56,7 @@ class Impl:
     devices: tuple[str, ...] = ("cpu", "cuda")
     layout_copy: tuple[str, ...] = ()  # layouts in which it copies the input internally (timed)
     compiled_from: str | None = None  # its eager counterpart, for compile break-even
+    roles: tuple[str, ...] = ()  # from ROLES
     description: str = ""
     source: str = ""
     unavailable: str | None = None
@@ -68,7 +74,7 @@ class Impl:
 
     @classmethod
     def from_info(cls, d: dict[str, Any]) -> Impl:
-        tuples = ("layouts", "backends", "modes", "dtypes", "devices", "layout_copy")
+        tuples = ("layouts", "backends", "modes", "dtypes", "devices", "layout_copy", "roles")
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})  # type: ignore[arg-type]
 
     def unsupported_reason(self, case: Any) -> str | None:
@@ -110,13 +116,16 @@ def register(
     devices: tuple[str, ...] = ("cpu", "cuda"),
     layout_copy: tuple[str, ...] = (),
     compiled_from: str | None = None,
+    roles: tuple[str, ...] | str = (),
     name: str | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register a builder `(case) -> callable`; the callable takes the input in the case's layout.
 
     `layout` lists the layouts the callable accepts (torch tensors are logically NCHW; NHWC means
     channels_last memory). `std` is "population" or "unbiased"; `eps_at` is "sqrt" (eps added to
-    the variance) or "std" (eps added to the standard deviation).
+    the variance) or "std" (eps added to the standard deviation). `compiled_from` names the eager
+    implementation this one compiles (the report's break-even pairs them); `roles` are facts the
+    report reads: "article" for the article's snippets, "baseline" for the heatmaps' reference.
     """
     if framework not in FRAMEWORKS:
         raise BenchError(f"unknown framework {framework!r}; expected one of: {', '.join(FRAMEWORKS)}")
@@ -126,6 +135,7 @@ def register(
     _as_tuple(modes, "mode", MODES)
     _as_tuple(dtypes, "dtype", DTYPES)
     _as_tuple(layout_copy, "layout", LAYOUTS)
+    role_tuple = _as_tuple(roles, "role", ROLES)
 
     def decorate(builder: Builder) -> Builder:
         impl_name = name or builder.__name__
@@ -143,6 +153,7 @@ def register(
             devices=tuple(devices),
             layout_copy=tuple(layout_copy),
             compiled_from=compiled_from,
+            roles=role_tuple,
             description=doc[0] if doc else "",
             source=_current_source[-1] if _current_source else builder.__module__,
             builder=builder,

@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E40
 from bench.cases import DTYPES  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.reference import CANONICAL  # noqa: E402
-from bench.results import Row, read_env, read_rows  # noqa: E402
+from bench.results import Row, read_envs, read_rows  # noqa: E402
 from bench.stats import ratio_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def frame(paths: list[Path]) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     records, envs = [], {}
     for path in paths:
         rows = read_rows(path)
-        env = read_env(path)
+        env = next(iter(read_envs(path).values()), {})
         label = run_label(env, rows, path)
         if label in envs:
             label = f"{label} ({path.name})"

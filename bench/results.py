@@ -1,23 +1,39 @@
-"""Row, schema version, and reading/writing results as JSONL (one object per line, appended); also
-reads pytest-benchmark JSON written by the benchmarks/ front end."""
+"""Row, schema version and migration, validation on read, and results files: JSONL (one object per
+line, appended), their env sidecar, and pytest-benchmark JSON written by the benchmarks/ front end.
+
+Results files are user data: a newer normbench reads every older schema (migrating each row on
+read), validates every field's type, and skips what it cannot use with one warning per bad line
+(a count past the first few), so a damaged or foreign file never ends in a traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import math
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 1  # bump on any change to Row; say why in CHANGELOG.md
+SCHEMA_VERSION = 2  # bump on any change to Row; say why in CHANGELOG.md
+ENV_SCHEMA_VERSION = 2
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "unavailable")
+MAX_WARNINGS = 5  # per file; the rest are counted, not printed
 
 
 @dataclass(frozen=True)
 class Row:
+    """One implementation on one backend for one case: what was measured, how, and how correct."""
+
     impl: str
     framework: str
     backend: str  # keras: "tensorflow" | "jax" | "torch"; torch: "eager" | "compile"; ...
@@ -30,11 +46,16 @@ class Row:
     message: str = ""
     schema_version: int = SCHEMA_VERSION
     run_id: str = ""
+    machine: str = ""  # host name of the machine that measured it (merged files hold several)
     device_name: str = ""
     threads: int = 0
     eps: float = 0.0
     input_kind: str = "random"  # or an edge case (bench.reference.EDGE_CASES): checked, not timed
-    settings: str = ""  # measurement settings (budgets, cache policy): part of the resume key
+    settings: str = ""  # measurement settings (budgets, cache policy)
+    # what the implementation declared at registration, carried so the report reads facts, not names
+    roles: tuple[str, ...] = ()  # e.g. "article" (a snippet of the article), "baseline"
+    compiled_from: str = ""  # the eager implementation this one compiles, for break-even
+    concurrent: bool = False  # measured while another job ran on the same machine
     # timing: time_* is the device's own time (on CPU, the call latency); seconds per call
     timer: str = ""  # "host" | "cuda_event"
     time_median_s: float | None = None
@@ -48,8 +69,10 @@ class Row:
     stop_reason: str = ""  # "converged" | "max_time" | "max_samples"
     latency_median_s: float | None = None  # what a user waits for one call, dispatch and sync included
     first_call_s: float | None = None  # compile/trace included
-    cache_policy: str = ""  # "cold" (rotating buffers larger than the last-level cache) | "warm"
+    cache_policy: str = ""  # "cold" (rotating buffers larger than the effective cache) | "warm"
     buffers: int = 0
+    faults_per_call: float | None = None  # minor page faults per timed call (whole worker process)
+    major_faults_per_call: float | None = None
     # memory
     peak_mem_bytes: int | None = None  # input + output + temporaries at the call's peak
     extra_mem_bytes: int | None = None  # beyond input and output
@@ -59,6 +82,8 @@ class Row:
     nonfinite_outputs: int | None = None
     tolerance: float | None = None
     correct: bool | None = None
+    output_dtype: str = ""  # what the implementation returned (a float64 output in a float32 case is wrong)
+    canonical_rel_err: float | None = None  # distance from canonical InstanceNorm on the same input
     semantics: str = ""  # detected from the output
     semantics_declared: str = ""
     semantics_mismatch: bool | None = None
@@ -66,15 +91,20 @@ class Row:
     # speed of light
     ideal_bytes: int | None = None
     achieved_gbps: float | None = None
-    sol_fraction: float | None = None  # achieved over the copy bandwidth measured in this run
+    sol_fraction: float | None = None  # achieved over the run's copy bandwidth (median so far)
     source: str = ""
 
-    def key(self) -> tuple[Any, ...]:
-        """The configuration a resume matches on."""
-        return (
-            self.impl, self.backend, self.device, self.dtype, self.layout, self.mode,
-            tuple(self.shape), self.threads, self.settings, self.input_kind,
-        )  # fmt: skip
+    @property
+    def variant(self) -> str:
+        """The implementation, with its Keras backend where one implementation runs on several."""
+        return f"{self.impl}[{self.backend}]" if self.framework == "keras" else self.impl
+
+    def case_key(self) -> CaseKey:
+        return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, self.input_kind)
+
+    def key(self) -> MeasurementKey:
+        """The measurement's identity: what resume, blame, compare and merge match on."""
+        return MeasurementKey(self.impl, self.backend, self.case_key())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False, default=_json_default)
@@ -86,75 +116,167 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
 
 
-ROW_FIELDS = {f.name for f in fields(Row)}
+ROW_FIELDS = {f.name: f for f in fields(Row)}
+_HINTS = typing.get_type_hints(Row)
+REQUIRED = [f.name for f in fields(Row) if f.default is MISSING and f.default_factory is MISSING]
+
+
+# ---- migration: every older schema reads as the current Row ---------------------------------
+
+
+def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """v1 rows carried no declared roles: v1's report knew them by name, so those names get them."""
+    v1_roles = {
+        "keras_lambda": ("article",),
+        "torch_view": ("article",),
+        "torch_module": ("article",),
+        "torch_instance_norm": ("baseline",),
+    }
+    v1_compiled = {"torch_compile": "torch_module", "tf_function": "keras_lambda", "tf_xla": "keras_lambda"}
+    impl = d.get("impl")
+    d.setdefault("roles", list(v1_roles.get(impl, ())) if isinstance(impl, str) else [])
+    d.setdefault("compiled_from", v1_compiled.get(impl, "") if isinstance(impl, str) else "")
+    return {**d, "schema_version": 2}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    version = d.get("schema_version")
+    while isinstance(version, int) and version in MIGRATIONS:
+        d = MIGRATIONS[version](d)
+        version = d["schema_version"]
+    return d
+
+
+# ---- validation: a field of the wrong type is a bad row, never a crash later ----------------
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_field(name: str, v: Any) -> str | None:
+    hint = str(_HINTS[name])
+    optional = "None" in hint
+    if v is None:
+        return None if optional else f"{name} is null"
+    if name == "shape":
+        if not (isinstance(v, list | tuple) and len(v) == 4 and all(isinstance(x, int) and x > 0 for x in v)):
+            return f"shape {v!r} is not four positive integers"
+        return None
+    if name == "samples_s":
+        if not isinstance(v, list | tuple) or not all(_is_num(x) and x > 0 for x in v):
+            return "samples_s is not a list of positive numbers"
+        return None
+    if name == "roles":
+        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+            return "roles is not a list of strings"
+        return None
+    if name == "status":
+        return None if v in STATUSES else f"status {v!r} is not one of {', '.join(STATUSES)}"
+    base = hint.replace(" | None", "")
+    if base == "str" and not isinstance(v, str):
+        return f"{name} is a {type(v).__name__}, expected a string"
+    if base == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
+        return f"{name} is a {type(v).__name__}, expected an integer"
+    if base == "float" and not _is_num(v):
+        return f"{name} is {v!r}, expected a finite number"
+    if base == "bool" and not isinstance(v, bool):
+        return f"{name} is a {type(v).__name__}, expected true or false"
+    return None
 
 
 def row_from_dict(d: dict[str, Any]) -> Row:
+    """A Row from a (migrated) dict; unknown keys are ignored; a bad field raises ValueError."""
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    for k, v in d.items():
+        if k in ROW_FIELDS:
+            problem = _check_field(k, v)
+            if problem:
+                raise ValueError(problem)
     kwargs = {k: v for k, v in d.items() if k in ROW_FIELDS}
-    kwargs["shape"] = tuple(kwargs.get("shape", ()))
-    kwargs["samples_s"] = tuple(kwargs.get("samples_s", ()))
+    kwargs["shape"] = tuple(kwargs["shape"])
+    kwargs["samples_s"] = tuple(float(x) for x in kwargs.get("samples_s") or ())
+    kwargs["roles"] = tuple(kwargs.get("roles") or ())
     return Row(**kwargs)
 
 
-class ResultsWriter:
-    """Appends rows: each line goes to the file in one write() call and is flushed to disk, so an
-    interrupt can never leave half a line behind."""
+class Warnings:
+    """At most MAX_WARNINGS lines per file, then one count: a junk file must not flood the terminal."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if path.stat().st_size and not _ends_with_newline(path):
-            os.write(self.fd, b"\n")  # a line cut by a crash stays alone; the reader skips it
+    def __init__(self, path: Path, say: Callable[[str], None]) -> None:
+        self.path, self.say, self.count = path, say, 0
 
-    def write(self, row: Row) -> None:
-        os.write(self.fd, (row.to_json() + "\n").encode())
-        os.fsync(self.fd)
+    def __call__(self, where: str, what: str) -> None:
+        self.count += 1
+        if self.count <= MAX_WARNINGS:
+            self.say(f"{self.path}{where}: {what}; skipped")
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.count > MAX_WARNINGS:
+            self.say(f"{self.path}: {self.count - MAX_WARNINGS} more unusable lines skipped")
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def _stderr_warning(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
 
 
-def read_rows(path: Path | str, warn: Any = None) -> list[Row]:
-    """Rows of a results file (normbench JSONL, or pytest-benchmark JSON). Blank, truncated or
-    foreign lines are skipped with a warning naming the line; a newer schema is an error."""
+def read_rows(path: Path | str, warn: Callable[[str], None] | None = None) -> list[Row]:
+    """Rows of a results file (normbench JSONL of any schema, or pytest-benchmark JSON). Blank,
+    truncated, foreign or ill-typed lines are skipped with a warning naming the line; a newer
+    schema is an error (upgrade normbench)."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"results file {str(path)!r} does not exist")
-    say = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    warnings = Warnings(path, warn or _stderr_warning)
     doc = pytest_benchmark_doc(path)
-    if doc is not None:
-        return rows_from_pytest_benchmark(doc, path, say)
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                say(f"{path}:{lineno}: not valid JSON (a truncated line?); skipped")
-                continue
-            if not isinstance(d, dict) or "impl" not in d or "schema_version" not in d:
-                say(f"{path}:{lineno}: not a normbench row; skipped")
-                continue
-            version = d["schema_version"]
-            if not isinstance(version, int) or version > SCHEMA_VERSION:
-                raise BenchError(
-                    f"{path}:{lineno}: schema_version {version!r} is newer than this normbench reads "
-                    f"({SCHEMA_VERSION}); upgrade normbench"
-                )
-            try:
-                rows.append(row_from_dict(d))
-            except TypeError as exc:
-                say(f"{path}:{lineno}: missing fields ({exc}); skipped")
+    try:
+        if doc is not None:
+            return rows_from_pytest_benchmark(doc, path, warnings)
+        rows = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    warnings(f":{lineno}", "not valid JSON (a truncated line?)")
+                    continue
+                if not isinstance(d, dict) or "impl" not in d or "schema_version" not in d:
+                    warnings(f":{lineno}", "not a normbench row")
+                    continue
+                version = d["schema_version"]
+                if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                    warnings(f":{lineno}", f"schema_version {version!r} is not a version number")
+                    continue
+                if version > SCHEMA_VERSION:
+                    raise BenchError(
+                        f"{path}:{lineno}: schema_version {version} is newer than this normbench reads "
+                        f"({SCHEMA_VERSION}); upgrade normbench"
+                    )
+                try:
+                    rows.append(row_from_dict(migrate(d)))
+                except (ValueError, TypeError) as exc:
+                    warnings(f":{lineno}", f"bad row ({exc})")
+        return rows
+    finally:
+        warnings.close()
+
+
+def read_results(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[Row]:
+    """Rows of several files; a BenchError (exit 2) when none of them holds a usable row."""
+    rows = [r for p in paths for r in read_rows(p, warn)]
+    if not rows:
+        raise BenchError(f"no usable rows in {', '.join(map(str, paths))}")
     return rows
+
+
+# ---- pytest-benchmark JSON ------------------------------------------------------------------
 
 
 def pytest_benchmark_doc(path: Path) -> dict[str, Any] | None:
@@ -167,7 +289,7 @@ def pytest_benchmark_doc(path: Path) -> dict[str, Any] | None:
             except json.JSONDecodeError:
                 f.seek(0)
                 doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc:
         return doc
@@ -179,68 +301,83 @@ def _pytest_run_id(doc: dict[str, Any], path: Path) -> str:
     return f"pytest-{stamp}" if stamp else f"pytest-{path.stem}"
 
 
-def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path, say: Any) -> list[Row]:
+def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path, warnings: Warnings) -> list[Row]:
     """One ok row per benchmark the front end recorded: its fields from extra_info, its samples
     from stats.data (kept with --benchmark-json, or --benchmark-save-data for saved runs)."""
     from bench.timing import summarize
 
     run_id = _pytest_run_id(doc, path)
     rows = []
-    for b in doc["benchmarks"]:
-        info = b.get("extra_info") or {}
-        name = b.get("fullname") or b.get("name")
-        if "impl" not in info or "schema_version" not in info:
-            say(f"{path}: benchmark {name!r} has no normbench extra_info; skipped")
+    for i, b in enumerate(doc["benchmarks"]):
+        if not isinstance(b, dict):
+            warnings(f": benchmark #{i}", "not an object")
             continue
-        if not isinstance(info["schema_version"], int) or info["schema_version"] > SCHEMA_VERSION:
+        info = b.get("extra_info")
+        name = b.get("fullname") or b.get("name") or f"#{i}"
+        if not isinstance(info, dict) or "impl" not in info or "schema_version" not in info:
+            warnings(f": benchmark {name!r}", "has no normbench extra_info")
+            continue
+        version = info["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            warnings(f": benchmark {name!r}", f"schema_version {version!r} is not a version number")
+            continue
+        if version > SCHEMA_VERSION:
             raise BenchError(
-                f"{path}: benchmark {name!r} has schema_version {info['schema_version']!r}, newer than "
+                f"{path}: benchmark {name!r} has schema_version {version}, newer than "
                 f"this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
             )
-        stats = b.get("stats") or {}
-        samples = [float(x) for x in stats.get("data") or []]
+        stats = b.get("stats")
+        if not isinstance(stats, dict):
+            warnings(f": benchmark {name!r}", f"stats is a {type(stats).__name__}, expected an object")
+            continue
+        data = stats.get("data") or []
+        if not isinstance(data, list) or not all(_is_num(x) and x > 0 for x in data):
+            warnings(f": benchmark {name!r}", "stats.data is not a list of positive numbers")
+            continue
+        samples = [float(x) for x in data]
         if samples:
-            st = summarize(samples)
-            timing = {
-                "time_median_s": st["median"],
-                "time_iqr_s": st["iqr"],
-                "time_min_s": st["min"],
-                "time_rel_iqr": st["rel_iqr"],
-                "time_rel_ci": st["rel_ci"],
-                "n_samples": st["n"],
-            }
+            timing: dict[str, Any] = summarize(samples).row_fields()
         else:  # saved without --benchmark-save-data: pytest-benchmark's own statistics only
-            med, iqr = stats.get("median"), stats.get("iqr")
+            med, iqr, rounds = stats.get("median"), stats.get("iqr"), stats.get("rounds")
+            if not _is_num(med) or (iqr is not None and not _is_num(iqr)) or not isinstance(rounds, int):
+                warnings(f": benchmark {name!r}", "stats has no numeric median, iqr and rounds")
+                continue
             timing = {
                 "time_median_s": med,
                 "time_iqr_s": iqr,
-                "time_min_s": stats.get("min"),
+                "time_min_s": stats.get("min") if _is_num(stats.get("min")) else None,
                 "time_rel_iqr": iqr / med if med and iqr is not None else None,
-                "n_samples": int(stats.get("rounds") or 0),
+                "n_samples": rounds,
             }
         med = timing["time_median_s"]
         ideal = info.get("ideal_bytes")
-        extra = {"achieved_gbps": ideal / med / 1e9} if ideal and med else {}
+        extra = {"achieved_gbps": ideal / med / 1e9} if _is_num(ideal) and med else {}
         d = {**info, **timing, **extra, "status": "ok", "run_id": run_id, "samples_s": samples}
         try:
-            rows.append(row_from_dict(d))
-        except TypeError as exc:
-            say(f"{path}: benchmark {name!r}: missing fields ({exc}); skipped")
+            rows.append(row_from_dict(migrate(d)))
+        except (ValueError, TypeError) as exc:
+            warnings(f": benchmark {name!r}", f"bad extra_info ({exc})")
     return rows
 
 
 def _env_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     """What the report's environment table shows, from pytest-benchmark's machine and commit info."""
-    machine, commit = doc.get("machine_info") or {}, doc.get("commit_info") or {}
-    infos = [b.get("extra_info") or {} for b in doc["benchmarks"]]
+    def obj(v: Any) -> dict[str, Any]:
+        return v if isinstance(v, dict) else {}
+
+    machine, commit = obj(doc.get("machine_info")), obj(doc.get("commit_info"))
+    cpu = obj(machine.get("cpu"))
+    infos = [obj(b.get("extra_info")) for b in doc["benchmarks"] if isinstance(b, dict)]
     versions: dict[str, Any] = {}
     for info in infos:
-        versions.update(info.get("versions") or {})
+        if isinstance(info.get("versions"), dict):
+            versions.update(info["versions"])
     first = next((i for i in infos if "impl" in i), {})
     return {
         "run_id": _pytest_run_id(doc, path),
-        "cpu_model": (machine.get("cpu") or {}).get("brand_raw") or machine.get("processor", ""),
-        "cpu_cores": (machine.get("cpu") or {}).get("count"),
+        "host": str(machine.get("node", "")),
+        "cpu_model": str(cpu.get("brand_raw") or machine.get("processor", "")),
+        "cpu_cores": cpu.get("count"),
         "threads": first.get("threads"),
         "packages": {
             "python": machine.get("python_version"),
@@ -255,30 +392,125 @@ def _env_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> dict[str, Any
     }
 
 
+# ---- writing rows: whole lines or nothing --------------------------------------------------
+
+
+class ResultsWriter:
+    """Appends rows. Each line goes to the file whole and is flushed to disk: an interrupt or a full
+    disk never leaves half a line behind (a failed write is cut back off the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if path.stat().st_size and not _ends_with_newline(path):
+            self._write_all(b"\n")  # a line cut by a crash stays alone; the reader skips it
+        self.rows_before = _count_lines(path)
+        self.written = 0
+
+    def _write_all(self, data: bytes) -> None:
+        size = os.fstat(self.fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            os.fsync(self.fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                pass
+            safe = self.rows_before + self.written if hasattr(self, "written") else _count_lines(self.path)
+            raise BenchError(
+                f"cannot write {self.path}: {exc.strerror or exc}; {safe} rows are safe in it"
+                + (" (the disk is full)" if exc.errno == errno.ENOSPC else "")
+            ) from None
+
+    def write(self, row: Row) -> None:
+        self._write_all((row.to_json() + "\n").encode())
+        self.written += 1
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock on the results file: runs appending to one file update its sidecar in turn."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+# ---- the env sidecar: one record per run, keyed by run id ----------------------------------
+
+
 def env_path(results: Path | str) -> Path:
     p = Path(results)
-    return p.with_name(
-        p.name[: -len(".jsonl")] + ".env.json" if p.name.endswith(".jsonl") else p.name + ".env.json"
-    )
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".env.json")
 
 
-def read_env(results: Path | str) -> dict[str, Any]:
-    if Path(results).is_file():
-        doc = pytest_benchmark_doc(Path(results))
+def read_envs(results: Path | str) -> dict[str, dict[str, Any]]:
+    """Run id -> that run's environment. Sidecars of schema 1 held one run's record: migrated."""
+    path = Path(results)
+    if path.is_file():
+        doc = pytest_benchmark_doc(path)
         if doc is not None:
-            return _env_from_pytest_benchmark(doc, Path(results))
+            env = _env_from_pytest_benchmark(doc, path)
+            return {env["run_id"]: env}
     p = env_path(results)
     if not p.is_file():
         return {}
     try:
-        return dict(json.loads(p.read_text()))
-    except (json.JSONDecodeError, ValueError):
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError, RecursionError, OSError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    runs = data.get("runs")
+    if isinstance(runs, dict):
+        return {str(k): v for k, v in runs.items() if isinstance(v, dict)}
+    if "run_id" in data:  # schema 1: the sidecar was the one run's record
+        return {str(data["run_id"]): data}
+    return {}
 
 
-def write_env(results: Path | str, env: dict[str, Any]) -> None:
-    """Atomic replace, so the sidecar is complete whenever the run is interrupted."""
+def read_env(results: Path | str, run_id: str | None = None) -> dict[str, Any]:
+    """One run's environment: `run_id`'s, or the file's last run's."""
+    envs = read_envs(results)
+    if run_id is not None:
+        return envs.get(run_id, {})
+    return list(envs.values())[-1] if envs else {}
+
+
+def write_env(results: Path | str, run_id: str, env: dict[str, Any]) -> None:
+    """Set one run's record in the sidecar, keeping the other runs'. Atomic replace, so the sidecar
+    is whole whenever the run is interrupted; a failure leaves no temporary file behind."""
     p = env_path(results)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(env, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, p)
+    runs = read_envs(results) if p.is_file() else {}
+    runs[run_id] = env
+    doc = {"schema_version": ENV_SCHEMA_VERSION, "runs": runs}
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"cannot write {p}: {exc.strerror or exc}") from None

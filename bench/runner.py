@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import environment
-from bench.cases import Case, preset_shapes
+from bench.cases import Case, CaseKey, MeasurementKey, preset_shapes
 from bench.errors import BenchError
 from bench.frameworks import cpu_cache_bytes
 from bench.memory import rss_bytes
-from bench.progress import Progress, case_text, for_stream, group_summary
+from bench.progress import Progress, for_stream, group_summary
 from bench.reference import EDGE_CASES
 from bench.registry import KERAS_BACKENDS, Impl, Source, sources
-from bench.results import ResultsWriter, Row, read_rows, row_from_dict, write_env
+from bench.results import ResultsWriter, Row, read_env, read_rows, row_from_dict, write_env
 from bench.timing import TimingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -347,10 +347,10 @@ class Runner:
             return out
         env = environment.collect(cfg, run_id, all_impls)
         if cfg.resume:
-            env = {**environment.read_existing(out), "resumed": env}
+            env = {**read_env(out, run_id), "resumed": env}
         self.env = env
         self.writer = ResultsWriter(out)
-        write_env(out, env)
+        write_env(out, self.run_id, env)
         self.say(f"normbench run {run_id}: {self.total} measurements in {len(groups)} worker groups -> {out}")
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.display.start(self.total)
@@ -376,7 +376,7 @@ class Runner:
             env["finished"] = environment.now()
             env["interrupted"] = bool(self.stop_signal)
             env["gpu_end"] = environment.gpu_info()
-            write_env(out, env)
+            write_env(out, self.run_id, env)
             self.writer.close()
         if self.stop_signal:
             name = signal.Signals(self.stop_signal).name
@@ -391,20 +391,8 @@ class Runner:
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
-    def key_of(self, impl: Impl, g: Group, case: Case) -> tuple[Any, ...]:
-        backend = g.keras_backend if impl.framework == "keras" else impl.backends[0]
-        return (
-            impl.name,
-            backend,
-            case.device,
-            case.dtype,
-            case.layout,
-            case.mode,
-            tuple(case.shape),
-            self.cfg.threads,
-            self.cfg.settings.key(),
-            case.input_kind,
-        )
+    def key_of(self, impl: Impl, g: Group, case: Case) -> MeasurementKey:
+        return MeasurementKey(impl.name, self.backend(impl, g), case.key())
 
     def complete(self, row: Row, extra: dict[str, Any]) -> Row:
         row = replace(
@@ -457,7 +445,7 @@ class Runner:
                     )
                     self.say(f"copy bandwidth on {device}: {copy[0]['gbps']:.1f} GB/s (read + write)")
                     break
-        write_env(self.out, self.env)
+        write_env(self.out, self.run_id, self.env)
 
     def eta_s(self) -> float | None:
         """Seconds left at the pace of the rows the workers have measured so far."""
@@ -497,9 +485,9 @@ class Runner:
         }
         worker = Worker(spec, worker_env(cfg.threads, g.keras_backend), log)
         remaining = {(c.key(), n): (c, n) for c, names in pending for n in names}
-        current: tuple[str, str, str] | None = None  # (case key, impl, phase)
+        current: tuple[CaseKey, str, str] | None = None  # (case key, impl, phase)
         phase_started = time.monotonic()
-        case_rows: dict[str, list[Row]] = {}
+        case_rows: dict[CaseKey, list[Row]] = {}
         failure: tuple[str, str] | None = None  # (status, message) for `current`
         while True:
             if self.stop_signal:
@@ -522,22 +510,22 @@ class Runner:
                         }
                     )
                 elif kind == "begin":
-                    current = (e["case"], e["impl"], e["phase"])
+                    current = (CaseKey.from_json(e["case"]), e["impl"], e["phase"])
                     phase_started = time.monotonic()
                     self.display.update(
                         self.done,
                         self.eta_s(),
-                        f"{g.label} {e['impl']} {case_text(e['case'])} ({e['phase']})",
+                        f"{g.label} {e['impl']} {CaseKey.from_json(e['case']).text()} ({e['phase']})",
                     )
                 elif kind == "row":
                     row = row_from_dict(e["row"])
-                    remaining.pop((self.case_key(row), row.impl), None)
+                    remaining.pop((row.case_key(), row.impl), None)
                     self.write(row)
-                    case_rows.setdefault(self.case_key(row), []).append(row)
-                    if not any(k[0] == self.case_key(row) for k in remaining):
-                        self.case_done(g, case_rows.pop(self.case_key(row)))
+                    case_rows.setdefault(row.case_key(), []).append(row)
+                    if not any(k[0] == row.case_key() for k in remaining):
+                        self.case_done(g, case_rows.pop(row.case_key()))
                 elif kind == "missing":
-                    case, _ = remaining.pop((e["case"], e["impl"]))
+                    case, _ = remaining.pop((CaseKey.from_json(e["case"]), e["impl"]))
                     self.write(
                         unrun_row(
                             impls[e["impl"]],
@@ -612,11 +600,6 @@ class Runner:
     @staticmethod
     def backend(impl: Impl, g: Group) -> str:
         return g.keras_backend if impl.framework == "keras" and g.keras_backend else impl.backends[0]
-
-    @staticmethod
-    def case_key(row: Row) -> str:
-        kind = "" if row.input_kind == "random" else f"|{row.input_kind}"
-        return f"{row.device}|{row.dtype}|{row.layout}|{row.mode}|{'x'.join(map(str, row.shape))}{kind}"
 
     def case_done(self, g: Group, rows: list[Row]) -> None:
         """One line per finished case, every implementation's time: on a terminal only."""

@@ -57,21 +57,43 @@ def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
     return float(s[lo]), float(s[hi])
 
 
-def summarize(samples: list[float] | np.ndarray) -> dict[str, float | int | None]:
+@dataclass(frozen=True)
+class Stats:
+    """Statistics of one list of per-call times; `row_fields` is the one place they become a row's."""
+
+    median: float | None
+    iqr: float | None
+    min: float | None
+    rel_iqr: float | None
+    rel_ci: float | None  # half-width of the median's 95 % CI over the median
+    n: int
+
+    def row_fields(self) -> dict[str, Any]:
+        return {
+            "time_median_s": self.median,
+            "time_iqr_s": self.iqr,
+            "time_min_s": self.min,
+            "time_rel_iqr": self.rel_iqr,
+            "time_rel_ci": self.rel_ci,
+            "n_samples": self.n,
+        }
+
+
+def summarize(samples: list[float] | tuple[float, ...] | np.ndarray) -> Stats:
     a = np.asarray(samples, dtype=np.float64)
     if a.size == 0:
-        return {"median": None, "iqr": None, "min": None, "rel_iqr": None, "rel_ci": None, "n": 0}
+        return Stats(None, None, None, None, None, 0)
     med = float(np.median(a))
     q1, q3 = np.percentile(a, [25, 75])
     lo, hi = median_ci(a)
-    return {
-        "median": med,
-        "iqr": float(q3 - q1),
-        "min": float(a.min()),
-        "rel_iqr": float((q3 - q1) / med) if med > 0 else None,
-        "rel_ci": float((hi - lo) / (2 * med)) if med > 0 else None,
-        "n": int(a.size),
-    }
+    return Stats(
+        median=med,
+        iqr=float(q3 - q1),
+        min=float(a.min()),
+        rel_iqr=float((q3 - q1) / med) if med > 0 else None,
+        rel_ci=float((hi - lo) / (2 * med)) if med > 0 else None,
+        n=int(a.size),
+    )
 
 
 class HostClock:
@@ -137,7 +159,7 @@ class Sampler:
         elif spent >= s.max_time_s and n >= 3:
             self.stop_reason = "max_time"
         elif n >= s.min_samples and spent >= s.min_time_s:
-            rel_ci = summarize(self.device_samples)["rel_ci"]
+            rel_ci = summarize(self.device_samples).rel_ci
             if rel_ci is not None and rel_ci <= s.target_rel_ci:
                 self.stop_reason = "converged"
         return self.stop_reason is not None

@@ -179,7 +179,7 @@ class GroupWorker:
         while active:
             for p in list(active):
                 assert p.sampler is not None
-                emit({"event": "begin", "impl": p.impl.name, "case": case.key(), "phase": "sample"})
+                emit({"event": "begin", "impl": p.impl.name, "case": case.key().to_json(), "phase": "sample"})
                 try:
                     p.sampler.round()
                 except Exception as exc:
@@ -307,23 +307,17 @@ class GroupWorker:
         return {"peak_mem_bytes": int(inputs + delta), "extra_mem_bytes": int(max(0, delta - ad.nbytes(out)))}
 
     def timing_fields(self, sampler: Sampler) -> dict[str, Any]:
-        st = summarize(sampler.device_samples)
         return {
             "timer": self.clock.kind,
-            "time_median_s": st["median"],
-            "time_iqr_s": st["iqr"],
-            "time_min_s": st["min"],
-            "time_rel_iqr": st["rel_iqr"],
-            "time_rel_ci": st["rel_ci"],
-            "n_samples": st["n"],
+            **summarize(sampler.device_samples).row_fields(),
             "samples_s": [_sig(s) for s in sampler.device_samples],
             "calls_per_sample": sampler.calls_per_sample,
             "stop_reason": sampler.stop_reason,
-            "latency_median_s": summarize(sampler.latency_samples)["median"],
+            "latency_median_s": summarize(sampler.latency_samples).median,
         }
 
     def begin(self, impl: Impl, case: Case, phase: str) -> None:
-        emit({"event": "begin", "impl": impl.name, "case": case.key(), "phase": phase})
+        emit({"event": "begin", "impl": impl.name, "case": case.key().to_json(), "phase": phase})
 
     def emit_row(self, fields: dict[str, Any]) -> None:
         emit({"event": "row", "row": Row(**{**fields, "shape": tuple(fields["shape"])}).__dict__})
@@ -389,7 +383,7 @@ def main() -> int:
         case = Case(**{**job["case"], "shape": tuple(job["case"]["shape"])})
         for name in job["impls"]:
             if name not in loaded:  # imported in the probe but not here: say so rather than drop it
-                emit({"event": "missing", "impl": name, "case": case.key()})
+                emit({"event": "missing", "impl": name, "case": case.key().to_json()})
         worker.run_case(case, [n for n in job["impls"] if n in loaded])
     emit({"event": "done", "cpu_s": time.process_time() - START_CPU, "wall_s": time.monotonic() - START})
     return 0

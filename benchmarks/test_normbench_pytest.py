@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from bench.cases import Case, Shape, device_kind
-from bench.check import Job, row_case_key, run_jobs
+from bench.check import Job, run_jobs
 from bench.registry import Impl, sources
 from bench.results import Row
 from bench.runner import keras_backends_present, probe
@@ -131,7 +131,7 @@ def harness(request: pytest.FixtureRequest) -> dict[tuple[str, str, str], tuple[
         require_correct=True,
         say=say,
     )
-    return {(r.impl, r.backend, row_case_key(r)): (r, result.versions) for r in result.rows}
+    return {(r.impl, r.backend, r.case_key()): (r, result.versions) for r in result.rows}
 
 
 _clock = [0.0]

@@ -7,7 +7,14 @@ from bench.registry import register
 from implementations._tf_formula import per_channel_norm
 
 
-@register(framework="keras", layout="NHWC", std="population", eps_at="std", backends=("tensorflow",))
+@register(
+    framework="keras",
+    layout="NHWC",
+    std="population",
+    eps_at="std",
+    backends=("tensorflow",),
+    roles=("article",),
+)
 def keras_lambda(case):
     n, c, h, w = case.shape
     eps = case.eps

@@ -17,6 +17,6 @@ class PerChannelNorm(nn.Module):
         return (x - mean) / std
 
 
-@register(framework="torch", layout=("NCHW", "NHWC"), std="unbiased", eps_at="std")
+@register(framework="torch", layout=("NCHW", "NHWC"), std="unbiased", eps_at="std", roles=("article",))
 def torch_module(case):
     return PerChannelNorm(case.eps).to(case.device)

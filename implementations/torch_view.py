@@ -6,7 +6,7 @@ from bench.registry import register
 
 
 # .view() needs a contiguous NCHW tensor, so the article's code does not take channels_last input.
-@register(framework="torch", layout="NCHW", std="unbiased", eps_at="std")
+@register(framework="torch", layout="NCHW", std="unbiased", eps_at="std", roles=("article",))
 def torch_view(case):
     eps = case.eps
 

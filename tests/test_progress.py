@@ -10,7 +10,8 @@ from collections import Counter
 
 from rich.console import Console
 
-from bench.progress import LiveProgress, Progress, case_text, for_stream, format_eta, group_summary
+from bench.cases import CaseKey
+from bench.progress import LiveProgress, Progress, for_stream, format_eta, group_summary
 from tests.conftest import ROOT, run_rows
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -63,7 +64,13 @@ def test_the_terminal_bar_shows_count_implementation_and_eta():
     buf = io.StringIO()
     live = LiveProgress(Console(file=buf, force_terminal=True, width=160))
     live.start(40)
-    live.update(3, 95.0, "jax/cpu jax_jit " + case_text("cpu|float32|NCHW|forward|8x3x32x32") + " (sample)")
+    live.update(
+        3,
+        95.0,
+        "jax/cpu jax_jit "
+        + CaseKey("cpu", "float32", "NCHW", "forward", (8, 3, 32, 32)).text()
+        + " (sample)",
+    )
     live.bar.refresh()
     live.case("jax/cpu 8x3x32x32 float32 NCHW forward: jax_jit 0.0635 ms")
     live.say(group_summary("jax/cpu", Counter(ok=58, error=2), 41.2))
@@ -104,5 +111,6 @@ def test_summary_and_eta_formats():
     )
     assert format_eta(None) == "eta ?" and format_eta(95) == "eta 1:35" and format_eta(3725) == "eta 1:02:05"
     assert (
-        case_text("cpu|float16|NHWC|train|2x3x8x8|one_pixel") == "2x3x8x8 float16 NHWC train edge:one_pixel"
+        CaseKey("cpu", "float16", "NHWC", "train", (2, 3, 8, 8), "one_pixel").text()
+        == "2x3x8x8 float16 NHWC train edge:one_pixel"
     )

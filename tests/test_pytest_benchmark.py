@@ -51,7 +51,7 @@ def test_pytest_benchmark_json_reads_as_rows(tmp_path):
     path.write_text(json.dumps(doc, indent=4))
     warnings = []
     (row,) = read_rows(path, warn=warnings.append)
-    assert warnings == [f"{path}: benchmark 'x::test_other' has no normbench extra_info; skipped"]
+    assert warnings == [f"{path}: benchmark 'x::test_other': has no normbench extra_info; skipped"]
     assert row.impl == "torch_view" and row.status == "ok" and row.shape == (8, 3, 32, 32)
     assert row.samples_s == (3e-4, 1e-4, 2e-4) and row.n_samples == 3
     assert row.time_median_s == pytest.approx(2e-4) and row.time_min_s == pytest.approx(1e-4)

@@ -19,11 +19,11 @@ class FakeClock:
 
 def test_summarize_known_samples():
     st = summarize([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert st["median"] == 3.0
-    assert st["iqr"] == 2.0
-    assert st["min"] == 1.0
-    assert st["rel_iqr"] == pytest.approx(2 / 3)
-    assert st["n"] == 5
+    assert st.median == 3.0
+    assert st.iqr == 2.0
+    assert st.min == 1.0
+    assert st.rel_iqr == pytest.approx(2 / 3)
+    assert st.n == 5
 
 
 def test_median_ci_contains_median_and_shrinks():
