@@ -1,190 +1,37 @@
 """`python -m bench check IMPL`: correctness, semantics and edge cases of one implementation, untimed.
 
-It also holds `run_jobs`, the plain way to run (implementation, case) pairs in the harness's worker
-processes without the runner's sweep, resume and crash retries; the pytest-benchmark front end
-(benchmarks/) uses it too.
+It measures through the same worker client as `bench run` (bench/workers.py), so a crash, a hang
+or a wrong output gives the same row here as in a run.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import TextIO
 
-from bench.cases import Case, CaseKey, Shape
+from bench import frameworks
+from bench.cases import Case, Shape
 from bench.errors import BenchError
 from bench.reference import EDGE_CASES
-from bench.registry import Impl, Source, describe_source, framework_of, sources
-from bench.results import Row, row_from_dict
-from bench.runner import Worker, keras_backends_present, probe, unrun_row, worker_env
-from bench.timing import TimingSettings
+from bench.registry import Impl, declared_names, describe_source, sources
+from bench.results import Row
+from bench.workers import Limits, discover, run_jobs
 
 # H != W and C differs from both: an implementation that reduces over the wrong axes, or mixes up
 # NCHW and NHWC, gets a different answer; 48-pixel planes keep biased and unbiased std 1 % apart.
 CHECK_SHAPES: list[Shape] = [(2, 3, 6, 8)]
 
 
-@dataclass(frozen=True)
-class Job:
-    impl: Impl
-    keras_backend: str | None  # the worker group's Keras backend; None for other frameworks
-    case: Case
-
-    @property
-    def backend(self) -> str:
-        return self.keras_backend or self.impl.backends[0]
-
-
-@dataclass
-class JobsResult:
-    rows: list[Row] = field(default_factory=list)
-    versions: dict[str, str] = field(default_factory=dict)  # framework -> version, from the workers
-
-
-def _row(job: Job, status: str, message: str) -> Row:
-    return unrun_row(job.impl, job.backend, job.case, status, message)
-
-
-def run_jobs(
-    jobs: list[Job],
-    found: list[Source],
-    *,
-    task: str,
-    threads: int,
-    settings: TimingSettings | None = None,
-    require_correct: bool = False,
-    timeout_s: float = 300.0,
-    say: Callable[[str], None] | None = None,
-) -> JobsResult:
-    """One row per job from one worker per (framework, Keras backend, device), in job order.
-
-    `task` is "check" (no timing) or "run"; with `require_correct` a wrong output is not timed. A
-    job its worker did not finish gets a "crashed" or "timeout" row (no retry: that is the runner's).
-    """
-    settings = settings or TimingSettings()
-    groups: dict[tuple[str, str | None, str], list[Job]] = {}
-    for job in jobs:
-        groups.setdefault((job.impl.framework, job.keras_backend, job.case.device), []).append(job)
-    result = JobsResult()
-    for (framework, backend, device), group in groups.items():
-        if say:
-            say(f"{framework}{'-' + backend if backend else ''}/{device}: {len(group)} cases")
-        _run_group(
-            framework,
-            backend,
-            device,
-            group,
-            found,
-            task,
-            threads,
-            settings,
-            require_correct,
-            timeout_s,
-            result,
-        )
-    order = {(j.impl.name, j.backend, j.case.key()): i for i, j in enumerate(jobs)}
-    result.rows = [replace(r, threads=threads, settings=settings.key()) for r in result.rows]
-    result.rows.sort(key=lambda r: order.get((r.impl, r.backend, r.case_key()), len(order)))
-    return result
-
-
-def _run_group(
-    framework: str,
-    backend: str | None,
-    device: str,
-    group: list[Job],
-    found: list[Source],
-    task: str,
-    threads: int,
-    settings: TimingSettings,
-    require_correct: bool,
-    timeout_s: float,
-    result: JobsResult,
-) -> None:
-    batches: list[tuple[Case, list[str]]] = []
-    for job in group:
-        if batches and batches[-1][0] == job.case:
-            batches[-1][1].append(job.impl.name)
-        else:
-            batches.append((job.case, [job.impl.name]))
-    spec = {
-        "task": task,
-        "framework": framework,
-        "keras_backend": backend,
-        "device": device,
-        "threads": threads,
-        "settings": asdict(settings),
-        "require_correct": require_correct,
-        "sources": [list(asdict(s).values()) for s in found],
-        "jobs": [{"case": asdict(c), "impls": names} for c, names in batches],
-    }
-    pending = {(j.case.key(), j.impl.name): j for j in group}
-    with tempfile.NamedTemporaryFile(prefix="normbench-worker-", suffix=".log") as log:
-        worker = Worker(spec, worker_env(threads, backend), Path(log.name))
-        current: tuple[CaseKey, str, str] | None = None  # (case key, impl, phase)
-        last_event = time.monotonic()
-        failure: tuple[str, str] | None = None
-        while True:
-            events, closed = worker.events(1.0)
-            if events:
-                last_event = time.monotonic()
-            for e in events:
-                kind = e["event"]
-                if kind == "hello":
-                    result.versions.update(e["versions"])
-                elif kind == "begin":
-                    current = (CaseKey.from_json(e["case"]), e["impl"], e["phase"])
-                elif kind == "row":
-                    row = row_from_dict(e["row"])
-                    pending.pop((row.case_key(), row.impl), None)
-                    result.rows.append(row)
-                elif kind == "missing" and (CaseKey.from_json(e["case"]), e["impl"]) in pending:
-                    job = pending.pop((CaseKey.from_json(e["case"]), e["impl"]))
-                    result.rows.append(_row(job, "error", "implementation failed to import in the worker"))
-                elif kind == "fatal":
-                    failure = ("unavailable", e["message"])
-            if closed:
-                break
-            if time.monotonic() - last_event > timeout_s:
-                phase = f" during {current[2]} of {current[1]}" if current else ""
-                failure = ("timeout", f"no progress for {timeout_s:g} s{phase}; worker killed")
-                worker.kill()
-                break
-        if failure is None or failure[0] != "timeout":
-            worker.proc.wait()
-            worker.close()
-        if pending and failure is None:
-            phase = f" during {current[2]} of {current[1]} {current[0]}" if current else ""
-            # An exit code (not a signal) means a Python exception: its last line says which.
-            text = Path(log.name).read_text(errors="replace") if worker.proc.returncode > 0 else ""
-            last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-            failure = ("crashed", f"{worker.exit_description()}{phase}" + (f": {last[:300]}" if last else ""))
-    for job in pending.values():
-        assert failure is not None
-        result.rows.append(_row(job, *failure))
-
-
-# ---- python -m bench check ------------------------------------------------------------------
-
-
-def find_impl(name: str, found: list[Source], threads: int) -> Impl:
-    """Probe only the framework the name's prefix says (fast), then everything (names may differ)."""
-    fw = framework_of(name)
-    impls = (
-        probe([s for s in found if s.framework == fw], threads)
-        if any(s.framework == fw for s in found)
-        else {}
-    )
-    if name not in impls:
-        impls = probe(found, threads)
-    if name not in impls:
-        raise BenchError(f"unknown implementation {name!r}; known: {', '.join(sorted(impls))}")
-    return impls[name]
+def find_impl(name: str, found: list, threads: int, limits: Limits) -> Impl:  # type: ignore[type-arg]
+    """Read the names every source declares (nothing imported); probe only the one that has it."""
+    names = declared_names(found)
+    if name not in names:
+        raise BenchError(f"unknown implementation {name!r}; known: {', '.join(sorted(names))}")
+    disc = discover(found, threads, limits, only={name})
+    if name not in disc.impls:
+        raise BenchError(f"unknown implementation {name!r}; known: {', '.join(sorted(disc.impls))}")
+    return disc.impls[name]
 
 
 def _chosen(kind: str, asked: list[str] | None, declared: tuple[str, ...], name: str) -> list[str]:
@@ -207,9 +54,10 @@ def plan_checks(
     shapes: list[Shape] | None,
     eps: float,
     edge: bool,
-) -> tuple[list[Job], list[str]]:
-    """Every declared (mode, dtype, layout) the filters leave, on each device and Keras backend."""
+) -> tuple[list[tuple[Impl, str | None, Case]], list[str]]:
+    """Every declared (mode, dtype, layout) the filters leave, on each device and worker backend."""
     notes: list[str] = []
+    fw = frameworks.get(impl.framework)
     kinds = [d.split(":")[0] for d in devices]
     if not any(k in impl.devices for k in kinds):
         raise BenchError(
@@ -219,18 +67,19 @@ def plan_checks(
     dts = _chosen("dtype", dtypes, impl.dtypes, impl.name)
     lays = _chosen("layout", layouts, impl.layouts, impl.name)
     mds = _chosen("mode", modes, impl.modes, impl.name)
-    backends: list[str | None] = [None]
-    if impl.framework == "keras":
-        present = keras_backends_present()
-        backends = [b for b in impl.backends if b in present]
-        notes += [
-            f"keras backend {b} is not installed: not checked" for b in impl.backends if b not in present
-        ]
-        if not backends:
-            raise BenchError(
-                f"{impl.name}: none of its Keras backends ({', '.join(impl.backends)}) is installed"
-            )
-    jobs = []
+    if fw.no_autograd:
+        notes += [f"{m}: {fw.no_autograd}" for m in mds if m != "forward"]
+        mds = [m for m in mds if m == "forward"]
+    backends: list[str | None] = []
+    for b in fw.expand(impl.backends):
+        reason = fw.missing(b)
+        if reason:
+            notes.append(f"{reason}: not checked")
+        else:
+            backends.append(b)
+    if not backends:
+        raise BenchError(f"{impl.name}: {fw.missing(None) or 'none of its backends is installed'}")
+    jobs: list[tuple[Impl, str | None, Case]] = []
     for device, kind in zip(devices, kinds):
         if kind not in impl.devices:
             notes.append(f"{device}: not declared (declares {', '.join(impl.devices)})")
@@ -259,7 +108,7 @@ def plan_checks(
                     )
                     for lay in lays
                 ]
-        jobs += [Job(impl, b, c) for b in backends for c in cases]
+        jobs += [(impl, b, c) for b in backends for c in cases]
     return jobs, notes
 
 
@@ -278,24 +127,14 @@ def print_verdict(impl: Impl, rows: list[Row], notes: list[str], out: TextIO) ->
     print(
         f"{impl.name} ({impl.framework}, {describe_source(impl.source)}): declared {impl.semantics}", file=out
     )
-    table = [
-        (
-            "backend",
-            "device",
-            "mode",
-            "dtype",
-            "layout",
-            "shape",
-            "result",
-            "max_rel_err",
-            "tolerance",
-            "detected semantics",
-        )
-    ]
+    header = ("backend", "device", "mode", "dtype", "layout", "shape", "result", "max_rel_err", "tolerance")
+    table = [(*header, "detected semantics")]
     for r in checks:
         detected = r.semantics or "-"
         if r.semantics_mismatch:
             detected += f" (declared {r.semantics_declared})"
+        result = "ok" if passed(r) else ("WRONG" if r.status == "ok" else r.status.upper())
+        shape = "x".join(map(str, r.shape))
         table.append(
             (
                 r.backend,
@@ -303,8 +142,8 @@ def print_verdict(impl: Impl, rows: list[Row], notes: list[str], out: TextIO) ->
                 r.mode,
                 r.dtype,
                 r.layout,
-                "x".join(map(str, r.shape)),
-                "ok" if passed(r) else ("WRONG" if r.status == "ok" else r.status.upper()),
+                shape,
+                result,
                 _fmt(r.max_rel_err),
                 _fmt(r.tolerance),
                 detected,
@@ -328,7 +167,7 @@ def print_verdict(impl: Impl, rows: list[Row], notes: list[str], out: TextIO) ->
     for note in notes:
         print(f"note: {note}", file=out)
     bad = [r for r in checks if not passed(r)]
-    if bad:
+    if bad or not checks:
         print(f"verdict: WRONG: {len(bad)} of {len(checks)} checks failed", file=out)
         return 1
     print(
@@ -348,17 +187,18 @@ def check(
     shapes: list[Shape] | None = None,
     eps: float = 1e-5,
     edge: bool = True,
-    impl_paths: list[str] = (),  # type: ignore[assignment]
-    impl_modules: list[str] = (),  # type: ignore[assignment]
+    impl_paths: list[str] | tuple[str, ...] = (),
+    impl_modules: list[str] | tuple[str, ...] = (),
     out: TextIO = sys.stdout,
+    limits: Limits = Limits(),  # noqa: B008  frozen
 ) -> int:
     threads = os.cpu_count() or 1
     found = sources(impl_paths, impl_modules)
-    impl = find_impl(name, found, threads)
+    impl = find_impl(name, found, threads, limits)
     if impl.unavailable:
         print(f"{impl.name} ({describe_source(impl.source)}): unavailable: {impl.unavailable}", file=out)
         print("verdict: WRONG: the implementation cannot be loaded", file=out)
         return 1
     jobs, notes = plan_checks(impl, devices, dtypes, layouts, modes, shapes, eps, edge)
-    result = run_jobs(jobs, found, task="check", threads=threads)
+    result = run_jobs(jobs, found, task="check", threads=threads, limits=limits)
     return print_verdict(impl, result.rows, notes, out)

@@ -3,29 +3,58 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.cases import DTYPES, LAYOUTS, MODES, PRESETS, check_choice, parse_shape
 from bench.errors import BenchError
+from bench.registry import check_impl_paths
 from bench.timing import PRESET_TIMING
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--max-memory") -> int:
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-    t = text.strip().lower().rstrip("ib").rstrip("b") if text else ""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b") if text else ""
     try:
         if t and t[-1] in units:
             value = float(t[:-1]) * units[t[-1]]
         else:
             value = float(t)
     except ValueError:
-        raise BenchError(f"bad size {text!r}; expected a number of bytes such as 8G or 512M") from None
-    if value <= 0:
-        raise BenchError(f"bad size {text!r}; expected a positive size such as 8G")
+        raise BenchError(f"bad {option} {text!r}; expected a number of bytes such as 8G or 512M") from None
+    if not math.isfinite(value) or not 0 < value < 2**60:
+        raise BenchError(f"bad {option} {text!r}; expected a positive, finite size such as 8G")
     return int(value)
+
+
+def parse_seconds(text: str | None, option: str) -> float | None:
+    """A positive, finite number of seconds (nan or inf would silently disable a limit)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchError(f"bad {option} {text!r}; expected a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BenchError(f"bad {option} {text!r}; expected a positive, finite number of seconds")
+    return value
+
+
+def parse_eps(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchError(f"bad --eps {text!r}; expected a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BenchError(f"bad --eps {text!r}; expected a positive, finite number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,21 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="measure implementations and append rows to a results file")
     run.add_argument("--impl", action="append", default=None, metavar="GLOB", help="implementation name glob")
-    run.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cpu, and cuda if present)")
-    run.add_argument("--preset", default="quick", help=f"shape sweep: {', '.join(PRESETS)}")
+    run.add_argument(
+        "--device", default=None, help="cpu | cuda | cuda:N | auto (default: cpu, and cuda if present)"
+    )
+    run.add_argument("--preset", default=None, help=f"shape sweep: {', '.join(PRESETS)} (default quick)")
     run.add_argument("--shape", action="append", default=None, metavar="N,C,H,W")
     run.add_argument("--dtype", action="append", default=None, help=f"{', '.join(DTYPES)} (repeatable)")
     run.add_argument("--layout", action="append", default=None, help=f"{', '.join(LAYOUTS)} (repeatable)")
     run.add_argument("--mode", action="append", default=None, help=f"{', '.join(MODES)} (repeatable)")
     run.add_argument(
-        "--threads", type=int, default=0, help="threads for every framework (default: all cores)"
+        "--threads", type=int, default=None, help="threads for every framework (default: all cores)"
     )
-    run.add_argument("--eps", type=float, default=1e-5)
+    run.add_argument("--eps", default=None, help="epsilon (default 1e-5)")
     run.add_argument("--out", default=None, help="results JSONL path (default results/<run_id>.jsonl)")
-    run.add_argument("--resume", default=None, metavar="RESULTS.jsonl", help="append what is missing")
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="RESULTS.jsonl",
+        help="finish that file's last run, with its options",
+    )
     run.add_argument("--warm-cache", action="store_true", help="reuse one input (default: rotate buffers)")
-    run.add_argument("--max-time", type=float, default=None, help="seconds of sampling per case at most")
-    run.add_argument("--case-timeout", type=float, default=300.0, help="seconds without progress")
+    run.add_argument("--max-time", default=None, help="seconds of sampling per case at most")
+    run.add_argument(
+        "--case-timeout", default=None, help="seconds without progress while measuring (default 300)"
+    )
+    run.add_argument(
+        "--import-timeout", default=None, help="seconds for a worker to start or import a file (default 120)"
+    )
     run.add_argument("--max-memory", default=None, help="worker RSS limit, e.g. 8G (default 80%% of RAM)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
     run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
@@ -65,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--layout", action="append", default=None, help="default: every declared layout")
     chk.add_argument("--mode", action="append", default=None, help="default: every declared mode")
     chk.add_argument("--shape", action="append", default=None, metavar="N,C,H,W", help="default: 2,3,6,8")
-    chk.add_argument("--eps", type=float, default=1e-5)
+    chk.add_argument("--eps", default=None, help="epsilon (default 1e-5)")
     chk.add_argument("--no-edge", action="store_true", help="skip the edge cases")
+    chk.add_argument("--case-timeout", default=None, help="seconds without progress (default 300)")
+    chk.add_argument("--import-timeout", default=None, help="seconds to start or import a file (default 120)")
+    chk.add_argument("--max-memory", default=None, help="worker RSS limit, e.g. 8G (default 80%% of RAM)")
     add_source_args(chk)
 
     rep = sub.add_parser("report", help="render results into an HTML page with PNGs")
@@ -134,65 +178,116 @@ def check_out_path(path: Path) -> None:
         raise BenchError(f"--out {str(path)!r} is not writable") from None
 
 
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields the command line gave explicitly, validated (bad input: BenchError)."""
+    given: dict[str, Any] = {}
+    if args.impl:
+        given["impl_globs"] = tuple(args.impl)
+    if args.device:
+        given["devices"] = tuple(resolve_devices(args.device))
+    if args.preset:
+        given["preset"] = check_choice("preset", args.preset, tuple(PRESETS))
+    if args.shape:
+        given["shapes"] = tuple(parse_shape(s) for s in args.shape)
+    if args.dtype:
+        given["dtypes"] = tuple(check_choice("dtype", d, DTYPES) for d in args.dtype)
+    if args.layout:
+        given["layouts"] = tuple(check_choice("layout", v, LAYOUTS) for v in args.layout)
+    if args.mode:
+        given["modes"] = tuple(check_choice("mode", m, MODES) for m in args.mode)
+    if args.threads is not None:
+        cores = os.cpu_count() or 1
+        if not 0 <= args.threads <= cores:
+            raise BenchError(f"bad --threads {args.threads}; expected 1..{cores} (0: all cores)")
+        given["threads"] = args.threads or cores
+    if args.eps is not None:
+        given["eps"] = parse_eps(args.eps)
+    if args.impl_path:
+        check_impl_paths(args.impl_path)
+        given["impl_paths"] = tuple(str(Path(p).resolve()) for p in args.impl_path)
+    if args.impl_module:
+        given["impl_modules"] = tuple(args.impl_module)
+    if args.edge:
+        given["edge"] = True
+    if args.case_timeout is not None:
+        given["case_timeout_s"] = parse_seconds(args.case_timeout, "--case-timeout")
+    if args.import_timeout is not None:
+        given["import_timeout_s"] = parse_seconds(args.import_timeout, "--import-timeout")
+    if args.max_memory is not None:
+        given["max_memory_bytes"] = parse_size(args.max_memory)
+    if args.fail_fast:
+        given["fail_fast"] = True
+    return given
+
+
+# Options that change how a run is supervised, not what it measures: --resume may change them.
+SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast")
+
+
+def new_config(given: dict[str, Any], max_time: float | None, warm_cache: bool) -> Any:
+    from dataclasses import replace
+
+    from bench.environment import total_memory_bytes
+    from bench.runner import RunConfig
+
+    preset = given.get("preset", "quick")
+    settings = PRESET_TIMING[preset]
+    if warm_cache:
+        settings = replace(settings, warm_cache=True)
+    if max_time is not None:
+        settings = replace(settings, max_time_s=max_time, min_time_s=min(settings.min_time_s, max_time))
+    defaults = {
+        "devices": tuple(resolve_devices("auto")),
+        "threads": os.cpu_count() or 1,
+        "max_memory_bytes": int(0.8 * total_memory_bytes()),
+        "settings": settings,
+    }
+    return RunConfig(**{**defaults, **given})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bench.runner import RunConfig, Runner
+    from bench.environment import new_run_id
+    from bench.runner import ROOT, Run, config_differences, resume_config
 
-    preset = check_choice("preset", args.preset, tuple(PRESETS))
-    dtypes = [check_choice("dtype", d, DTYPES) for d in (args.dtype or ["float32"])]
-    layouts = [check_choice("layout", v, LAYOUTS) for v in (args.layout or ["NCHW"])]
-    modes = [check_choice("mode", m, MODES) for m in (args.mode or ["forward"])]
-    shapes = [parse_shape(s) for s in (args.shape or [])]
-    if args.threads < 0 or args.threads > (os.cpu_count() or 1):
-        raise BenchError(f"bad --threads {args.threads}; expected 1..{os.cpu_count()}")
-    if args.eps <= 0:
-        raise BenchError(f"bad --eps {args.eps}; expected a positive number")
-    settings = PRESET_TIMING[preset]
-    if args.warm_cache:
-        settings = replace(settings, warm_cache=True)
-    if args.max_time is not None:
-        if args.max_time <= 0:
-            raise BenchError(f"bad --max-time {args.max_time}; expected seconds > 0")
-        settings = replace(
-            settings, max_time_s=args.max_time, min_time_s=min(settings.min_time_s, args.max_time)
-        )
-    if args.case_timeout <= 0:
-        raise BenchError(f"bad --case-timeout {args.case_timeout}; expected seconds > 0")
-    out = Path(args.out) if args.out else None
-    resume = Path(args.resume) if args.resume else None
-    if resume and not resume.is_file():
-        raise BenchError(f"--resume {args.resume!r}: no such results file")
-    if out:
+    given = run_options(args)
+    max_time = parse_seconds(args.max_time, "--max-time")
+    resume_run = None
+    if args.resume:
+        out = Path(args.resume)
+        if not out.is_file():
+            raise BenchError(f"--resume {args.resume!r}: no such results file")
+        if args.out and Path(args.out).resolve() != out.resolve():
+            raise BenchError(
+                f"--out {args.out!r} with --resume {args.resume!r}: a resume appends to its own file"
+            )
+        resume_run, stored = resume_config(out)
+        what = {k: v for k, v in given.items() if k not in SUPERVISION}
+        if max_time is not None:
+            what["max_time_s"] = max_time
+        if args.warm_cache:
+            what["warm_cache"] = True
+        diffs = config_differences(stored, what)
+        if diffs:
+            raise BenchError(
+                f"--resume {args.resume!r}: options differ from that run's: {'; '.join(diffs)}; "
+                "give none, or the same"
+            )
+        cfg = replace(stored, **{k: v for k, v in given.items() if k in SUPERVISION})
         check_out_path(out)
-    devices = resolve_devices(args.device)
-    total = _total_memory()
-    cfg = RunConfig(
-        impl_globs=args.impl or ["*"],
-        devices=devices,
-        preset=preset,
-        shapes=shapes,
-        dtypes=dtypes,
-        layouts=layouts,
-        modes=modes,
-        threads=args.threads or (os.cpu_count() or 1),
-        eps=args.eps,
-        settings=settings,
-        out=out,
-        resume=resume,
-        impl_paths=args.impl_path,
-        impl_modules=args.impl_module,
-        case_timeout_s=args.case_timeout,
-        max_memory_bytes=parse_size(args.max_memory) if args.max_memory else int(0.8 * total),
-        fail_fast=args.fail_fast,
-        edge=args.edge,
-        command=" ".join(shlex.quote(a) for a in sys.argv),
-    )
-    runner = Runner(cfg)
+    else:
+        cfg = new_config(given, max_time, args.warm_cache)
+        run_id = new_run_id()
+        out = Path(args.out) if args.out else ROOT / "results" / f"{run_id}.jsonl"
+        check_out_path(out)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    run = Run(cfg, out, resume_run=resume_run, run_id=None if resume_run else run_id, command=command)
     try:
-        path = runner.run()
-    except KeyboardInterrupt:
-        return 130
+        path = run.execute()
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        return 128 + int(signum)
     if args.report:
         from bench.report import render
 
@@ -202,19 +297,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _total_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            return int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return 16 << 30
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from bench.registry import describe_source, sources
-    from bench.runner import probe
+    from bench.workers import discover
 
-    impls = probe(sources(args.impl_path, args.impl_module), os.cpu_count() or 1)
+    disc = discover(sources(args.impl_path, args.impl_module), os.cpu_count() or 1, say=_warn)
+    impls = {**disc.impls, **{f"{d.name} ({d.source})": d for d in disc.duplicates}}
     header = ("name", "framework", "backends", "layouts", "semantics", "source", "status")
     table = [header]
     for name in sorted(impls):
@@ -222,8 +314,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = f"unavailable: {i.unavailable}" if i.unavailable else "available"
         table.append(
             (
-                name,
-                i.framework,
+                i.name,
+                i.framework or "-",
                 ",".join(i.backends),
                 ",".join(i.layouts) or "-",
                 i.semantics if i.layouts else "-",
@@ -249,8 +341,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     layouts = [check_choice("layout", v, LAYOUTS) for v in args.layout] if args.layout else None
     modes = [check_choice("mode", m, MODES) for m in args.mode] if args.mode else None
     shapes = [parse_shape(s) for s in args.shape] if args.shape else None
-    if args.eps <= 0:
-        raise BenchError(f"bad --eps {args.eps}; expected a positive number")
+    eps = parse_eps(args.eps) or 1e-5
+    check_impl_paths(args.impl_path)
+    from bench.environment import total_memory_bytes
+    from bench.workers import Limits
+
+    limits = Limits(
+        case_timeout_s=parse_seconds(args.case_timeout, "--case-timeout") or 300.0,
+        import_timeout_s=parse_seconds(args.import_timeout, "--import-timeout") or 120.0,
+        max_memory_bytes=parse_size(args.max_memory) if args.max_memory else int(0.8 * total_memory_bytes()),
+    )
     return check(
         args.impl,
         resolve_devices(args.device),
@@ -258,10 +358,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         layouts=layouts,
         modes=modes,
         shapes=shapes,
-        eps=args.eps,
+        eps=eps,
         edge=not args.no_edge,
         impl_paths=args.impl_path,
         impl_modules=args.impl_module,
+        limits=limits,
     )
 
 

@@ -6,6 +6,8 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "triton", "pandas")
+BASE_PACKAGES = ("numpy", "pandas", "numba")
 
 
 def now() -> str:
@@ -22,8 +24,10 @@ def now() -> str:
 
 
 def new_run_id() -> str:
+    """`20261201-141327-host-1a2b`: sortable, and unique even for two runs started in one second."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{socket.gethostname().split('.')[0][:20]}"
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:20]
+    return f"{stamp}-{host}-{secrets.token_hex(2)}"
 
 
 def cpu_model() -> str:
@@ -73,8 +77,11 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
+    from bench.frameworks import frameworks
+
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    packages = [p for fw in frameworks().values() for p in fw.packages]
+    for name in dict.fromkeys([*BASE_PACKAGES, *packages]):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -82,13 +89,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-def collect(cfg: Any, run_id: str, impls: dict[str, Any]) -> dict[str, Any]:
+def collect(cfg: Any, run_id: str, impls: dict[str, Any], command: str = "") -> dict[str, Any]:
+    """One run's record in the env sidecar (bench.results.write_env keeps one per run id)."""
     settings = asdict(cfg.settings)
     return {
-        "schema_version": 2,
         "run_id": run_id,
         "started": now(),
-        "command": cfg.command,
+        "command": command,
         "git_commit": git_commit(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
@@ -107,6 +114,14 @@ def collect(cfg: Any, run_id: str, impls: dict[str, Any]) -> dict[str, Any]:
             for n, i in sorted(impls.items())
         },
     }
+
+
+def total_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 16 << 30
 
 
 def cuda_device_count() -> int:

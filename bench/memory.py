@@ -1,17 +1,25 @@
-"""Peak and extra memory of one call.
+"""Memory of one call, the allocator's steady state, page faults, and the cache the device really has.
 
-CPU method: lower glibc's mmap threshold so large buffers come fresh from the kernel, free what
-the allocator caches (gc, then malloc_trim), reset the kernel's peak RSS counter (write 5 to
-/proc/self/clear_refs), make the call, read VmHWM. The rise over the RSS before the call is what
-the call touched: its output plus its temporaries; a call cannot hide its temporaries in memory an
-earlier one cached. Page granularity (4 KiB); `tests/test_memory.py` calibrates it with an
-implementation that allocates a known amount.
+**Steady state.** normbench models a long-running training process that has reached its
+high-water mark: memory it once touched stays mapped, and a freed output is handed back without
+a page fault whatever its size. glibc's defaults do not give that: blocks over its mmap threshold
+(dynamic, at most 32 MiB) come fresh from the kernel on every call, and a free heap top over the
+trim threshold goes back to it, so one implementation's large temporaries could change the next
+one's fault state. Workers therefore start with `GLIBC_TUNABLES` (see `steady_env`) that disable
+mmap for large blocks and trimming, and re-assert it with mallopt; every timed call runs so.
+Faults are still counted (`FaultCounter`) and stored per call in each row, so a row that does
+pay them says so.
 
-The low threshold holds only while memory is measured. Timed calls run with buffers up to 32 MiB
-recycled from the heap, as in any long-lived process (glibc's dynamic threshold settles there);
-with a fixed low threshold every call would pay fresh page faults for its output, which made
-`F.group_norm` at 8x64x28x28 ten times slower than `torch.utils.benchmark` measures it.
-GPU: the framework's own allocator statistics (see bench/frameworks/).
+**Memory of one call** (CPU): enable mmap for blocks over 256 KiB for the measured call only, so
+its large buffers come fresh from the kernel; reset the kernel's peak RSS counter (write 5 to
+/proc/self/clear_refs), call, read VmHWM. The rise over the RSS before the call is what the call
+touched: output plus temporaries. Page granularity (4 KiB); `tests/test_memory.py` calibrates it
+with an implementation that allocates a known amount. GPU: the framework allocator's statistics
+(see bench/frameworks/).
+
+**Effective cache.** A VM may report a 32 MiB L3 while the host serves far more from cache.
+`probe_cache` sweeps copy bandwidth against footprint; the effective cache is where bandwidth
+falls to the DRAM plateau, and the cold policy rotates inputs through twice that.
 """
 
 from __future__ import annotations
@@ -19,14 +27,19 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import resource
+import statistics
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-# mallopt parameters (malloc.h) and the values used while measuring and while timing.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+# mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 MEASURE_MMAP_BYTES = 256 * 1024
-STEADY_MMAP_BYTES = 32 * 1024 * 1024  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+GLIBC_DEFAULT_MMAP_MAX = 65536
+INT_MAX = 2**31 - 1
 
 
 def _libc() -> Any:
@@ -37,6 +50,18 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
+
+
+def steady_env() -> dict[str, str]:
+    """Set before a worker starts, so even the interpreter's first allocations follow it."""
+    return {"GLIBC_TUNABLES": f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={INT_MAX}"}
+
+
+def steady_allocator() -> None:
+    """Memory once touched stays mapped: no mmap for large blocks, no trimming of the heap."""
+    if _LIBC is not None:
+        _LIBC.mallopt(M_MMAP_MAX, 0)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, INT_MAX)
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -63,32 +88,116 @@ def supported() -> str | None:
     return None
 
 
-def release_cached() -> None:
-    gc.collect()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _mmap_threshold(nbytes: int) -> None:
-    if _LIBC is not None:
-        _LIBC.mallopt(M_MMAP_THRESHOLD, nbytes)
-        _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * nbytes)
-
-
-def steady_allocator() -> None:
-    """Fix the threshold where a long-lived process's dynamic one settles, for every timed call."""
-    _mmap_threshold(STEADY_MMAP_BYTES)
-
-
 def measure_cpu(call: Callable[[], Any]) -> tuple[int, Any]:
     """Bytes the call touched beyond what was resident before it, and the call's result."""
-    _mmap_threshold(MEASURE_MMAP_BYTES)
+    if _LIBC is not None:
+        _LIBC.mallopt(M_MMAP_MAX, GLIBC_DEFAULT_MMAP_MAX)
+        _LIBC.mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP_BYTES)
     try:
-        release_cached()
+        gc.collect()
         base = rss_bytes()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         result = call()
         return max(0, peak_rss_bytes() - base), result
     finally:
-        _mmap_threshold(STEADY_MMAP_BYTES)
+        steady_allocator()
+
+
+def faults() -> tuple[int, int]:
+    """(minor, major) page faults of this process so far, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt
+
+
+@dataclass
+class FaultCounter:
+    """Page faults over the timed calls only: `around` wraps each timed sample."""
+
+    minor: int = 0
+    major: int = 0
+    calls: int = 0
+
+    def around(self, measure: Callable[[], Any], calls: int) -> Any:
+        minor0, major0 = faults()
+        result = measure()
+        minor1, major1 = faults()
+        self.minor += minor1 - minor0
+        self.major += major1 - major0
+        self.calls += calls
+        return result
+
+    def per_call(self) -> tuple[float | None, float | None]:
+        if not self.calls:
+            return None, None
+        return self.minor / self.calls, self.major / self.calls
+
+
+def copy_bandwidth(one_pass: Callable[[], Any], bytes_per_pass: int, min_time_s: float = 0.15) -> float:
+    """GB/s (read + write) of the median pass, after one untimed pass; at least 5 passes."""
+    one_pass()
+    times: list[float] = []
+    spent = 0.0
+    while (len(times) < 5 or spent < min_time_s) and len(times) < 400:
+        t0 = time.perf_counter()
+        one_pass()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    return bytes_per_pass / statistics.median(times) / 1e9
+
+
+PLATEAU_SLACK = 1.15  # bandwidth within this of the DRAM plateau counts as "out of cache"
+
+
+@dataclass
+class CacheProbe:
+    """Copy bandwidth against footprint (src + dst bytes), and what it says about the caches."""
+
+    sweep: list[tuple[int, float]] = field(default_factory=list)
+    dram_gbps: float = 0.0  # the plateau: footprints far beyond every cache
+    effective_cache_bytes: int = 0  # smallest footprint from which on bandwidth is the plateau's
+    rotation_bytes: int = 0  # what the cold policy rotates through: twice the effective cache
+    cold_copy_gbps: float = 0.0  # the copy itself, rotating through rotation_bytes
+    cold_verified: bool = False  # cold_copy_gbps <= 1.1 x dram_gbps: inputs really come from DRAM
+
+    def as_env(self) -> dict[str, Any]:
+        return {
+            "sweep": [[b, round(g, 2)] for b, g in self.sweep],
+            "dram_gbps": round(self.dram_gbps, 3),
+            "effective_cache_bytes": self.effective_cache_bytes,
+            "rotation_bytes": self.rotation_bytes,
+            "cold_copy_gbps": round(self.cold_copy_gbps, 3),
+            "cold_verified": self.cold_verified,
+        }
+
+
+def probe_cache(
+    copy: Callable[[int, int], float], reported_bytes: int, max_bytes: int, max_rotation_bytes: int
+) -> CacheProbe:
+    """Sweep footprints from a quarter of the reported cache up to `max_bytes` (doubling); the
+    rotation is twice the effective cache, at most `max_rotation_bytes` (then `cold_verified` says
+    whether that still reaches DRAM).
+
+    `copy(footprint_bytes, buffers)` returns GB/s. Never timed against any implementation: it runs
+    once, at the start of a run, in the copy worker.
+    """
+    probe = CacheProbe()
+    size = max(1 << 20, reported_bytes // 4)
+    while size <= max_bytes:
+        probe.sweep.append((size, copy(size, 1)))
+        size *= 2
+    if not probe.sweep:
+        return probe
+    tail = [g for _, g in probe.sweep[-2:]]
+    probe.dram_gbps = min(tail)
+    effective = probe.sweep[-1][0]
+    for footprint, gbps in reversed(probe.sweep):
+        if gbps > PLATEAU_SLACK * probe.dram_gbps:
+            break
+        effective = footprint
+    probe.effective_cache_bytes = max(effective, reported_bytes)
+    probe.rotation_bytes = min(2 * probe.effective_cache_bytes, max_rotation_bytes)
+    piece = max(1 << 20, min(16 << 20, probe.rotation_bytes // 8))
+    probe.cold_copy_gbps = copy(probe.rotation_bytes, max(1, probe.rotation_bytes // piece))
+    probe.cold_verified = probe.cold_copy_gbps <= 1.1 * probe.dram_gbps
+    return probe

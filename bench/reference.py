@@ -123,12 +123,30 @@ def accuracy(out: np.ndarray, ref: np.ndarray) -> Accuracy:
     return Accuracy(abs_err, abs_err / scale if scale > 0 else None, nonfinite)
 
 
-def detect_semantics(x: np.ndarray, y: np.ndarray, eps: float) -> str:
+# Unit roundoff of each dtype: two candidate scales closer than this cannot be told apart.
+RESOLUTION = {"float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What an output really computes. `candidates`: the semantics it is consistent with (one when
+    decisive, several when a tie or indistinguishable at this dtype, none for "other")."""
+
+    label: str
+    candidates: tuple[str, ...]
+
+    def mismatches(self, declared: str) -> bool:
+        return declared not in self.candidates
+
+
+def detect_semantics(x: np.ndarray, y: np.ndarray, eps: float, dtype: str = "float32") -> Detected:
     """Which std and eps placement the output y really computed from x, judged per plane.
 
     y ~ d / s with one s per plane; the least-squares s_hat = sum(d^2) / sum(d*y) is compared with
-    each candidate's s. Returns the best candidate, "ambiguous: a | b" when the runner-up fits
-    almost as well, or "other" when nothing fits (a wrong formula, or garbage).
+    each candidate's s. Candidates whose scales differ from the best one's by less than the dtype's
+    rounding unit (RMS over planes) cannot be told apart at this dtype and plane size: that is
+    "indistinguishable", not a mismatch. Otherwise: the best candidate, "ambiguous: a | b" when the
+    runner-up fits almost as well, or "other" when nothing fits (a wrong formula, or garbage).
     """
     y = np.asarray(y, dtype=np.float64)
     d = x - x.mean(axis=(2, 3), keepdims=True)
@@ -136,17 +154,29 @@ def detect_semantics(x: np.ndarray, y: np.ndarray, eps: float) -> str:
     dy = (d * y).sum(axis=(2, 3))
     valid = np.isfinite(dy) & (np.abs(dy) > 0) & (dd > 0)
     if not valid.any():
-        return "other"
+        return Detected("other", ())
     s_hat = dd[valid] / dy[valid]
+    scales = {sem: _stats(x, eps, sem)[2][:, :, 0, 0][valid] for sem in SEMANTICS}
     scores = {}
-    for sem in SEMANTICS:
-        _, _, s, _ = _stats(x, eps, sem)
-        rel = s_hat / s[:, :, 0, 0][valid] - 1.0
+    for sem, s in scales.items():
+        rel = s_hat / s - 1.0
         scores[sem] = float(np.sqrt(np.mean(rel * rel))) if np.all(np.isfinite(rel)) else np.inf
     ranked = sorted(scores, key=scores.__getitem__)
     best, second = ranked[0], ranked[1]
     if not np.isfinite(scores[best]) or scores[best] > 0.05:
-        return "other"
+        return Detected("other", ())
+    resolution = RESOLUTION.get(dtype, RESOLUTION["float32"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alike = [
+            sem
+            for sem in ranked[1:]
+            if np.isfinite(scores[sem])
+            and float(np.sqrt(np.mean((scales[sem] / scales[best] - 1.0) ** 2))) < resolution
+        ]
+    if alike:
+        tied = tuple(sorted((best, *alike)))
+        plane = x.shape[2] * x.shape[3]
+        return Detected(f"indistinguishable at {dtype}, {plane}-element planes: {' | '.join(tied)}", tied)
     if scores[second] < DECISIVE_RATIO * scores[best]:
-        return f"ambiguous: {best} | {second}"
-    return best
+        return Detected(f"ambiguous: {best} | {second}", (best, second))
+    return Detected(best, (best,))

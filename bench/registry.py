@@ -1,7 +1,18 @@
-"""@register, Impl, and discovery of implementation modules (built-in, --impl-path, plugins)."""
+"""@register, Impl, and discovery of implementation sources (built-in, --impl-path, modules, plugins).
+
+Lifecycle of an implementation:
+1. `sources()` finds the files, modules and entry points, and reads each one's `@register(...)`
+   decorators *statically* (the AST, nothing imported): the names and the framework they declare.
+   That is how the parent, which imports no framework, groups them into worker processes and
+   checks `--impl` globs at once. File names are free: the declaration is the truth.
+2. A worker of that framework imports the source (`load_one`); `@register` records an `Impl` per
+   decorated builder, with everything the decorator declared.
+3. In a measuring worker, `impl.builder(case)` returns the callable that is timed.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import re
@@ -10,11 +21,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
 from bench.cases import DTYPES, LAYOUTS, MODES
 from bench.errors import BenchError
+from bench.frameworks import frameworks
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "implementations"
 ENTRY_POINT_GROUP = "normbench.implementations"
@@ -25,26 +38,18 @@ ROLES = (
     "article",  # a snippet of the article "PyTorch or Keras: which is better for per-channel normalization?"
     "baseline",  # the default reference of the speedup heatmaps
 )
-# File-name prefix -> framework: lets the runner group implementations into worker processes
-# without importing any framework in the parent.
-PREFIXES = {"torch": "torch", "tf": "tensorflow", "keras": "keras", "jax": "jax", "triton": "triton"}
-FRAMEWORKS = tuple(sorted(set(PREFIXES.values())))
-KERAS_BACKENDS = ("tensorflow", "jax", "torch")
-DEFAULT_BACKENDS = {
-    "torch": ("eager",),
-    "tensorflow": ("eager",),
-    "keras": KERAS_BACKENDS,
-    "jax": ("jit",),
-    "triton": ("triton",),
-}
-# The framework whose tensors an implementation takes (keras: the backend's, decided per worker).
-TENSOR_FRAMEWORK = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "triton": "torch"}
 
 Builder = Callable[[Any], Callable[..., Any]]
 
 
 @dataclass(frozen=True)
 class Impl:
+    """One registered implementation: its declaration, where it came from, and its builder.
+
+    The builder `(case) -> callable` does its setup before returning; only the returned callable is
+    timed. `info()`/`from_info()` carry everything but the builder across the process boundary.
+    """
+
     name: str
     framework: str
     layouts: tuple[str, ...]
@@ -58,7 +63,7 @@ class Impl:
     compiled_from: str | None = None  # its eager counterpart, for compile break-even
     roles: tuple[str, ...] = ()  # from ROLES
     description: str = ""
-    source: str = ""
+    source: str = ""  # Source.label() of the file, module or plugin that registered it
     unavailable: str | None = None
     builder: Builder | None = field(default=None, compare=False, repr=False)
 
@@ -91,7 +96,8 @@ class Impl:
 
 
 _REGISTRY: dict[str, Impl] = {}
-_current_source: list[str] = []
+_DUPLICATES: list[Impl] = []
+_LABELS: dict[str, str] = {}  # resolved module file -> its source label, while sources load
 
 
 def _as_tuple(
@@ -121,14 +127,17 @@ def register(
 ) -> Callable[[Builder], Builder]:
     """Register a builder `(case) -> callable`; the callable takes the input in the case's layout.
 
+    `framework` must be a string literal (normbench reads it without importing the file).
     `layout` lists the layouts the callable accepts (torch tensors are logically NCHW; NHWC means
     channels_last memory). `std` is "population" or "unbiased"; `eps_at` is "sqrt" (eps added to
     the variance) or "std" (eps added to the standard deviation). `compiled_from` names the eager
     implementation this one compiles (the report's break-even pairs them); `roles` are facts the
     report reads: "article" for the article's snippets, "baseline" for the heatmaps' reference.
     """
-    if framework not in FRAMEWORKS:
-        raise BenchError(f"unknown framework {framework!r}; expected one of: {', '.join(FRAMEWORKS)}")
+    known = frameworks()
+    if framework not in known:
+        raise BenchError(f"unknown framework {framework!r}; expected one of: {', '.join(known)}")
+    fw = known[framework]
     layouts = _as_tuple(layout, "layout", LAYOUTS)
     _as_tuple(std, "std", STDS)
     _as_tuple(eps_at, "eps_at", EPS_AT)
@@ -136,6 +145,8 @@ def register(
     _as_tuple(dtypes, "dtype", DTYPES)
     _as_tuple(layout_copy, "layout", LAYOUTS)
     role_tuple = _as_tuple(roles, "role", ROLES)
+    if backends is not None and fw.known_backends:
+        _as_tuple(backends, f"{framework} backend", fw.known_backends)
 
     def decorate(builder: Builder) -> Builder:
         impl_name = name or builder.__name__
@@ -147,7 +158,7 @@ def register(
             layouts=layouts,
             std=std,
             eps_at=eps_at,
-            backends=tuple(backends or DEFAULT_BACKENDS[framework]),
+            backends=tuple(backends or fw.backends),
             modes=tuple(modes),
             dtypes=tuple(dtypes),
             devices=tuple(devices),
@@ -155,27 +166,48 @@ def register(
             compiled_from=compiled_from,
             roles=role_tuple,
             description=doc[0] if doc else "",
-            source=_current_source[-1] if _current_source else builder.__module__,
+            source=_label_of(module, builder.__module__),
             builder=builder,
         )
-        known = _REGISTRY.get(impl_name)
-        if known is not None and known.source != impl.source:
-            raise BenchError(
-                f"implementation {impl_name!r} registered twice: {known.source} and {impl.source}"
-            )
-        _REGISTRY[impl_name] = impl
+        first = _REGISTRY.get(impl_name)
+        if first is None:
+            _REGISTRY[impl_name] = impl
+        elif first.source != impl.source:
+            # The first registration stays (built-ins load first); the copy is reported, not lost.
+            _DUPLICATES.append(impl)
         return builder
 
     return decorate
 
 
+def _label_of(module: Any, module_name: str) -> str:
+    """The source label of the module that holds a builder, even when another source imported it."""
+    file = getattr(module, "__file__", None)
+    if file and str(Path(file).resolve()) in _LABELS:
+        return _LABELS[str(Path(file).resolve())]
+    if file and Path(file).resolve().parent == IMPL_DIR:
+        return f"file {Path(file).resolve()}"
+    return f"module {module_name}"
+
+
+# ---- sources and what they declare, read without importing them ------------------------------
+
+
+@dataclass(frozen=True)
+class Declaration:
+    name: str
+    framework: str
+
+
 @dataclass(frozen=True)
 class Source:
-    """Where implementations come from: a file, an importable module, or a plugin entry point."""
+    """Where implementations come from (a file, an importable module, or a plugin entry point), and
+    what its `@register` decorators declare, read statically. `problem` says why it cannot be read."""
 
     kind: str  # "file" | "module" | "entry_point"
     ref: str  # path, module name, or "name=module"
-    framework: str
+    declared: tuple[Declaration, ...] = ()
+    problem: str = ""
 
     @property
     def stem(self) -> str:
@@ -185,18 +217,92 @@ class Source:
             return self.ref.split("=", 1)[0]
         return self.ref.rsplit(".", 1)[-1]
 
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d.framework for d in self.declared))
+
+    @property
+    def module_name(self) -> str:
+        return self.ref.split("=", 1)[-1].split(":")[0]
+
     def label(self) -> str:
         return {"file": "file", "module": "module", "entry_point": "plugin"}[self.kind] + f" {self.ref}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "ref": self.ref,
+            "declared": [[d.name, d.framework] for d in self.declared],
+            "problem": self.problem,
+        }
 
-def framework_of(stem: str) -> str:
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Source:
+        declared = tuple(Declaration(n, f) for n, f in d["declared"])
+        return cls(d["kind"], d["ref"], declared, d["problem"])
+
+
+def declarations(text: str, stem: str) -> tuple[tuple[Declaration, ...], str]:
+    """The (name, framework) of every `@register(...)`-decorated function in a module's source."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        return (), f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    found: list[Declaration] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for dec in node.decorator_list:
+            func = dec.func if isinstance(dec, ast.Call) else None
+            called = getattr(func, "id", None) or getattr(func, "attr", None)
+            if called != "register" or not isinstance(dec, ast.Call):
+                continue
+            kw = {k.arg: k.value for k in dec.keywords if k.arg}
+            fw, name = kw.get("framework"), kw.get("name")
+            if not (isinstance(fw, ast.Constant) and isinstance(fw.value, str)):
+                return (), f"@register(framework=...) of {node.name} must be a string literal"
+            impl_name = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
+            found.append(Declaration(impl_name or node.name, fw.value))
+    if found:
+        known = frameworks()
+        unknown = [d.framework for d in found if d.framework not in known]
+        if unknown:
+            return (), f"unknown framework {unknown[0]!r}; expected one of: {', '.join(known)}"
+        return tuple(found), ""
+    # Files of old plugins may register in other ways: their name's prefix still tells the framework.
     prefix = stem.split("_", 1)[0]
-    return PREFIXES.get(prefix, prefix)
+    for framework in frameworks().values():
+        if framework.legacy_prefix and prefix == framework.legacy_prefix:
+            return (Declaration(stem, framework.name),), ""
+    return (), "declares no implementation: decorate a builder with @register(framework=..., ...)"
 
 
-def sources(impl_paths: list[str] = (), impl_modules: list[str] = (), plugins: bool = True) -> list[Source]:  # type: ignore[assignment]
-    """Every implementation source, built-in first; bad paths are a BenchError."""
-    files = sorted(IMPL_DIR.glob("*.py"))
+def _module_file(module: str) -> Path | None:
+    """The file of an importable module, found without executing it (or its packages)."""
+    parts = module.split(".")
+    path: list[str] | None = None
+    spec = None
+    for i in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: i + 1]), path)
+        if spec is None:
+            return None
+        path = list(spec.submodule_search_locations or [])
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _scanned(kind: str, ref: str, path: Path | None, stem: str) -> Source:
+    if path is None:
+        return Source(kind, ref, (), f"module {ref.split('=', 1)[-1].split(':')[0]!r} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Source(kind, ref, (), f"cannot read {path}: {exc}")
+    declared, problem = declarations(text, stem)
+    return Source(kind, ref, declared, problem)
+
+
+def check_impl_paths(impl_paths: list[str]) -> list[Path]:
+    files: list[Path] = []
     for p in impl_paths:
         path = Path(p)
         if path.is_dir():
@@ -205,14 +311,45 @@ def sources(impl_paths: list[str] = (), impl_modules: list[str] = (), plugins: b
             files.append(path)
         else:
             raise BenchError(f"--impl-path {p!r} is neither a directory nor a .py file")
-    found = [
-        Source("file", str(f.resolve()), framework_of(f.stem)) for f in files if not f.name.startswith("_")
-    ]
-    found += [Source("module", m, framework_of(m.rsplit(".", 1)[-1])) for m in impl_modules]
+    return files
+
+
+def sources(
+    impl_paths: list[str] | tuple[str, ...] = (),
+    impl_modules: list[str] | tuple[str, ...] = (),
+    plugins: bool = True,
+) -> list[Source]:
+    """Every implementation source, built-in first (so a built-in wins a name clash)."""
+    files = sorted(IMPL_DIR.glob("*.py")) + check_impl_paths(list(impl_paths))
+    seen: set[Path] = set()
+    found: list[Source] = []
+    for f in files:
+        resolved = f.resolve()
+        if f.name.startswith("_") or resolved in seen:
+            continue
+        seen.add(resolved)
+        found.append(_scanned("file", str(resolved), resolved, f.stem))
+    modules = [("module", m, m, m.rsplit(".", 1)[-1]) for m in impl_modules]
     if plugins:
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            found.append(Source("entry_point", f"{ep.name}={ep.value}", framework_of(ep.name)))
+        modules += [
+            ("entry_point", f"{ep.name}={ep.value}", ep.value.split(":")[0], ep.name)
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        ]
+    for kind, ref, module, stem in modules:
+        path = _module_file(module)
+        if path is not None and path.resolve() in seen:
+            continue  # a second name for a file already found: importing it again registers nothing
+        if path is not None:
+            seen.add(path.resolve())
+        found.append(_scanned(kind, ref, path, stem))
     return found
+
+
+def declared_names(found: list[Source]) -> set[str]:
+    return {d.name for s in found for d in s.declared} | {s.stem for s in found if s.problem}
+
+
+# ---- importing sources, in a worker ----------------------------------------------------------
 
 
 def _import(source: Source) -> None:
@@ -228,37 +365,47 @@ def _import(source: Source) -> None:
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)
     else:
-        importlib.import_module(source.ref.split("=", 1)[-1].split(":")[0])
+        importlib.import_module(source.module_name)
 
 
-def load(found: list[Source], frameworks: tuple[str, ...] | None = None) -> list[Impl]:
-    """Import the sources (only those of `frameworks`); a failed import is an unavailable Impl."""
-    impls: list[Impl] = []
-    for source in found:
-        if frameworks is not None and source.framework not in frameworks:
-            continue
-        if source.framework not in FRAMEWORKS:
-            # The runner groups implementations into worker processes by this prefix, unimported.
-            prefixes = ", ".join(f"{p}_" for p in PREFIXES)
-            impls.append(
-                _unavailable(source, f"name {source.stem!r} must start with a framework prefix ({prefixes})")
-            )
-            continue
-        before = set(_REGISTRY)
-        _current_source.append(source.label())
-        try:
-            _import(source)
-        except (Exception, SystemExit) as exc:  # ImportError and anything a broken plugin raises
-            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-            impls.append(_unavailable(source, reason))
-            continue
-        finally:
-            _current_source.pop()
-        new = [_REGISTRY[n] for n in _REGISTRY if n not in before]
-        if not new:  # already imported in this process, or registers nothing
-            new = [i for i in _REGISTRY.values() if i.source == source.label()]
-        impls += new
+def load_one(source: Source, framework: str) -> list[Impl]:
+    """Import one source; its implementations of `framework`, or one unavailable Impl per declared
+    name with the reason (an ImportError, anything a broken file raises, KeyboardInterrupt and
+    SystemExit included: a user's file must never take the worker down with it)."""
+    if source.problem:
+        return [unavailable_impl(source, framework, source.problem)]
+    if source.kind == "file":
+        _LABELS[str(Path(source.ref).resolve())] = source.label()
+    else:
+        module_file = _module_file(source.module_name)
+        if module_file is not None:
+            _LABELS[str(module_file.resolve())] = source.label()
+    before = set(_REGISTRY)
+    try:
+        _import(source)
+    except BaseException as exc:  # noqa: BLE001  a user's file, not ours
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else "raised while importing it"
+        reason = f"{type(exc).__name__}: {text}"
+        return [unavailable_impl(source, framework, reason, d.name) for d in _declared_in(source, framework)]
+    new = [_REGISTRY[n] for n in _REGISTRY if n not in before]
+    mine = {i.name: i for i in _REGISTRY.values() if i.source == source.label()}
+    mine.update({i.name: i for i in new})
+    mine.update({i.name: i for i in _DUPLICATES if i.source == source.label()})
+    impls = [i for i in mine.values() if i.framework == framework]
+    for d in _declared_in(source, framework):
+        if d.name not in mine:
+            reason = f"declares {d.name!r} but registered no implementation of that name on import"
+            impls.append(unavailable_impl(source, framework, reason, d.name))
     return impls
+
+
+def _declared_in(source: Source, framework: str) -> list[Declaration]:
+    return [d for d in source.declared if d.framework == framework] or [Declaration(source.stem, framework)]
+
+
+def duplicates_of(impls: list[Impl]) -> list[Impl]:
+    """Implementations registered under a name another source holds first, as unavailable Impls."""
+    return [i for i in impls if i.name in _REGISTRY and _REGISTRY[i.name].source != i.source]
 
 
 def describe_source(label: str) -> str:
@@ -275,15 +422,15 @@ def describe_source(label: str) -> str:
     return label
 
 
-def _unavailable(source: Source, reason: str) -> Impl:
-    fw = source.framework
+def unavailable_impl(source: Source, framework: str, reason: str, name: str | None = None) -> Impl:
+    fw = frameworks().get(framework)
     return Impl(
-        name=source.stem,
-        framework=fw,
+        name=name or source.stem,
+        framework=framework,
         layouts=(),
         std="?",
         eps_at="?",
-        backends=DEFAULT_BACKENDS.get(fw, ()),
+        backends=fw.backends if fw else (),
         source=source.label(),
         unavailable=reason,
     )
@@ -302,4 +449,6 @@ def format_exception(exc: BaseException) -> str:
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # Keras colours its messages
     if len(text) > 500:
         text = text[:497] + "..."
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        return f"{type(exc).__name__} raised by the implementation{': ' + text if text else ''}{where}"
     return f"{type(exc).__name__}: {text}{where}"

@@ -362,6 +362,7 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path, warnings: Warnin
 
 def _env_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     """What the report's environment table shows, from pytest-benchmark's machine and commit info."""
+
     def obj(v: Any) -> dict[str, Any]:
         return v if isinstance(v, dict) else {}
 

@@ -1,362 +1,292 @@
-"""Plans the sweep, starts one worker per framework group, appends rows, survives their failures."""
+"""Plans the sweep, drives one worker client per worker group, appends rows, survives failures."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 import json
-import os
-import select
+import math
 import signal
-import subprocess
+import statistics
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment
-from bench.cases import Case, CaseKey, MeasurementKey, preset_shapes
+from bench import environment, frameworks
+from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
-from bench.frameworks import cpu_cache_bytes
-from bench.memory import rss_bytes
 from bench.progress import Progress, for_stream, group_summary
 from bench.reference import EDGE_CASES
-from bench.registry import KERAS_BACKENDS, Impl, Source, sources
-from bench.results import ResultsWriter, Row, read_env, read_rows, row_from_dict, write_env
+from bench.registry import Impl, Source, declared_names, sources
+from bench.results import ResultsWriter, Row, read_envs, read_rows, write_env
 from bench.timing import TimingSettings
+from bench.workers import (
+    Begin,
+    CopyResult,
+    Discovery,
+    Done,
+    Hello,
+    Limits,
+    Listener,
+    WorkerClient,
+    WorkerSpec,
+    discover,
+    group_jobs,
+    unrun_row,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
+COPY_EVERY_S = 60.0  # the speed-of-light copy is measured again between groups at most this often
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    impl_globs: list[str] = field(default_factory=lambda: ["*"])
-    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    """What a run measures and how: everything `--resume` restores from the results' sidecar.
+
+    Built once by the CLI from its options (or from a sidecar, for a resume); the runner never
+    changes it. `to_json`/`from_json` are the sidecar's "config" record.
+    """
+
+    impl_globs: tuple[str, ...] = ("*",)
+    devices: tuple[str, ...] = ("cpu",)
     preset: str = "quick"
-    shapes: list[tuple[int, int, int, int]] = field(default_factory=list)
-    dtypes: list[str] = field(default_factory=lambda: ["float32"])
-    layouts: list[str] = field(default_factory=lambda: ["NCHW"])
-    modes: list[str] = field(default_factory=lambda: ["forward"])
-    threads: int = 0
+    shapes: tuple[Shape, ...] = ()  # empty: the preset's for each device
+    dtypes: tuple[str, ...] = ("float32",)
+    layouts: tuple[str, ...] = ("NCHW",)
+    modes: tuple[str, ...] = ("forward",)
+    threads: int = 1
     eps: float = 1e-5
     settings: TimingSettings = field(default_factory=TimingSettings)
-    out: Path | None = None
-    resume: Path | None = None
-    impl_paths: list[str] = field(default_factory=list)
-    impl_modules: list[str] = field(default_factory=list)
+    impl_paths: tuple[str, ...] = ()
+    impl_modules: tuple[str, ...] = ()
+    edge: bool = False
     case_timeout_s: float = 300.0
+    import_timeout_s: float = 120.0
     max_memory_bytes: int = 0
     fail_fast: bool = False
-    edge: bool = False
-    command: str = ""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.case_timeout_s, self.import_timeout_s, self.max_memory_bytes)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("impl_globs", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        if "shapes" in kw:
+            kw["shapes"] = tuple(tuple(s) for s in kw["shapes"])
+        if "settings" in kw:
+            kw["settings"] = TimingSettings(**kw["settings"])
+        return cls(**kw)
 
 
 @dataclass
-class Group:
-    framework: str
-    keras_backend: str | None
-    device: str
-    jobs: list[tuple[Case, list[str]]] = field(default_factory=list)
+class Plan:
+    """The sweep: worker groups (each a spec with its jobs) and rows that need no worker."""
+
+    groups: list[WorkerSpec]
+    direct: list[Row]
+    impls: dict[str, Impl]
 
     @property
-    def label(self) -> str:
-        return f"{self.framework}{'-' + self.keras_backend if self.keras_backend else ''}/{self.device}"
+    def measurements(self) -> int:
+        return sum(len(j.impls) for g in self.groups for j in g.jobs)
 
 
-def installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def keras_backends_present() -> list[str]:
-    return [b for b in KERAS_BACKENDS if installed(b)]
-
-
-def worker_env(threads: int, keras_backend: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    n = str(threads)
-    # One thread count for every framework: OpenMP/MKL pools, TF's pools, XLA's Eigen pool.
-    env.update(
-        {
-            "OMP_NUM_THREADS": n,
-            "MKL_NUM_THREADS": n,
-            "OPENBLAS_NUM_THREADS": n,
-            "TF_NUM_INTRAOP_THREADS": n,
-            "TF_NUM_INTEROP_THREADS": n,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        }
-    )
-    if threads == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        ).strip()
-    if keras_backend:
-        env["KERAS_BACKEND"] = keras_backend
-    return env
-
-
-class Worker:
-    """A child process and its event pipe."""
-
-    def __init__(self, spec: dict[str, Any], env: dict[str, str], log: Path | None) -> None:
-        read_fd, write_fd = os.pipe()
-        env = {**env, "NORMBENCH_EVENT_FD": str(write_fd)}
-        self.log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        # A new session: the terminal's Ctrl-C reaches the runner, which stops workers itself.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker"],
-            stdin=subprocess.PIPE,
-            stdout=self.log,
-            stderr=self.log,
-            pass_fds=(write_fd,),
-            env=env,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        os.close(write_fd)
-        self.fd = read_fd
-        self.buffer = b""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(spec).encode())
-        self.proc.stdin.close()
-
-    def events(self, timeout_s: float) -> tuple[list[dict[str, Any]], bool]:
-        """Events that arrived within timeout_s, and whether the pipe closed (the worker ended)."""
-        ready, _, _ = select.select([self.fd], [], [], timeout_s)
-        if not ready:
-            return [], False
-        chunk = os.read(self.fd, 1 << 20)
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()], not chunk
-
-    def drain(self, timeout_s: float) -> list[dict[str, Any]]:
-        """Every event until the worker ends or timeout_s passes (short one-shot tasks)."""
-        got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        closed = False
-        while not closed and time.monotonic() < deadline:
-            events, closed = self.events(1.0)
-            got += events
-        return got
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own children (compile workers) too
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
-        self.close()
-
-    def close(self) -> None:
-        os.close(self.fd)
-        if self.log is not subprocess.DEVNULL:
-            self.log.close()  # type: ignore[union-attr]
-
-    def exit_description(self) -> str:
-        code = self.proc.wait()
-        if code < 0:
-            return f"worker killed by {signal.Signals(-code).name} (signal {-code})"
-        return f"worker exited with code {code}"
-
-
-def probe(found: list[Source], threads: int) -> dict[str, Any]:
-    """Implementation metadata from one subprocess per framework: the parent imports none."""
-    by_fw: dict[str, list[Source]] = {}
-    for s in found:
-        by_fw.setdefault(s.framework, []).append(s)
-
-    def one(fw: str) -> tuple[str, list[dict[str, Any]]]:
-        backend = None
-        if fw == "keras":
-            present = keras_backends_present()
-            if not present:
-                reason = "keras needs a backend; none of tensorflow, jax, torch is installed"
-                return fw, [{"_unavailable_all": reason}]
-            backend = present[0]
-        spec = {
-            "task": "probe",
-            "framework": fw,
-            "keras_backend": backend,
-            "threads": threads,
-            "sources": [list(asdict(s).values()) for s in by_fw[fw]],
-        }
-        w = Worker(spec, worker_env(threads, backend), None)
-        got = [i for e in w.drain(300) if e["event"] == "probe" for i in e["impls"]]
-        if not got:
-            w.kill()
-            return fw, [{"_unavailable_all": f"probe of {fw} implementations failed: {w.exit_description()}"}]
-        w.proc.wait()
-        w.close()
-        return fw, got
-
-    result: dict[str, Any] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for fw, infos in pool.map(one, by_fw):
-            result[fw] = infos
-    impls: list[Impl] = []
-    for fw, infos in result.items():
-        if infos and "_unavailable_all" in infos[0]:
-            for s in by_fw[fw]:
-                impls.append(
-                    Impl(
-                        name=s.stem,
-                        framework=fw,
-                        layouts=(),
-                        std="?",
-                        eps_at="?",
-                        backends=(),
-                        source=s.label(),
-                        unavailable=infos[0]["_unavailable_all"],
-                    )
-                )
-        else:
-            impls += [Impl.from_info(i) for i in infos]
-    return {i.name: i for i in impls}
-
-
-def select_impls(all_impls: dict[str, Impl], globs: list[str]) -> list[Impl]:
-    chosen: dict[str, Impl] = {}
+def select_impls(all_impls: dict[str, Impl] | set[str], globs: tuple[str, ...]) -> list[str]:
+    chosen: dict[str, None] = {}
     for g in globs:
         matched = [n for n in sorted(all_impls) if fnmatch.fnmatchcase(n, g)]
         if not matched:
             raise BenchError(f"--impl {g!r} matches no implementation; known: {', '.join(sorted(all_impls))}")
-        chosen.update({n: all_impls[n] for n in matched})
-    return list(chosen.values())
+        chosen.update(dict.fromkeys(matched))
+    return list(chosen)
 
 
-def unrun_row(impl: Impl, backend: str, case: Case, status: str, message: str) -> Row:
-    """A row for a case no worker measured: unavailable, or a worker's failure."""
-    return Row(
-        impl=impl.name,
-        framework=impl.framework,
-        backend=backend,
-        device=case.device,
-        dtype=case.dtype,
-        layout=case.layout,
-        mode=case.mode,
-        shape=case.shape,
-        status=status,
-        message=message,
-        eps=case.eps,
-        input_kind=case.input_kind,
-        semantics_declared=impl.semantics if impl.layouts else "",
-        ideal_bytes=case.ideal_bytes,
-        source=impl.source,
-    )
+def cases(cfg: RunConfig, device: str) -> list[Case]:
+    shapes = list(cfg.shapes) or preset_shapes(cfg.preset, device)
+    found = [
+        Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
+        for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)
+    ]
+    if cfg.edge:
+        found += [
+            Case(
+                shape=shape,
+                dtype=dtype,
+                layout=lay,
+                mode="forward",
+                device=device,
+                eps=cfg.eps,
+                input_kind=kind,
+            )
+            for kind, (shape, dtype) in EDGE_CASES.items()
+            for lay in cfg.layouts
+        ]
+    return found
 
 
-class Runner:
-    def __init__(self, cfg: RunConfig, progress: Progress | None = None) -> None:
+def case_bytes(case: Case, rotation_bytes: int) -> int:
+    """What a worker holds for one case at least: float64 input, gradient, reference copies and the
+    rotating device buffers with their pristine snapshot."""
+    float64_arrays = 8 if case.mode != "forward" else 6
+    buffers = max(rotation_bytes, case.numel * case.itemsize * (2 if case.mode == "forward" else 4))
+    return float64_arrays * 8 * case.numel + 2 * buffers
+
+
+def make_plan(cfg: RunConfig, impls: dict[str, Impl], chosen: list[str], rotation: dict[str, int]) -> Plan:
+    """Every (implementation, backend, case): a job of a worker group, or a row saying why not."""
+    known = frameworks.frameworks()
+    groups: dict[tuple[str, str | None, str], list[tuple[Case, str]]] = {}
+    direct: list[Row] = []
+    for device in cfg.devices:
+        for case in cases(cfg, device):
+            needs = case_bytes(case, rotation.get(device, 0))
+            for name in chosen:
+                impl = impls[name]
+                fw = known.get(impl.framework)
+                group_backends = fw.expand(impl.backends) if fw else (None,)
+                for backend in group_backends:
+                    row_backend = fw.row_backend(impl.backends, backend) if fw else ""
+                    reason = impl.unavailable or impl.unsupported_reason(case)
+                    if not reason and fw and case.mode != "forward" and fw.no_autograd:
+                        reason = fw.no_autograd
+                    if not reason and fw:
+                        reason = fw.missing(backend)
+                    if reason:
+                        direct.append(unrun_row(impl, row_backend, case, "unavailable", reason))
+                        continue
+                    if cfg.max_memory_bytes and needs > cfg.max_memory_bytes:
+                        message = (
+                            f"needs about {needs / 2**30:.1f} GiB for its inputs and float64 reference, "
+                            f"over --max-memory {cfg.max_memory_bytes / 2**30:.1f} GiB; not run"
+                        )
+                        direct.append(unrun_row(impl, row_backend, case, "oom", message))
+                        continue
+                    groups.setdefault((impl.framework, backend, device), []).append((case, name))
+    specs = [
+        WorkerSpec(
+            task="run",
+            framework=fw_name,
+            backend=backend,
+            device=device,
+            threads=cfg.threads,
+            jobs=group_jobs(pairs),
+            settings=cfg.settings,
+            rotation_bytes=rotation.get(device, 0),
+        )
+        for (fw_name, backend, device), pairs in groups.items()
+    ]
+    return Plan(specs, direct, impls)
+
+
+def max_rotation_bytes(device: str) -> int:
+    """The cold policy's rotation is held once per case plus its pristine copy: at most 1/16 of RAM
+    (CPU) and 2 GiB."""
+    if device_kind(device) != "cpu":
+        return 2 << 30
+    return min(2 << 30, environment.total_memory_bytes() // 16)
+
+
+def new_run_id() -> str:
+    return environment.new_run_id()
+
+
+class Run(Listener):
+    """One `bench run`: its config, its results file, its progress. Lifecycle:
+
+    `Run(cfg, out, ...)` -> `execute()`: discover implementations (probe workers), plan, drop what
+    the file already holds (resume), write the sidecar, measure the copy bandwidth and the
+    effective cache, then one WorkerClient per group (rows appended as they come), the copy again
+    between groups and at the end. SIGINT/SIGTERM stop it between events, every row written kept.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        *,
+        resume_run: str | None = None,
+        run_id: str | None = None,
+        command: str = "",
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
+        self.out = out
+        self.resume_run = resume_run
+        self.command = command
         self.display = progress or for_stream(sys.stderr)
         self.say = self.display.say
+        self.clock = clock
+        self.run_id = resume_run or run_id or new_run_id()
         self.stop_signal: int | None = None
-        self.done = 0
+        self.started = clock()
+        self.written = 0  # rows written
         self.total = 0
-        self.started = time.monotonic()
-        # Rows from workers only: unavailable rows are written at once and would flatter the ETA.
-        self.measured = 0
+        self.measured = 0  # rows from workers only: unavailable rows would flatter the ETA
         self.measured_total = 0
         self.measure_started: float | None = None
-        self.group_statuses: Counter[str] | None = None
+        self.group_statuses: Counter[str] = Counter()
+        self.done_keys: set[MeasurementKey] = set()
+        self.case_rows: dict[Any, list[Row]] = {}
+        self.env: dict[str, Any] = {}
+        self.writer: ResultsWriter | None = None
+        self.last_copy_at = 0.0
+        self.copy_framework: str | None = None
+        self.rotation: dict[str, int] = {}
+        self.copy_bytes: dict[str, int] = {}
+        self._impls: dict[str, Impl] = {}
+        self._found: list[Source] = []
 
-    # ---- planning -------------------------------------------------------------------------
-    def cases(self, device: str) -> list[Case]:
+    # ---- planning --------------------------------------------------------------------------
+    def discover(self) -> tuple[Discovery, list[str], list[Source]]:
+        found = sources(list(self.cfg.impl_paths), list(self.cfg.impl_modules))
+        wanted = select_impls(declared_names(found), self.cfg.impl_globs)  # fails fast, nothing probed
+        self.display.update(0, None, "importing implementations")
+        disc = discover(found, self.cfg.threads, self.cfg.limits, only=set(wanted), say=self.say)
+        for dup in disc.duplicates:
+            self.say(f"warning: {dup.source}: {dup.unavailable}")
+        chosen = select_impls(disc.impls, self.cfg.impl_globs)
+        return disc, chosen, found
+
+    # ---- running ---------------------------------------------------------------------------
+    def execute(self) -> Path:
         cfg = self.cfg
-        shapes = cfg.shapes or preset_shapes(cfg.preset, device)
-        cases = [
-            Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
-            for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)
-        ]
-        if cfg.edge:
-            cases += [
-                Case(
-                    shape=shape,
-                    dtype=dtype,
-                    layout=lay,
-                    mode="forward",
-                    device=device,
-                    eps=cfg.eps,
-                    input_kind=kind,
-                )
-                for kind, (shape, dtype) in EDGE_CASES.items()
-                for lay in cfg.layouts
-            ]
-        return cases
-
-    def plan(self, impls: list[Impl], present: list[str]) -> tuple[list[Group], list[Row]]:
-        groups: dict[tuple[str, str | None, str], Group] = {}
-        direct: list[Row] = []
-        for device in self.cfg.devices:
-            for case in self.cases(device):
-                for impl in impls:
-                    backends = impl.backends if impl.framework == "keras" else (None,)
-                    for backend in backends:
-                        row_backend = backend or (impl.backends or ("",))[0]
-                        reason = impl.unavailable or impl.unsupported_reason(case)
-                        if not reason and backend and backend not in present:
-                            reason = f"keras backend {backend} is not installed"
-                        if reason:
-                            direct.append(unrun_row(impl, row_backend, case, "unavailable", reason))
-                            continue
-                        key = (impl.framework, backend, device)
-                        group = groups.setdefault(key, Group(impl.framework, backend, device))
-                        if group.jobs and group.jobs[-1][0] == case:
-                            group.jobs[-1][1].append(impl.name)
-                        else:
-                            group.jobs.append((case, [impl.name]))
-        return list(groups.values()), direct
-
-    # ---- running --------------------------------------------------------------------------
-    def run(self) -> Path:
-        cfg = self.cfg
-        found = sources(cfg.impl_paths, cfg.impl_modules)
-        all_impls = probe(found, cfg.threads)
-        impls = select_impls(all_impls, cfg.impl_globs)
-        groups, direct = self.plan(impls, keras_backends_present())
-        if cfg.resume:
-            existing = read_rows(cfg.resume)
-            run_id = existing[0].run_id if existing else environment.new_run_id()
-            out = cfg.resume
-        else:
-            existing = []
-            run_id = environment.new_run_id()
-            out = cfg.out if cfg.out else ROOT / "results" / f"{run_id}.jsonl"
-        self.run_id, self.out = run_id, out
-        done_keys = {r.key() for r in existing}
-        self.done_keys = done_keys
-        direct = [r for r in (self.complete(r, {}) for r in direct) if r.key() not in done_keys]
-        for g in groups:
-            g.jobs = [
-                (c, [n for n in names if self.key_of(all_impls[n], g, c) not in done_keys])
-                for c, names in g.jobs
-            ]
-            g.jobs = [(c, names) for c, names in g.jobs if names]
-        groups = [g for g in groups if g.jobs]
-        self.measured_total = sum(len(n) for g in groups for _, n in g.jobs)
-        self.total = len(direct) + self.measured_total
-        if cfg.resume and self.total == 0:
-            self.say(f"nothing to resume: every case in {out} is already measured")
-            return out
-        env = environment.collect(cfg, run_id, all_impls)
-        if cfg.resume:
-            env = {**read_env(out, run_id), "resumed": env}
-        self.env = env
-        self.writer = ResultsWriter(out)
-        write_env(out, self.run_id, env)
-        self.say(f"normbench run {run_id}: {self.total} measurements in {len(groups)} worker groups -> {out}")
+        disc, chosen, found = self.discover()
+        existing = [r for r in read_rows(self.out) if r.run_id == self.run_id] if self.resume_run else []
+        self.done_keys = {r.key() for r in existing}
+        self.env = self._new_env(disc, found)
+        self.writer = ResultsWriter(self.out)
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        self.display.start(self.total)
         try:
-            self.display.update(self.done, None, "measuring copy bandwidth")
-            self.measure_copy_bandwidth(all_impls)
+            self.write_env()
+            self.measure_copy(first=True)
+            plan = make_plan(cfg, disc.impls, chosen, self.rotation)
+            direct = [r for r in plan.direct if r.key() not in self.done_keys]
+            groups = [self._left(g) for g in plan.groups]
+            groups = [g for g in groups if g.jobs]
+            self.measured_total = sum(len(j.impls) for g in groups for j in g.jobs)
+            self.total = len(direct) + self.measured_total
+            if self.resume_run and self.total == 0:
+                self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
+                return self.out
+            self.say(
+                f"normbench run {self.run_id}: {self.total} measurements in {len(groups)} worker groups "
+                f"-> {self.out}"
+            )
+            self.display.start(self.total)
             for row in direct:
                 self.write(row)
             if direct:
@@ -364,246 +294,173 @@ class Runner:
                     f"not run: {len(direct)} rows unavailable (implementation not installed, or it does not "
                     "support the layout, mode or dtype; reasons in the report's Errors)"
                 )
-            self.measure_started = time.monotonic()
-            for g in groups:
+            self.measure_started = self.clock()
+            for i, spec in enumerate(groups):
                 if self.stop_signal:
                     break
-                self.run_group(g, all_impls)
+                if i and self.clock() - self.last_copy_at > COPY_EVERY_S:
+                    self.measure_copy()
+                self.run_group(spec, plan.impls)
+            if not self.stop_signal:
+                self.measure_copy()
         finally:
             self.display.stop()
             for s, h in previous.items():
                 signal.signal(s, h)
-            env["finished"] = environment.now()
-            env["interrupted"] = bool(self.stop_signal)
-            env["gpu_end"] = environment.gpu_info()
-            write_env(out, self.run_id, env)
-            self.writer.close()
+            self.env["finished"] = environment.now()
+            self.env["interrupted"] = bool(self.stop_signal)
+            self.env["gpu_end"] = environment.gpu_info()
+            try:
+                self.write_env()
+            finally:
+                self.writer.close()
         if self.stop_signal:
             name = signal.Signals(self.stop_signal).name
             self.say(
-                f"interrupted by {name}: {self.done} of {self.total} rows are in {out}; "
-                f"resume with: python -m bench run --resume {out}"
+                f"interrupted by {name}: {self.written} of {self.total} rows are in {self.out}; "
+                f"resume with: python -m bench run --resume {self.out}"
             )
-            raise KeyboardInterrupt
-        self.say(f"done: {self.done} rows in {out} ({time.monotonic() - self.started:.0f} s)")
-        return out
+            raise KeyboardInterrupt(self.stop_signal)
+        self.say(f"done: {self.written} rows in {self.out} ({self.clock() - self.started:.0f} s)")
+        return self.out
+
+    def _left(self, spec: WorkerSpec) -> WorkerSpec:
+        fw = frameworks.get(spec.framework)
+        pairs = []
+        for job in spec.jobs:
+            for name in job.impls:
+                impl_backends = self._impls[name].backends if name in self._impls else fw.backends
+                key = MeasurementKey(name, fw.row_backend(impl_backends, spec.backend), job.case.key())
+                if key not in self.done_keys:
+                    pairs.append((job.case, name))
+        return replace(spec, jobs=group_jobs(pairs), sources=self._sources_for(spec))
+
+    def _sources_for(self, spec: WorkerSpec) -> tuple[Source, ...]:
+        names = {n for job in spec.jobs for n in job.impls}
+        labels = {self._impls[n].source for n in names if n in self._impls}
+        return tuple(s for s in self._found if s.label() in labels)
+
+    def _new_env(self, disc: Discovery, found: list[Source]) -> dict[str, Any]:
+        self._impls, self._found = disc.impls, found
+        env = environment.collect(self.cfg, self.run_id, disc.impls, self.command)
+        env["config"] = self.cfg.to_json()
+        env["duplicates"] = [
+            {"name": d.name, "source": d.source, "reason": d.unavailable} for d in disc.duplicates
+        ]
+        if self.resume_run:
+            old = read_envs(self.out).get(self.run_id, {})
+            resumed = old.get("resumed", []) + [{"started": env["started"], "command": self.command}]
+            env = {**old, "resumed": resumed}
+        return env
+
+    def write_env(self) -> None:
+        assert self.writer is not None
+        with self.writer.locked():
+            write_env(self.out, self.run_id, self.env)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
-    def key_of(self, impl: Impl, g: Group, case: Case) -> MeasurementKey:
-        return MeasurementKey(impl.name, self.backend(impl, g), case.key())
+    def should_stop(self) -> bool:
+        return self.stop_signal is not None
 
-    def complete(self, row: Row, extra: dict[str, Any]) -> Row:
+    # ---- rows ------------------------------------------------------------------------------
+    def complete(self, row: Row) -> Row:
+        """The run's facts on a row: run id, machine, threads, settings, speed of light so far."""
         row = replace(
-            row, run_id=self.run_id, threads=self.cfg.threads, settings=self.cfg.settings.key(), **extra
+            row,
+            run_id=self.run_id,
+            machine=str(self.env.get("host", "")),
+            threads=self.cfg.threads,
+            settings=self.cfg.settings.key(),
         )
         if row.status == "ok" and row.time_median_s and row.ideal_bytes:
             gbps = row.ideal_bytes / row.time_median_s / 1e9
-            copy = self.env.get("copy_gbps", {}).get(row.device) if hasattr(self, "env") else None
+            copy = self.copy_gbps(row.device)
             row = replace(row, achieved_gbps=gbps, sol_fraction=gbps / copy if copy else None)
         return row
 
+    def copy_gbps(self, device: str) -> float | None:
+        samples = self.env.get("copy_gbps_samples", {}).get(device)
+        return statistics.median(samples) if samples else None
+
     def write(self, row: Row) -> None:
-        row = self.complete(row, {})
+        assert self.writer is not None
+        row = self.complete(row)
         self.writer.write(row)
         self.done_keys.add(row.key())
-        self.done += 1
-        if self.group_statuses is not None:
-            self.group_statuses[row.status] += 1
-            self.measured += 1
-        self.display.update(self.done, self.eta_s())
+        self.written += 1
+        self.display.update(self.written, self.eta_s())
         if self.cfg.fail_fast and row.status not in ("ok", "unavailable"):
-            raise BenchError(
-                f"--fail-fast: {row.impl} on {row.device} {row.shape}: {row.status}: {row.message}"
-            )
-
-    def measure_copy_bandwidth(self, impls: dict[str, Impl]) -> None:
-        """The speed-of-light reference: a large copy on each device, in this run, same threads."""
-        self.env.setdefault("copy_gbps", {})
-        for device in self.cfg.devices:
-            size = (1 << 30) if device.startswith("cuda") else max(4 * cpu_cache_bytes(), 256 << 20)
-            for fw in ("torch", "jax", "tensorflow"):
-                if not installed(fw):
-                    continue
-                spec: dict[str, Any] = {
-                    "task": "copy",
-                    "framework": fw,
-                    "device": device,
-                    "threads": self.cfg.threads,
-                    "sources": [],
-                    "copy_bytes": size,
-                }
-                w = Worker(spec, worker_env(self.cfg.threads), None)
-                events = w.drain(120)
-                w.kill()
-                copy = [e for e in events if e["event"] == "copy"]
-                if copy:
-                    self.env["copy_gbps"][device] = round(copy[0]["gbps"], 3)
-                    self.env.setdefault("copy_method", {})[device] = (
-                        f"{copy[0]['framework']} copy of {size >> 20} MiB"
-                    )
-                    self.say(f"copy bandwidth on {device}: {copy[0]['gbps']:.1f} GB/s (read + write)")
-                    break
-        write_env(self.out, self.run_id, self.env)
+            raise BenchError(f"--fail-fast: {row.impl} {row.case_key().text()}: {row.status}: {row.message}")
 
     def eta_s(self) -> float | None:
         """Seconds left at the pace of the rows the workers have measured so far."""
         if not self.measured or self.measure_started is None:
             return None
-        pace_s = (time.monotonic() - self.measure_started) / self.measured
+        pace_s = (self.clock() - self.measure_started) / self.measured
         return pace_s * max(self.measured_total - self.measured, 0)
 
-    def run_group(self, g: Group, impls: dict[str, Impl]) -> None:
-        pending = [(c, list(n)) for c, n in g.jobs]
-        log = self.out.with_name(self.out.name.replace(".jsonl", "") + ".workers.log")
-        started = time.monotonic()
-        self.group_statuses = Counter()
-        try:
-            while pending and not self.stop_signal:
-                self.display.update(self.done, self.eta_s(), f"{g.label}: starting a worker")
-                pending = self.run_worker(g, pending, impls, log)
-        finally:
-            statuses, self.group_statuses = self.group_statuses, None
-            elapsed_s = time.monotonic() - started
-            self.say(group_summary(g.label, statuses, elapsed_s, interrupted=bool(self.stop_signal)))
+    # ---- the Listener side: events of the current group ------------------------------------
+    def begin(self, spec: WorkerSpec, event: Begin) -> None:
+        if event.phase == "import":
+            what = f"importing {event.source}"
+        elif event.phase == "inputs":
+            what = f"inputs of {event.case.text() if event.case else '?'}"
+        else:
+            what = f"{event.impl} {event.case.text() if event.case else ''} ({event.phase})"
+        self.display.update(self.written, self.eta_s(), f"{spec.label} {what}")
 
-    def run_worker(
-        self, g: Group, pending: list[tuple[Case, list[str]]], impls: dict[str, Impl], log: Path
-    ) -> list[tuple[Case, list[str]]]:
-        """One worker over `pending`; returns what is left if it died (minus the case that killed it)."""
-        cfg = self.cfg
-        spec = {
-            "task": "run",
-            "framework": g.framework,
-            "keras_backend": g.keras_backend,
-            "device": g.device,
-            "threads": cfg.threads,
-            "settings": asdict(cfg.settings),
-            "sources": [list(asdict(s).values()) for s in sources(cfg.impl_paths, cfg.impl_modules)],
-            "jobs": [{"case": asdict(c), "impls": n} for c, n in pending],
-        }
-        worker = Worker(spec, worker_env(cfg.threads, g.keras_backend), log)
-        remaining = {(c.key(), n): (c, n) for c, names in pending for n in names}
-        current: tuple[CaseKey, str, str] | None = None  # (case key, impl, phase)
-        phase_started = time.monotonic()
-        case_rows: dict[CaseKey, list[Row]] = {}
-        failure: tuple[str, str] | None = None  # (status, message) for `current`
-        while True:
-            if self.stop_signal:
-                worker.kill()
-                return []
-            events, closed = worker.events(0.2)
-            for e in events:
-                kind = e["event"]
-                if kind == "hello":
-                    self.env.setdefault("versions", {}).update(e["versions"])
-                    self.env.setdefault("device_names", {})[g.device] = e["device_name"]
-                elif kind == "done":
-                    # CPU time over wall time: shows each framework kept to --threads.
-                    self.env.setdefault("workers", []).append(
-                        {
-                            "group": g.label,
-                            "cpu_s": round(e["cpu_s"], 2),
-                            "wall_s": round(e["wall_s"], 2),
-                            "cpu_per_wall": round(e["cpu_s"] / max(e["wall_s"], 1e-9), 3),
-                        }
-                    )
-                elif kind == "begin":
-                    current = (CaseKey.from_json(e["case"]), e["impl"], e["phase"])
-                    phase_started = time.monotonic()
-                    self.display.update(
-                        self.done,
-                        self.eta_s(),
-                        f"{g.label} {e['impl']} {CaseKey.from_json(e['case']).text()} ({e['phase']})",
-                    )
-                elif kind == "row":
-                    row = row_from_dict(e["row"])
-                    remaining.pop((row.case_key(), row.impl), None)
-                    self.write(row)
-                    case_rows.setdefault(row.case_key(), []).append(row)
-                    if not any(k[0] == row.case_key() for k in remaining):
-                        self.case_done(g, case_rows.pop(row.case_key()))
-                elif kind == "missing":
-                    case, _ = remaining.pop((CaseKey.from_json(e["case"]), e["impl"]))
-                    self.write(
-                        unrun_row(
-                            impls[e["impl"]],
-                            self.backend(impls[e["impl"]], g),
-                            case,
-                            "error",
-                            "implementation failed to import in the worker (see the workers log)",
-                        )
-                    )
-                elif kind == "fatal":
-                    for case, name in list(remaining.values()):
-                        self.write(
-                            unrun_row(
-                                impls[name], self.backend(impls[name], g), case, "unavailable", e["message"]
-                            )
-                        )
-                    remaining.clear()
-                    self.say(f"{g.label}: {e['message']}")
-            if closed:
-                break
-            if current and time.monotonic() - phase_started > cfg.case_timeout_s:
-                failure = (
-                    "timeout",
-                    f"no progress for {cfg.case_timeout_s:g} s (--case-timeout) during "
-                    f"{current[2]}; worker killed",
+    def hello(self, spec: WorkerSpec, event: Hello) -> None:
+        self.env.setdefault("versions", {}).update(event.versions)
+        self.env.setdefault("device_names", {})[spec.device] = event.device_name
+
+    def done(self, spec: WorkerSpec, event: Done) -> None:
+        # CPU time over wall time: shows each framework kept to --threads.
+        self.env.setdefault("workers", []).append(
+            {
+                "group": spec.label,
+                "cpu_s": round(event.cpu_s, 2),
+                "wall_s": round(event.wall_s, 2),
+                "cpu_per_wall": round(event.cpu_s / max(event.wall_s, 1e-9), 3),
+            }
+        )
+
+    def row(self, spec: WorkerSpec, row: Row) -> None:
+        self.write(row)
+        self.measured += 1
+        self.group_statuses[row.status] += 1
+        key = row.case_key()
+        self.case_rows.setdefault(key, []).append(row)
+        expected = next((len(j.impls) for j in spec.jobs if j.case.key() == key), 0)
+        if len(self.case_rows[key]) >= expected:
+            self.case_done(spec, self.case_rows.pop(key))
+
+    def note(self, spec: WorkerSpec, message: str) -> None:
+        self.say(message)
+
+    def copy(self, spec: WorkerSpec, event: CopyResult) -> None:
+        device = spec.device
+        self.env.setdefault("copy_gbps_samples", {}).setdefault(device, []).append(round(event.gbps, 3))
+        self.env.setdefault("copy_gbps", {})[device] = round(self.copy_gbps(device) or 0.0, 3)
+        self.env.setdefault("copy_method", {})[device] = f"{event.framework} copy"
+        if event.cache is not None:
+            self.env.setdefault("cache", {})[device] = event.cache
+            self.env.setdefault("effective_cache_bytes", {})[device] = event.cache["effective_cache_bytes"]
+            self.rotation[device] = int(event.cache["rotation_bytes"])
+            footprint = max(4 * int(event.cache["effective_cache_bytes"]), 512 << 20)
+            self.copy_bytes[device] = min(footprint, self.copy_bytes[device])
+            if not event.cache["cold_verified"]:
+                rotation_mib = event.cache["rotation_bytes"] >> 20
+                self.say(
+                    f"warning: {device}: copies rotating through {rotation_mib} MiB still "
+                    f"ran at {event.cache['cold_copy_gbps']:.1f} GB/s, over the DRAM plateau "
+                    f"{event.cache['dram_gbps']:.1f} GB/s: cold-cache times may be partly cache-resident"
                 )
-                worker.kill()
-                break
-            if cfg.max_memory_bytes:
-                try:
-                    rss = rss_bytes(worker.proc.pid)
-                except OSError:
-                    rss = 0
-                if rss > cfg.max_memory_bytes:
-                    phase = current[2] if current else "start-up"
-                    failure = (
-                        "oom",
-                        f"worker resident memory {rss / 2**30:.2f} GiB exceeded --max-memory "
-                        f"{cfg.max_memory_bytes / 2**30:.2f} GiB during {phase}; worker killed",
-                    )
-                    worker.kill()
-                    break
-        if failure is None:
-            worker.proc.wait()
-            worker.close()
-            if not remaining:
-                return []
-            failure = ("crashed", worker.exit_description() + (f" during {current[2]}" if current else ""))
-        if current is None or (current[0], current[1]) not in remaining:
-            # Died outside any implementation's phase: nothing to blame, so nothing can be retried safely.
-            for case, name in remaining.values():
-                self.write(
-                    unrun_row(
-                        impls[name],
-                        self.backend(impls[name], g),
-                        case,
-                        "crashed",
-                        failure[1] + " (before any implementation started)",
-                    )
-                )
-            return []
-        case, name = remaining.pop((current[0], current[1]))
-        self.write(unrun_row(impls[name], self.backend(impls[name], g), case, failure[0], failure[1]))
-        self.say(f"{g.label}: {name} {case.label()}: {failure[0]}: {failure[1]}")
-        left: list[tuple[Case, list[str]]] = []
-        for c, names in pending:
-            keep = [n for n in names if (c.key(), n) in remaining]
-            if keep:
-                left.append((c, keep))
-        return left
+        self.say(f"copy bandwidth on {device}: {event.gbps:.1f} GB/s (read + write)")
 
-    @staticmethod
-    def backend(impl: Impl, g: Group) -> str:
-        return g.keras_backend if impl.framework == "keras" and g.keras_backend else impl.backends[0]
-
-    def case_done(self, g: Group, rows: list[Row]) -> None:
+    def case_done(self, spec: WorkerSpec, rows: list[Row]) -> None:
         """One line per finished case, every implementation's time: on a terminal only."""
-        r0 = rows[0]
         parts = []
         for r in rows:
             if r.input_kind != "random":
@@ -613,12 +470,85 @@ class Runner:
                     else f"{r.impl} {r.status}"
                 )
             elif r.status == "ok" and r.time_median_s:
-                flag = "" if r.correct else " WRONG"
-                parts.append(f"{r.impl} {r.time_median_s * 1e3:.3g} ms{flag}")
+                parts.append(f"{r.impl} {r.time_median_s * 1e3:.3g} ms{'' if r.correct else ' WRONG'}")
             else:
                 parts.append(f"{r.impl} {r.status}")
-        kind = "" if r0.input_kind == "random" else f" edge:{r0.input_kind}"
-        self.display.case(
-            f"{g.label} {'x'.join(map(str, r0.shape))} {r0.dtype} {r0.layout} {r0.mode}{kind}: "
-            + ", ".join(parts)
+        self.display.case(f"{spec.label} {rows[0].case_key().text()}: " + ", ".join(parts))
+
+    # ---- groups and the copy reference -----------------------------------------------------
+    def run_group(self, spec: WorkerSpec, impls: dict[str, Impl]) -> None:
+        log = self.out.with_name(self.out.name.removesuffix(".jsonl") + ".workers.log")
+        started = self.clock()
+        self.group_statuses = Counter()
+        self.display.update(self.written, self.eta_s(), f"{spec.label}: starting a worker")
+        try:
+            WorkerClient(spec, impls, self, self.cfg.limits, log=log, should_stop=self.should_stop).run()
+        finally:
+            elapsed_s = self.clock() - started
+            self.say(
+                group_summary(spec.label, self.group_statuses, elapsed_s, interrupted=bool(self.stop_signal))
+            )
+
+    def measure_copy(self, first: bool = False) -> None:
+        """The speed-of-light reference: a large copy on each device, same threads. The first also
+        sweeps bandwidth against footprint for the effective cache (never during a timed call)."""
+        known = frameworks.frameworks()
+        ranked = sorted(known.values(), key=lambda fw: -fw.copy_priority)
+        for device in self.cfg.devices:
+            if first:
+                cpu = device_kind(device) == "cpu"
+                self.copy_bytes[device] = (
+                    min(2 << 30, max(1 << 30, 16 * frameworks.cpu_cache_bytes())) if cpu else 4 << 30
+                )
+            for fw in ranked:
+                if fw.copy_priority <= 0 or fw.missing():
+                    continue
+                spec = WorkerSpec(
+                    task="copy",
+                    framework=fw.name,
+                    backend=None,
+                    device=device,
+                    threads=self.cfg.threads,
+                    copy_bytes=self.copy_bytes[device],
+                    probe_cache=first,
+                    rotation_bytes=max_rotation_bytes(device),
+                )
+                self.display.update(self.written, self.eta_s(), f"measuring the copy bandwidth on {device}")
+                before = len(self.env.get("copy_gbps_samples", {}).get(device, []))
+                WorkerClient(spec, {}, self, Limits(120.0, 120.0, 0), should_stop=self.should_stop).run()
+                if len(self.env.get("copy_gbps_samples", {}).get(device, [])) > before:
+                    break
+        self.last_copy_at = self.clock()
+        self.write_env()
+
+
+def resume_config(out: Path) -> tuple[str, RunConfig]:
+    """The last run in a results file and its config, for `--resume`."""
+    envs = read_envs(out)
+    rows = read_rows(out)
+    run_id = rows[-1].run_id if rows else (list(envs)[-1] if envs else "")
+    env = envs.get(run_id)
+    if not env or "config" not in env:
+        raise BenchError(
+            f"--resume {str(out)!r}: its sidecar {out.name.removesuffix('.jsonl')}.env.json has no run "
+            "configuration (written by an older normbench?); run again without --resume"
         )
+    return run_id, RunConfig.from_json(env["config"])
+
+
+def config_differences(stored: RunConfig, given: dict[str, Any]) -> list[str]:
+    """Options given again with --resume that differ from the stored run's, as `--opt value`."""
+    out = []
+    for name, value in given.items():
+        # --max-time and --warm-cache live in the timing settings
+        holder = stored.settings if name in ("max_time_s", "warm_cache") else stored
+        have = getattr(holder, name)
+        if isinstance(have, float) and isinstance(value, (int, float)):
+            same = math.isclose(have, value)
+        else:
+            same = have == value
+        if not same:
+            out.append(
+                f"{name}={json.dumps(value, default=str)} (the run has {json.dumps(have, default=str)})"
+            )
+    return out

@@ -6,9 +6,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
+
+from bench.memory import FaultCounter
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class HostClock:
     """CPU: the device's time is the call latency (host clock around call + sync)."""
 
     kind = "host"
+    runs_per_measure = 1
 
     def measure(self, run: Callable[[int, bool], Any], k: int) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -122,6 +126,7 @@ class Sampler:
     spent_s: float = 0.0  # wall time in completed rounds
     sampled_s: float = 0.0  # time inside timed calls, all rounds
     stop_reason: str | None = None
+    faults: FaultCounter = field(default_factory=FaultCounter)  # page faults over timed calls only
 
     def warm_up(self) -> None:
         """Run for the warm-up budget, then choose k so one sample outlasts the timer's overhead."""
@@ -141,7 +146,9 @@ class Sampler:
             return
         start = time.perf_counter()
         while True:
-            latency, device = self.clock.measure(self.run, self.calls_per_sample)
+            k = self.calls_per_sample
+            calls = k * getattr(self.clock, "runs_per_measure", 1)
+            latency, device = self.faults.around(partial(self.clock.measure, self.run, k), calls)
             self.latency_samples.append(latency)
             self.device_samples.append(device)
             self.sampled_s += latency * self.calls_per_sample

@@ -1,17 +1,17 @@
-"""Runs in a child process: one framework/backend/device group, case by case.
+"""The child side of a worker process: one framework/backend/device group, case by case.
 
-It reads one JSON spec on stdin and writes JSON events, one per line, to the file descriptor
-named by NORMBENCH_EVENT_FD: "hello", "begin" (before every phase that could crash or hang, so the
-parent knows whom to blame), "row", "probe", "copy", "fatal" and "done".
+It reads one `WorkerSpec` (bench/workers.py) as JSON on stdin and writes typed events, one JSON
+line each, to the file descriptor named by NORMBENCH_EVENT_FD. It sends `Begin` before every
+phase that could crash or hang, so the parent can blame the right unit and restart for the rest.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,37 +21,38 @@ import numpy as np
 
 from bench import memory, reference
 from bench.cases import Case
-from bench.frameworks import OutputError, buffer_count
-from bench.registry import TENSOR_FRAMEWORK, Impl, Source, format_exception, load
-from bench.results import Row
-from bench.timing import HostClock, Sampler, TimingSettings, summarize, timer_overhead_s
+from bench.frameworks import Adapter, OutputError, buffer_count, make_adapter
+from bench.registry import Impl, format_exception, load_one
+from bench.timing import HostClock, Sampler, summarize, timer_overhead_s
+from bench.workers import (
+    Begin,
+    CopyResult,
+    Done,
+    Event,
+    Fatal,
+    Hello,
+    Probed,
+    RowEvent,
+    Unloaded,
+    WorkerSpec,
+    encode,
+)
 
 _FD = int(os.environ.get("NORMBENCH_EVENT_FD", "1"))
 START = time.monotonic()
 START_CPU = time.process_time()  # all threads; interpreter start-up before this is not counted
 
 
-def emit(event: dict[str, Any]) -> None:
-    os.write(
-        _FD, (json.dumps(event, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n").encode()
-    )
+def emit(event: Event) -> None:
+    os.write(_FD, encode(event))
 
 
-def tensor_framework(framework: str, keras_backend: str | None) -> str:
-    if framework == "keras" and keras_backend:
-        return keras_backend
-    return TENSOR_FRAMEWORK.get(framework, framework)
+def _sig(val: float | None) -> float | None:
+    return None if val is None else float(f"{val:.5g}")
 
 
-def framework_versions(framework: str, keras_backend: str | None, adapter: Any) -> dict[str, str]:
-    versions = {adapter.NAME: adapter.version()} if adapter else {}
-    if framework != (adapter.NAME if adapter else None):
-        try:
-            module = __import__(framework)
-            versions[framework] = getattr(module, "__version__", "?")
-        except ImportError:
-            pass
-    return versions
+class MutatedInput(Exception):
+    """The implementation changed its input in place: its numbers would be of other data."""
 
 
 @dataclass
@@ -62,33 +63,38 @@ class Prepared:
     fields: dict[str, Any]
 
 
-def _sig(val: float | None) -> float | None:
-    return None if val is None else float(f"{val:.5g}")
+class GroupMeasurer:
+    """Measures the jobs of one worker group, the worker-side contract:
 
+    per case: make the inputs once (float64 reference input, rotating device buffers, a pristine
+    snapshot where inputs are mutable); per implementation: build, first call (timed alone),
+    check against the float64 reference and for input mutation, memory of one call; then every
+    implementation warms up (after all memory measurements, so the allocator is at its high-water
+    mark); then interleaved sampling rounds, with page faults counted; a final mutation check; one
+    row per implementation. An implementation's failure is its own row; the case goes on.
+    """
 
-class GroupWorker:
-    def __init__(self, spec: dict[str, Any], adapter: Any, impls: dict[str, Impl]) -> None:
+    def __init__(self, spec: WorkerSpec, adapter: Adapter, impls: dict[str, Impl]) -> None:
         self.spec = spec
         self.adapter = adapter
         self.impls = impls
-        self.device = spec["device"]
-        self.settings = TimingSettings(**spec["settings"])
-        self.keras_backend = spec.get("keras_backend")
+        self.device = spec.device
+        self.settings = spec.settings
         self.device_name = adapter.device_name(self.device)
         self.clock = adapter.clock(self.device) or HostClock()
         self.min_sample_s = max(1e-4, 1000 * timer_overhead_s())
         self.cpu_memory_unsupported = memory.supported()
-        memory.steady_allocator()
+        self.rotation_bytes = spec.rotation_bytes or 2 * adapter.cache_bytes(self.device)
         # "check": correctness, semantics and edge cases only. require_correct: a wrong output is
         # never timed, so a fast wrong answer cannot produce a time at all.
-        self.check_only = spec["task"] == "check"
-        self.require_correct = bool(spec.get("require_correct", False))
+        self.check_only = spec.task == "check"
+        self.require_correct = spec.require_correct
 
     def base(self, impl: Impl, case: Case) -> dict[str, Any]:
         return {
             "impl": impl.name,
             "framework": impl.framework,
-            "backend": self.keras_backend if impl.framework == "keras" else impl.backends[0],
+            "backend": self.spec.backend if self.spec.backend else impl.backends[0],
             "device": case.device,
             "device_name": self.device_name,
             "dtype": case.dtype,
@@ -96,95 +102,74 @@ class GroupWorker:
             "mode": case.mode,
             "shape": list(case.shape),
             "eps": case.eps,
+            "input_kind": case.input_kind,
+            "roles": list(impl.roles),
+            "compiled_from": impl.compiled_from or "",
             "semantics_declared": impl.semantics,
             "layout_copy": case.layout in impl.layout_copy,
             "source": impl.source,
             "ideal_bytes": case.ideal_bytes,
+            "threads": self.spec.threads,
+            "settings": self.settings.key(),
         }
 
-    def run_edge(self, case: Case, names: list[str]) -> None:
-        """One call per implementation on an input that breaks implementations: finite? how wrong?"""
-        ad = self.adapter
-        x64 = reference.make_edge_input(case.input_kind, case)
-        for name in names:
-            impl = self.impls[name]
-            fields = {**self.base(impl, case), "input_kind": case.input_kind}
-            try:
-                self.begin(impl, case, "edge")
-                x = ad.to_tensor(x64, case)
-                x_seen = ad.to_numpy(x, case, "input")
-                y64 = ad.to_numpy(ad.finish(ad.forward_once(impl.builder(case), x), self.device), case)  # type: ignore[misc]
-                acc = reference.accuracy(y64, reference.edge_reference(x_seen, case.eps, impl.semantics))
-                tol = reference.edge_tolerance(case.input_kind, case.dtype)
-                err = acc.max_abs_err
-                if acc.nonfinite_outputs or err is None or err > reference.UNSAFE_ABS_ERR:
-                    verdict = "unsafe"
-                else:
-                    verdict = "safe" if err <= tol else "inexact"
-                self.emit_row(
-                    {
-                        **fields,
-                        "status": "ok",
-                        "max_abs_err": _sig(err),
-                        "max_rel_err": _sig(acc.max_rel_err),
-                        "nonfinite_outputs": acc.nonfinite_outputs,
-                        "tolerance": tol,
-                        "correct": verdict == "safe",
-                        "message": f"{case.input_kind}: {verdict}"
-                        + (
-                            f", {acc.nonfinite_outputs} non-finite values"
-                            if acc.nonfinite_outputs
-                            else f", max abs err {_sig(err)}"
-                        ),
-                    }
-                )
-            except Exception as exc:
-                status = "oom" if ad.is_oom(exc) else "error"
-                self.emit_row({**fields, "status": status, "message": format_exception(exc)})
+    def failed(self, base: dict[str, Any], exc: BaseException, extra: dict[str, Any] | None = None) -> None:
+        status = "oom" if self.adapter.is_oom(exc) else "error"
+        message = str(exc) if isinstance(exc, MutatedInput) else format_exception(exc)
+        self.emit_row({**base, **(extra or {}), "status": status, "message": message})
 
     def run_case(self, case: Case, names: list[str]) -> None:
         if case.input_kind != "random":
             self.run_edge(case, names)
             return
         ad = self.adapter
-        x64 = reference.make_input(case)
-        g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
-        nbuf = buffer_count(case, ad.cache_bytes(self.device), self.settings.warm_cache)
-        prepared: list[Prepared] = []
+        emit(Begin("inputs", case=case.key()))
         try:
+            x64 = reference.make_input(case)
+            g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
+            nbuf = buffer_count(case, self.rotation_bytes, self.settings.warm_cache)
             xs = [ad.to_tensor(x64, case) for _ in range(nbuf)]
             # The reference sees what the implementation sees: the input after rounding to dtype.
             x_seen = ad.to_numpy(xs[0], case, "input")
             g_seen = ad.to_numpy(ad.to_tensor(g64, case), case, "gradient") if g64 is not None else None
-        except Exception as exc:
+            pristine = ad.snapshot(xs) if ad.mutable_inputs else None
+        except BaseException as exc:  # noqa: BLE001  MemoryError included: a row, not a crash
             for name in names:
-                self.emit_row(
-                    {
-                        **self.base(self.impls[name], case),
-                        "status": "error",
-                        "message": f"input conversion failed: {format_exception(exc)}",
-                    }
-                )
+                base = self.base(self.impls[name], case)
+                self.failed(base, exc)
             return
+        prepared: list[Prepared] = []
         for name in names:
             impl = self.impls[name]
             base = self.base(impl, case)
             try:
-                prepared.append(self.prepare(impl, case, base, xs, x_seen, g_seen))
-            except Exception as exc:
-                status = "oom" if ad.is_oom(exc) else "error"
-                self.emit_row({**base, "status": status, "message": format_exception(exc)})
-        # Interleaved rounds: slow drift of the machine spreads over every implementation.
+                prepared.append(self.prepare(impl, case, base, xs, x_seen, g_seen, pristine))
+            except BaseException as exc:  # noqa: BLE001  an implementation's failure is its row
+                self.failed(base, exc)
+                self.restore(xs, pristine)
         active = [p for p in prepared if p.sampler is not None]
+        for p in list(active):  # after every memory measurement: the heap at its high-water mark
+            assert p.sampler is not None
+            self.begin(p.impl, case, "warmup")
+            try:
+                p.sampler.warm_up()
+                self.check_inputs(xs, pristine, full=True, when="warm-up")
+            except BaseException as exc:  # noqa: BLE001
+                self.failed(p.base, exc, p.fields)
+                self.restore(xs, pristine)
+                prepared.remove(p)
+                active.remove(p)
+        # Interleaved rounds: slow drift of the machine spreads over every implementation.
         while active:
             for p in list(active):
                 assert p.sampler is not None
-                emit({"event": "begin", "impl": p.impl.name, "case": case.key().to_json(), "phase": "sample"})
+                self.begin(p.impl, case, "sample")
                 try:
                     p.sampler.round()
-                except Exception as exc:
-                    status = "oom" if ad.is_oom(exc) else "error"
-                    self.emit_row({**p.base, **p.fields, "status": status, "message": format_exception(exc)})
+                    self.check_inputs(xs, pristine, full=bool(p.sampler.stop_reason), when="timing")
+                except BaseException as exc:  # noqa: BLE001
+                    self.failed(p.base, exc, p.fields)
+                    self.restore(xs, pristine)
                     prepared.remove(p)
                     active.remove(p)
                     continue
@@ -193,8 +178,22 @@ class GroupWorker:
         for p in prepared:
             timing = self.timing_fields(p.sampler) if p.sampler is not None else {}
             self.emit_row({**p.base, **p.fields, **timing, "status": "ok"})
-        del prepared, active, xs
+        del prepared, active, xs, pristine
         gc.collect()
+
+    def check_inputs(self, xs: list[Any], pristine: Any, full: bool, when: str) -> None:
+        if pristine is None:
+            return
+        changed = self.adapter.changed(xs, pristine, full)
+        if changed:
+            raise MutatedInput(
+                f"mutates its input: {changed} input values changed during {when} (in-place writes to "
+                "the input: every later call would run on other data)"
+            )
+
+    def restore(self, xs: list[Any], pristine: Any) -> None:
+        if pristine is not None:
+            self.adapter.restore(xs, pristine)
 
     def prepare(
         self,
@@ -204,6 +203,7 @@ class GroupWorker:
         xs: list[Any],
         x64: np.ndarray,
         g64: np.ndarray | None,
+        pristine: Any,
     ) -> Prepared:
         ad, dev = self.adapter, self.device
         self.begin(impl, case, "build")
@@ -215,7 +215,9 @@ class GroupWorker:
         out = ad.finish(call(0), dev)
         first_call_s = time.perf_counter() - t0
         self.begin(impl, case, "check")
-        fields = {"first_call_s": _sig(first_call_s), **self.check(impl, fn, case, xs, x64, g64, out)}
+        fields: dict[str, Any] = {"first_call_s": _sig(first_call_s)}
+        self.check_inputs(xs, pristine, full=True, when="the first call")
+        fields.update(self.check(impl, fn, case, xs, x64, g64, out))
         del out
         if self.check_only or (self.require_correct and not fields["correct"]):
             return Prepared(impl, base, None, fields)
@@ -237,11 +239,9 @@ class GroupWorker:
             state["out"] = out
 
         sampler = Sampler(run, self.settings, self.clock, self.min_sample_s)
-        self.begin(impl, case, "warmup")
-        sampler.warm_up()
         self.begin(impl, case, "memory")
-        state["out"] = None
         fields.update(self.memory_fields(call, case, xs))
+        self.check_inputs(xs, pristine, full=True, when="the memory measurement")
         fields.update({"cache_policy": "warm" if self.settings.warm_cache else "cold", "buffers": nbuf})
         return Prepared(impl, base, sampler, fields)
 
@@ -255,7 +255,8 @@ class GroupWorker:
         g64: np.ndarray | None,
         out: Any,
     ) -> dict[str, Any]:
-        """Errors against the float64 reference of the declared semantics, and what it really computes."""
+        """Errors against the float64 reference of the declared semantics, what it really computes,
+        and how far that is from canonical InstanceNorm."""
         ad, eps, declared = self.adapter, case.eps, impl.semantics
         if case.mode == "train":
             if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -266,22 +267,28 @@ class GroupWorker:
         else:
             y, dx = out, None
         y64 = ad.to_numpy(y, case, "output")
-        detected = reference.detect_semantics(x64, y64, eps)
+        detected = reference.detect_semantics(x64, y64, eps, case.dtype)
         accs = []
         if case.mode in ("forward", "train"):
             accs.append(reference.accuracy(y64, reference.normalize(x64, eps, declared)))
+        dtypes = [ad.dtype_name(y)]
         if dx is not None:
             dx64 = ad.to_numpy(dx, case, "gradient")
             assert g64 is not None
             accs.append(reference.accuracy(dx64, reference.normalize_grad(x64, g64, eps, declared)))
+            dtypes.append(ad.dtype_name(dx))
+        canonical = reference.accuracy(y64, reference.normalize(x64, eps, reference.CANONICAL))
         abs_errs = [a.max_abs_err for a in accs if a.max_abs_err is not None]
         rel_errs = [a.max_rel_err for a in accs if a.max_rel_err is not None]
         nonfinite = sum(a.nonfinite_outputs for a in accs)
         tol = reference.TOLERANCE[case.dtype]
         max_rel = max(rel_errs) if len(rel_errs) == len(accs) else None
-        correct = nonfinite == 0 and max_rel is not None and max_rel <= tol
+        wrong_dtype = next((d for d in dtypes if d != case.dtype), None)
+        correct = nonfinite == 0 and max_rel is not None and max_rel <= tol and wrong_dtype is None
         message = ""
-        if nonfinite:
+        if wrong_dtype:
+            message = f"wrong: returns {wrong_dtype} in a {case.dtype} case (its time is not comparable)"
+        elif nonfinite:
             message = f"wrong: {nonfinite} non-finite values in the {case.mode} output"
         elif not correct:
             message = f"wrong: max_rel_err {max_rel:.3g} over the {case.dtype} tolerance {tol:g}"
@@ -291,12 +298,54 @@ class GroupWorker:
             "nonfinite_outputs": nonfinite,
             "tolerance": tol,
             "correct": correct,
-            "semantics": detected,
-            # Low precision can leave two candidates tied: a mismatch only if declared is not among them.
-            "semantics_mismatch": detected != declared
-            and not (detected.startswith("ambiguous") and declared in detected),
+            "output_dtype": dtypes[0],
+            "canonical_rel_err": _sig(canonical.max_rel_err),
+            "semantics": detected.label,
+            "semantics_mismatch": detected.mismatches(declared),
             "message": message,
         }
+
+    def run_edge(self, case: Case, names: list[str]) -> None:
+        """One call per implementation on an input that breaks implementations: finite? how wrong?
+        Each implementation gets its own tensor, so none sees another's in-place writes."""
+        ad = self.adapter
+        emit(Begin("inputs", case=case.key()))
+        x64 = reference.make_edge_input(case.input_kind, case)
+        for name in names:
+            impl = self.impls[name]
+            fields = self.base(impl, case)
+            try:
+                self.begin(impl, case, "edge")
+                assert impl.builder is not None
+                x = ad.to_tensor(x64, case)
+                x_seen = ad.to_numpy(x, case, "input")
+                y64 = ad.to_numpy(ad.finish(ad.forward_once(impl.builder(case), x), self.device), case)
+                acc = reference.accuracy(y64, reference.edge_reference(x_seen, case.eps, impl.semantics))
+                tol = reference.edge_tolerance(case.input_kind, case.dtype)
+                err = acc.max_abs_err
+                if acc.nonfinite_outputs or err is None or err > reference.UNSAFE_ABS_ERR:
+                    verdict = "unsafe"
+                else:
+                    verdict = "safe" if err <= tol else "inexact"
+                detail = (
+                    f", {acc.nonfinite_outputs} non-finite values"
+                    if acc.nonfinite_outputs
+                    else f", max abs err {_sig(err)}"
+                )
+                self.emit_row(
+                    {
+                        **fields,
+                        "status": "ok",
+                        "max_abs_err": _sig(err),
+                        "max_rel_err": _sig(acc.max_rel_err),
+                        "nonfinite_outputs": acc.nonfinite_outputs,
+                        "tolerance": tol,
+                        "correct": verdict == "safe",
+                        "message": f"{case.input_kind}: {verdict}{detail}",
+                    }
+                )
+            except BaseException as exc:  # noqa: BLE001
+                self.failed(fields, exc)
 
     def memory_fields(self, call: Callable[[int], Any], case: Case, xs: list[Any]) -> dict[str, Any]:
         ad = self.adapter
@@ -307,6 +356,7 @@ class GroupWorker:
         return {"peak_mem_bytes": int(inputs + delta), "extra_mem_bytes": int(max(0, delta - ad.nbytes(out)))}
 
     def timing_fields(self, sampler: Sampler) -> dict[str, Any]:
+        minor, major = sampler.faults.per_call()
         return {
             "timer": self.clock.kind,
             **summarize(sampler.device_samples).row_fields(),
@@ -314,16 +364,18 @@ class GroupWorker:
             "calls_per_sample": sampler.calls_per_sample,
             "stop_reason": sampler.stop_reason,
             "latency_median_s": summarize(sampler.latency_samples).median,
+            "faults_per_call": _sig(minor),
+            "major_faults_per_call": _sig(major),
         }
 
     def begin(self, impl: Impl, case: Case, phase: str) -> None:
-        emit({"event": "begin", "impl": impl.name, "case": case.key().to_json(), "phase": phase})
+        emit(Begin(phase, impl=impl.name, case=case.key()))
 
     def emit_row(self, fields: dict[str, Any]) -> None:
-        emit({"event": "row", "row": Row(**{**fields, "shape": tuple(fields["shape"])}).__dict__})
+        emit(RowEvent(fields))
 
 
-def set_threads(threads: int) -> None:
+def set_affinity(threads: int) -> None:
     try:
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, cpus[:threads])
@@ -331,61 +383,75 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def watch_parent() -> None:
+    """When the parent dies (even by SIGKILL), take this worker's whole process group down with it:
+    no worker, and nothing a worker forked, outlives normbench."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="normbench-parent-watch", daemon=True).start()
+
+
+def probe(spec: WorkerSpec) -> None:
+    for source in spec.sources:
+        emit(Begin("import", source=source.label()))
+        impls = load_one(source, spec.framework)
+        emit(Probed(source.label(), [i.info() for i in impls]))
+
+
+def copy(spec: WorkerSpec, adapter: Adapter) -> None:
+    dev = spec.device
+
+    def copy_gbps(footprint: int, buffers: int) -> float:
+        return adapter.copy_bandwidth_gbps(dev, footprint // 2, buffers)
+
+    if spec.probe_cache:
+        probed = memory.probe_cache(copy_gbps, adapter.cache_bytes(dev), spec.copy_bytes, spec.rotation_bytes)
+        emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
+    else:
+        emit(CopyResult(adapter.name, adapter.device_name(dev), copy_gbps(spec.copy_bytes, 1)))
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
-    spec = json.loads(sys.stdin.read())
-    framework, backend = spec["framework"], spec.get("keras_backend")
-    if backend:
-        os.environ["KERAS_BACKEND"] = backend
-    set_threads(spec["threads"])
-    sources = [Source(*s) for s in spec["sources"]]
-    if spec["task"] == "probe":
-        impls = load(sources, frameworks=(framework,))
-        emit({"event": "probe", "impls": [i.info() for i in impls]})
+    watch_parent()
+    spec = WorkerSpec.from_json(sys.stdin.read())
+    set_affinity(spec.threads)
+    memory.steady_allocator()
+    if spec.task == "probe":
+        probe(spec)
         return 0
-    tf_name = tensor_framework(framework, backend)
     try:
-        from bench import frameworks
-
-        adapter = frameworks.load(tf_name)
-        adapter.setup(spec["threads"], spec["device"])
-        if framework == "keras" and hasattr(adapter, "use_physical_shapes"):
-            adapter.use_physical_shapes(True)
+        adapter = make_adapter(spec.framework, spec.backend)
+        adapter.setup(spec.threads, spec.device)
     except Exception as exc:
-        emit(
-            {
-                "event": "fatal",
-                "message": f"{tf_name} unavailable on {spec['device']}: {format_exception(exc)}",
-            }
-        )
+        emit(Fatal(f"{spec.label} unavailable: {format_exception(exc)}"))
         return 3
-    if spec["task"] == "copy":
-        emit(
-            {
-                "event": "copy",
-                "gbps": adapter.copy_bandwidth_gbps(spec["device"], spec["copy_bytes"]),
-                "framework": adapter.NAME,
-                "device_name": adapter.device_name(spec["device"]),
-            }
-        )
+    if spec.task == "copy":
+        copy(spec, adapter)
         return 0
-    loaded = {i.name: i for i in load(sources, frameworks=(framework,)) if not i.unavailable}
-    worker = GroupWorker(spec, adapter, loaded)
-    emit(
-        {
-            "event": "hello",
-            "pid": os.getpid(),
-            "versions": framework_versions(framework, backend, adapter),
-            "device_name": worker.device_name,
-        }
-    )
-    for job in spec["jobs"]:
-        case = Case(**{**job["case"], "shape": tuple(job["case"]["shape"])})
-        for name in job["impls"]:
-            if name not in loaded:  # imported in the probe but not here: say so rather than drop it
-                emit({"event": "missing", "impl": name, "case": case.key().to_json()})
-        worker.run_case(case, [n for n in job["impls"] if n in loaded])
-    emit({"event": "done", "cpu_s": time.process_time() - START_CPU, "wall_s": time.monotonic() - START})
+    loaded: dict[str, Impl] = {}
+    for source in spec.sources:
+        emit(Begin("import", source=source.label()))
+        impls = load_one(source, spec.framework)
+        loaded.update({i.name: i for i in impls if not i.unavailable})
+        failed = [i for i in impls if i.unavailable]
+        if failed:
+            emit(Unloaded(source.label(), failed[0].unavailable or ""))
+    versions = {adapter.name: adapter.version()}
+    if spec.framework != adapter.name:
+        versions[spec.framework] = getattr(sys.modules.get(spec.framework), "__version__", "?")
+    measurer = GroupMeasurer(spec, adapter, loaded)
+    emit(Hello(os.getpid(), versions, measurer.device_name))
+    for job in spec.jobs:
+        # A name the worker did not load is the parent's to report (see Unloaded).
+        measurer.run_case(job.case, [name for name in job.impls if name in loaded])
+    emit(Done(time.process_time() - START_CPU, time.monotonic() - START))
     return 0
 
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import pytest
 
-from bench.cases import Case, Shape, device_kind
-from bench.check import Job, run_jobs
+from bench import frameworks
+from bench.cases import Case, MeasurementKey, Shape, device_kind
 from bench.registry import Impl, sources
 from bench.results import Row
-from bench.runner import keras_backends_present, probe
 from bench.timing import PRESET_TIMING
+from bench.workers import Limits, discover, run_jobs
 
 # (shape, mode) per device kind: a small and a mid-size plane forward, and the mid-size one in train.
 CASES: dict[str, list[tuple[Shape, str]]] = {
@@ -49,15 +49,15 @@ NOT_IN_EXTRA_INFO = {"samples_s", "time_median_s", "time_iqr_s", "time_min_s", "
 @dataclass(frozen=True)
 class Variant:
     impl: Impl
-    keras_backend: str | None
+    group_backend: str | None  # the worker group's backend (Keras: one group per backend)
 
     @property
     def backend(self) -> str:
-        return self.keras_backend or self.impl.backends[0]
+        return frameworks.get(self.impl.framework).row_backend(self.impl.backends, self.group_backend)
 
     @property
     def id(self) -> str:
-        return self.impl.name + (f"-{self.keras_backend}" if self.keras_backend else "")
+        return self.impl.name + (f"-{self.group_backend}" if self.group_backend else "")
 
 
 def _sources(config: pytest.Config) -> list[Any]:
@@ -67,27 +67,36 @@ def _sources(config: pytest.Config) -> list[Any]:
 def _registry(config: pytest.Config) -> dict[str, Impl]:
     """Implementation metadata, probed once per session in the framework workers (none imported here)."""
     if not hasattr(config, "_normbench_impls"):
-        config._normbench_impls = probe(_sources(config), os.cpu_count() or 1)  # type: ignore[attr-defined]
+        disc = discover(_sources(config), os.cpu_count() or 1, _limits(config))
+        config._normbench_impls = disc.impls  # type: ignore[attr-defined]
     return config._normbench_impls  # type: ignore[attr-defined,no-any-return]
+
+
+def _limits(config: pytest.Config) -> Limits:
+    return Limits(
+        case_timeout_s=config.getoption("normbench_case_timeout"),
+        max_memory_bytes=int(config.getoption("normbench_max_memory_gib") * 2**30),
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "variant" not in metafunc.fixturenames:
         return
     device = metafunc.config.getoption("normbench_device")
-    present = keras_backends_present()
     params = []
     for impl in sorted(_registry(metafunc.config).values(), key=lambda i: i.name):
         # NCHW where it is declared, else the layout the implementation takes (keras_lambda: NHWC).
         layout = "NCHW" if "NCHW" in impl.layouts or not impl.layouts else impl.layouts[0]
         cases = [Case(shape=s, mode=m, layout=layout, device=device) for s, m in CASES[device_kind(device)]]
-        keras = impl.framework == "keras" and not impl.unavailable
-        for backend in impl.backends if keras else (None,):
+        fw = frameworks.frameworks().get(impl.framework)
+        for backend in fw.expand(impl.backends) if fw and not impl.unavailable else (None,):
             variant = Variant(impl, backend)
             for case in cases:
                 reason = impl.unavailable or impl.unsupported_reason(case)
-                if not reason and backend and backend not in present:
-                    reason = f"keras backend {backend} is not installed"
+                if not reason and fw and case.mode != "forward" and fw.no_autograd:
+                    reason = fw.no_autograd
+                if not reason and fw:
+                    reason = fw.missing(backend)
                 shape = "x".join(map(str, case.shape))
                 params.append(
                     pytest.param(
@@ -101,15 +110,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def harness(request: pytest.FixtureRequest) -> dict[tuple[str, str, str], tuple[Row, dict[str, str]]]:
+def harness(request: pytest.FixtureRequest) -> dict[MeasurementKey, tuple[Row, dict[str, str]]]:
     """Rows of every selected (variant, case), measured by the harness's workers in one go."""
-    jobs: dict[tuple[str, str, str], Job] = {}
+    jobs: dict[MeasurementKey, tuple[Impl, str | None, Case]] = {}
     for item in request.session.items:
         params = getattr(item, "callspec", None) and item.callspec.params
         if not params or "variant" not in params or item.get_closest_marker("skip"):
             continue
         v, case = params["variant"], params["case"]
-        jobs[(v.impl.name, v.backend, case.key())] = Job(v.impl, v.keras_backend, case)
+        jobs[MeasurementKey(v.impl.name, v.backend, case.key())] = (v.impl, v.group_backend, case)
     max_time_s = request.config.getoption("normbench_max_time")
     settings = replace(
         PRESET_TIMING["smoke"], max_time_s=max_time_s, min_time_s=min(0.05, max_time_s), min_samples=10
@@ -129,9 +138,14 @@ def harness(request: pytest.FixtureRequest) -> dict[tuple[str, str, str], tuple[
         threads=os.cpu_count() or 1,
         settings=settings,
         require_correct=True,
+        limits=_limits(request.config),
         say=say,
     )
-    return {(r.impl, r.backend, r.case_key()): (r, result.versions) for r in result.rows}
+    rows_file = request.config.getoption("normbench_rows")
+    if rows_file:
+        with open(rows_file, "w") as f:
+            f.writelines(r.to_json() + "\n" for r in result.rows)
+    return {r.key(): (r, result.versions) for r in result.rows}
 
 
 _clock = [0.0]
@@ -157,7 +171,7 @@ def replay(benchmark: Any, samples: tuple[float, ...]) -> None:
 
 @pytest.mark.benchmark(timer=harness_clock)
 def test_normbench(benchmark: Any, harness: Any, variant: Variant, case: Case) -> None:
-    row, versions = harness[(variant.impl.name, variant.backend, case.key())]
+    row, versions = harness[MeasurementKey(variant.impl.name, variant.backend, case.key())]
     what = f"{variant.id} {case.label()}"
     assert row.status == "ok", f"{what}: {row.status}: {row.message}"
     assert row.correct, (

@@ -1,45 +1,137 @@
-"""Fault injection: crashes, hangs, exceptions, runaway memory, wrong outputs end as rows."""
+"""Fault injection: each fault in tests/faulty/ ends as the same row through `run`, `check` and the
+pytest-benchmark front end (one worker client serves all three), and the real ones are measured."""
 
+import io
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.check import check
+from bench.results import read_rows
+from bench.workers import Limits
 from tests.conftest import ROOT, run_rows
 
+FAULTY = ROOT / "tests" / "faulty"
+SHAPE = (8, 3, 32, 32)
+LIMITS = ["--case-timeout", "10", "--max-memory", "3G"]
+# fault -> (status, what its message must say)
+EXPECTED = {
+    "torch_segfault": ("crashed", "worker killed by SIGSEGV (signal 11) during first_call of torch_segfault"),
+    "torch_hang": ("timeout", "no progress for 10 s (--case-timeout) during first_call of torch_hang"),
+    "torch_raises": ("error", "ValueError: deliberate failure for the fault-injection test"),
+    "torch_hog": ("oom", "exceeded --max-memory 3.00 GiB during first_call of torch_hog; worker killed"),
+    "torch_wrong_shape": ("error", "OutputError: output has shape (8, 3); expected (8, 3, 32, 32)"),
+    "torch_not_tensor": ("error", "OutputError: output is a list; expected a torch.Tensor"),
+    "torch_nan": ("ok", "wrong: 24576 non-finite values in the forward output"),
+    "torch_interrupts": (
+        "error",
+        "KeyboardInterrupt raised by the implementation: from inside the implementation",
+    ),
+    "torch_float64": ("ok", "wrong: returns float64 in a float32 case"),
+    "torch_mutates": ("error", "mutates its input: "),
+}
 
-def test_each_fault_ends_with_its_status_and_the_real_one_is_measured(tmp_path):
+
+def masked(text):
+    """The numbers that vary from run to run (resident memory) masked."""
+    return re.sub(r"resident memory [\d.]+ GiB", "resident memory # GiB", text)
+
+
+def same(row):
+    return row.status, masked(row.message)
+
+
+@pytest.fixture(scope="module")
+def run_fault_rows(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    names = [a for n in EXPECTED for a in ("--impl", n)]
     proc, rows = run_rows(
-        tmp_path,
-        "--impl-path",
-        str(ROOT / "tests" / "faulty"),
-        "--impl",
-        "torch_*",
-        "--impl",
-        "torch_group_norm",
-        "--shape",
-        "2,3,8,8",
-        "--device",
-        "cpu",
-        "--case-timeout",
-        "20",
-        "--max-memory",
-        "3G",
-        "--max-time",
-        "0.05",
-        "--preset",
-        "smoke",
-        timeout=600,
-    )
+        tmp, "--impl-path", str(FAULTY), *names, "--impl", "torch_group_norm", "--impl", "torch_module",
+        "--shape", ",".join(map(str, SHAPE)), "--device", "cpu", *LIMITS, "--max-time", "0.05",
+        "--preset", "smoke", timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {r.impl: r for r in rows}
+
+
+def test_each_fault_ends_with_its_status_and_the_real_ones_are_measured(run_fault_rows):
+    by = run_fault_rows
+    for name, (status, text) in EXPECTED.items():
+        assert by[name].status == status and text in by[name].message, (name, by[name].message)
+        if status == "ok":
+            assert by[name].correct is False and by[name].time_median_s, name
+    # torch_mutates ran before torch_module in the same case: torch_module's input was restored.
+    for name in ("torch_group_norm", "torch_module"):
+        assert by[name].status == "ok" and by[name].correct, by[name].message
+
+
+def test_check_gives_the_same_rows(run_fault_rows):
+    for name in EXPECTED:
+        out = io.StringIO()
+        limits = Limits(case_timeout_s=10, max_memory_bytes=3 << 30)
+        code = check(name, ["cpu"], ["float32"], ["NCHW"], ["forward"], [SHAPE], edge=False,
+                     impl_paths=[str(FAULTY)], out=out, limits=limits)  # fmt: skip
+        assert code == 1, out.getvalue()
+        status, message = same(run_fault_rows[name])
+        shown = status.upper() if status != "ok" else "WRONG"
+        shown_text = masked(out.getvalue().replace("\n    -> ", " "))
+        assert shown in shown_text and message in shown_text, out.getvalue()
+
+
+def test_the_pytest_front_end_gives_the_same_rows(run_fault_rows, tmp_path):
+    rows_file = tmp_path / "rows.jsonl"
+    select = " or ".join(f"{n}-cpu-forward-float32-NCHW-8x3x32x32" for n in EXPECTED)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only",
+         "--benchmark-disable-gc", "-k", select, "--normbench-impl-path", str(FAULTY),
+         "--normbench-max-time", "0.05", "--normbench-case-timeout", "10", "--normbench-max-memory-gib", "3",
+         "--normbench-rows", str(rows_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert f"{len(EXPECTED)} failed" in proc.stdout, proc.stdout[-3000:]
+    rows = {r.impl: r for r in read_rows(rows_file)}
+    for name in EXPECTED:
+        assert same(rows[name]) == same(run_fault_rows[name]), (name, rows[name].message)
+
+
+def test_an_input_changed_in_place_never_reaches_another_implementation(tmp_path):
+    """After an in-place normalization, an identity function must not look correct, and after
+    x.mul_(16) torch_module must not look wrong: the inputs are checked and restored."""
+    proc, rows = run_rows(
+        tmp_path, "--impl-path", str(FAULTY), "--impl", "torch_inplace_norm", "--impl", "torch_identity",
+        "--impl", "torch_mutates", "--impl", "torch_module", "--shape", "2,3,8,8", "--device", "cpu",
+        "--max-time", "0.05", "--preset", "smoke", "--mode", "forward", "--mode", "train",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by = {(r.impl, r.mode): r for r in rows}
+    assert by[("torch_inplace_norm", "forward")].status == by[("torch_mutates", "forward")].status == "error"
+    assert by[("torch_inplace_norm", "forward")].message.startswith("mutates its input: ")
+    assert by[("torch_mutates", "forward")].message.startswith("mutates its input: ")
+    # In train mode autograd itself refuses in-place writes to a leaf: an error row either way.
+    assert by[("torch_inplace_norm", "train")].status == "error"
+    for mode in ("forward", "train"):
+        assert by[("torch_identity", mode)].status == "ok" and by[("torch_identity", mode)].correct is False
+        assert by[("torch_module", mode)].status == "ok" and by[("torch_module", mode)].correct
+
+
+def test_a_file_that_dies_or_hangs_at_import_is_the_only_casualty(tmp_path):
+    proc, rows = run_rows(
+        tmp_path, "--impl-path", str(ROOT / "tests" / "faulty_import"), "--impl", "torch_*",
+        "--impl", "fine_group_norm", "--shape", "2,3,8,8", "--device", "cpu", "--max-time", "0.05",
+        "--preset", "smoke", "--import-timeout", "10", timeout=600,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     by = {r.impl: r for r in rows}
-    assert by["torch_segfault"].status == "crashed"
-    assert "SIGSEGV" in by["torch_segfault"].message
-    assert by["torch_hang"].status == "timeout"
-    assert by["torch_raises"].status == "error"
-    assert "deliberate failure" in by["torch_raises"].message
-    assert by["torch_hog"].status == "oom"
-    assert "--max-memory" in by["torch_hog"].message
-    assert by["torch_wrong_shape"].status == "error"
-    assert "shape (2, 3); expected (2, 3, 8, 8)" in by["torch_wrong_shape"].message
-    assert by["torch_not_tensor"].status == "error"
-    assert "expected a torch.Tensor" in by["torch_not_tensor"].message
-    assert by["torch_nan"].correct is False and by["torch_nan"].nonfinite_outputs == 2 * 3 * 8 * 8
-    for name in ("torch_group_norm", "torch_module", "torch_instance_norm"):
+    assert by["torch_dies_at_import"].status == "unavailable"
+    assert by["torch_dies_at_import"].message == "importing it killed the worker: worker exited with code 1"
+    assert by["torch_hangs_at_import"].message.startswith("importing it hung: no progress for 10 s")
+    assert by["torch_interrupts_at_import"].message == "KeyboardInterrupt: raised while importing it"
+    for name in ("fine_group_norm", "torch_group_norm", "torch_module", "torch_view"):
         assert by[name].status == "ok" and by[name].correct, by[name].message
-    assert len(rows) == len({r.key() for r in rows})
+    for name in ("torch_dies_at_import", "torch_hangs_at_import"):
+        assert f"faulty_import/{name}.py: importing it" in proc.stderr
+    env = json.loads((tmp_path / "run.env.json").read_text())
+    assert env["runs"]

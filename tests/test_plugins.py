@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import Source, load, sources
+from bench.registry import Declaration, load_one, sources
 from tests.conftest import cli, run_rows
 
 PLUGIN = '''
@@ -36,12 +36,14 @@ def make_site(root: Path) -> Path:
         torch_plugin_demo = normbench_plugin_demo
         torch_plugin_broken = normbench_plugin_broken
         torch_plugin_exits = normbench_plugin_exits
-        plugin_unprefixed = normbench_plugin_demo
+        fancy = normbench_plugin_fancy
         """)
     )
     (site / "normbench_plugin_demo.py").write_text(PLUGIN.format(name="torch_plugin_demo"))
     (site / "normbench_plugin_broken.py").write_text('raise RuntimeError("plugin exploded on import")\n')
     (site / "normbench_plugin_exits.py").write_text("raise SystemExit(3)\n")
+    # No framework prefix anywhere: the declaration alone says torch.
+    (site / "normbench_plugin_fancy.py").write_text(PLUGIN.format(name="fancy_norm"))
     return site
 
 
@@ -56,16 +58,20 @@ def site(tmp_path, monkeypatch):
 
 def test_entry_points_are_sources_and_broken_ones_are_unavailable(site):
     plugins = {s.stem: s for s in sources() if s.kind == "entry_point"}
-    assert plugins["torch_plugin_demo"] == Source(
-        "entry_point", "torch_plugin_demo=normbench_plugin_demo", "torch"
-    )
-    broken, exits, unprefixed = load(
-        [plugins["torch_plugin_broken"], plugins["torch_plugin_exits"], plugins["plugin_unprefixed"]]
-    )
+    demo = plugins["torch_plugin_demo"]
+    assert demo.ref == "torch_plugin_demo=normbench_plugin_demo" and demo.frameworks == ("torch",)
+    assert plugins["fancy"].declared == (Declaration("fancy_norm", "torch"),)
+    (broken,) = load_one(plugins["torch_plugin_broken"], "torch")
+    (exits,) = load_one(plugins["torch_plugin_exits"], "torch")
+    (fancy,) = load_one(plugins["fancy"], "torch")
     assert broken.unavailable == "RuntimeError: plugin exploded on import"
     assert broken.source == "plugin torch_plugin_broken=normbench_plugin_broken"
     assert exits.unavailable == "SystemExit: 3"
-    assert unprefixed.unavailable.startswith("name 'plugin_unprefixed' must start with a framework prefix")
+    assert (
+        fancy.name == "fancy_norm"
+        and not fancy.unavailable
+        and fancy.source == "plugin fancy=normbench_plugin_fancy"
+    )
 
 
 def test_list_says_where_each_implementation_comes_from(site):
@@ -76,7 +82,10 @@ def test_list_says_where_each_implementation_comes_from(site):
     assert lines["torch_plugin_demo"].endswith("available")
     assert "unavailable: RuntimeError: plugin exploded on import" in lines["torch_plugin_broken"]
     assert "unavailable: SystemExit: 3" in lines["torch_plugin_exits"]
-    assert "must start with a framework prefix" in lines["plugin_unprefixed"]
+    assert (
+        lines["fancy_norm"].endswith("available")
+        and "plugin fancy=normbench_plugin_fancy" in lines["fancy_norm"]
+    )
     assert "built-in" in lines["torch_instance_norm"]
 
 
@@ -96,6 +105,8 @@ def test_plugin_and_module_implementations_are_measured_and_reported(site, tmp_p
         str(files),
         "--impl",
         "torch_*_demo",
+        "--impl",
+        "fancy_norm",
         "--preset",
         "smoke",
         "--device",
@@ -107,7 +118,7 @@ def test_plugin_and_module_implementations_are_measured_and_reported(site, tmp_p
     by_impl: dict[str, list] = {}
     for r in rows:
         by_impl.setdefault(r.impl, []).append(r)
-    assert set(by_impl) == {"torch_plugin_demo", "torch_module_demo", "torch_file_demo"}
+    assert set(by_impl) == {"torch_plugin_demo", "torch_module_demo", "torch_file_demo", "fancy_norm"}
     for impl_rows in by_impl.values():
         assert len(impl_rows) == 2 and all(r.status == "ok" and r.correct for r in impl_rows), impl_rows
     assert by_impl["torch_plugin_demo"][0].source == "plugin torch_plugin_demo=normbench_plugin_demo"

@@ -21,20 +21,21 @@ CASE = Case(shape=(2, 5, 9, 7), eps=1e-5)
 @pytest.mark.parametrize("semantics", SEMANTICS)
 def test_detects_each_semantics_exactly(semantics):
     x = make_input(CASE)
-    assert detect_semantics(x, normalize(x, CASE.eps, semantics), CASE.eps) == semantics
+    assert detect_semantics(x, normalize(x, CASE.eps, semantics), CASE.eps).label == semantics
 
 
 @pytest.mark.parametrize("semantics", SEMANTICS)
 def test_detects_semantics_through_float32_rounding(semantics):
     x = make_input(Case(shape=(4, 8, 16, 16)))
     y32 = normalize(x, 1e-5, semantics).astype(np.float32)
-    assert detect_semantics(x, y32, 1e-5) == semantics
+    assert detect_semantics(x, y32, 1e-5).label == semantics
 
 
 def test_wrong_formula_is_other():
     x = make_input(CASE)
-    assert detect_semantics(x, x - x.mean(axis=(2, 3), keepdims=True), CASE.eps) == "other"
-    assert detect_semantics(x, np.full_like(x, np.nan), CASE.eps) == "other"
+    assert detect_semantics(x, x - x.mean(axis=(2, 3), keepdims=True), CASE.eps).label == "other"
+    nan = detect_semantics(x, np.full_like(x, np.nan), CASE.eps)
+    assert nan.label == "other" and nan.mismatches(CANONICAL)
 
 
 def test_bfloat16_like_rounding_is_ambiguous_or_right():
@@ -42,7 +43,24 @@ def test_bfloat16_like_rounding_is_ambiguous_or_right():
     y = normalize(x, 1e-5, CANONICAL)
     coarse = np.round(y * 8) / 8  # about 3 significant bits: cannot tell eps placement apart
     got = detect_semantics(x, coarse, 1e-5)
-    assert got.startswith("ambiguous") or got in SEMANTICS
+    assert got.label.startswith("ambiguous") or got.label in SEMANTICS
+
+
+def test_candidates_closer_than_the_dtype_resolution_are_indistinguishable_not_a_mismatch():
+    """bfloat16 at 56x56 planes: population and unbiased scales differ by 1.6e-4, far below
+    bfloat16's 3.9e-3 rounding unit, so whichever fits best by chance must not be a mismatch."""
+    x = make_input(Case(shape=(2, 8, 56, 56)))
+    y = normalize(x, 1e-5, "unbiased/eps@sqrt")  # what a lucky fit of rounded output looks like
+    got = detect_semantics(x, y, 1e-5, dtype="bfloat16")
+    assert got.label.startswith("indistinguishable at bfloat16, 3136-element planes: ")
+    assert CANONICAL in got.candidates and "unbiased/eps@sqrt" in got.candidates
+    assert not got.mismatches(CANONICAL)
+    # The same output in float32 is decisive: the difference is 2700x float32's rounding unit.
+    assert detect_semantics(x, y, 1e-5, dtype="float32").label == "unbiased/eps@sqrt"
+    # 48-pixel planes keep population and unbiased 1 % apart: told apart even in bfloat16.
+    small = make_input(Case(shape=(2, 3, 6, 8)))
+    got = detect_semantics(small, normalize(small, 1e-5, CANONICAL), 1e-5, dtype="bfloat16")
+    assert "unbiased/eps@sqrt" not in got.candidates and CANONICAL in got.candidates
 
 
 def test_input_is_seeded_offset_and_never_zero():

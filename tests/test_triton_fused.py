@@ -175,4 +175,4 @@ def test_registered_builder():
     fn = impl.builder(case)
     with torch.no_grad():
         y = fn(to_torch(x64, layout="NHWC"))
-    assert detect_semantics(x64, y.double().numpy(), case.eps) == CANONICAL
+    assert detect_semantics(x64, y.double().numpy(), case.eps).label == CANONICAL

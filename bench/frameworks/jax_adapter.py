@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,14 +11,10 @@ import numpy as np
 
 from bench import memory
 from bench.cases import Case
-from bench.frameworks import OutputError, cpu_cache_bytes, from_nchw, to_nchw
+from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
+from bench.frameworks._tensors import from_nchw, to_nchw
 
-NAME = "jax"
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
-
-
-def version() -> str:
-    return jax.__version__
 
 
 def _device(device: str) -> Any:
@@ -28,51 +23,107 @@ def _device(device: str) -> Any:
     return jax.devices("cpu")[0]
 
 
-def setup(threads: int, device: str) -> None:
-    try:
-        _device(device)
-    except RuntimeError as exc:
-        raise RuntimeError(f"jax {jax.__version__} has no device for {device}: {exc}") from None
+class JaxAdapter:
+    """Arrays in the physical shape of their layout; immutable, so no implementation can change
+    another's input."""
 
+    name = "jax"
+    mutable_inputs = False
 
-def device_name(device: str) -> str:
-    return str(_device(device).device_kind) if device.startswith("cuda") else "cpu"
+    def __init__(self, physical: bool = True) -> None:
+        self.physical = True  # a jax array has no memory format apart from its shape
 
+    def version(self) -> str:
+        return jax.__version__
 
-def cache_bytes(device: str) -> int:
-    return 50 << 20 if device.startswith("cuda") else cpu_cache_bytes()
+    def setup(self, threads: int, device: str) -> None:
+        try:
+            _device(device)
+        except RuntimeError as exc:
+            raise RuntimeError(f"jax {jax.__version__} has no device for {device}: {exc}") from None
 
+    def device_name(self, device: str) -> str:
+        return str(_device(device).device_kind) if device.startswith("cuda") else "cpu"
 
-def to_tensor(x64: np.ndarray, case: Case) -> Any:
-    arr = jnp.asarray(from_nchw(x64, case, physical=True).astype(np.float32)).astype(DTYPES[case.dtype])
-    return jax.device_put(arr, _device(case.device)).block_until_ready()
+    def cache_bytes(self, device: str) -> int:
+        return 50 << 20 if device.startswith("cuda") else cpu_cache_bytes()
 
+    def to_tensor(self, x64: np.ndarray, case: Case) -> Any:
+        arr = jnp.asarray(from_nchw(x64, case, physical=True).astype(np.float32)).astype(DTYPES[case.dtype])
+        return jax.device_put(arr, _device(case.device)).block_until_ready()
 
-def to_numpy(out: Any, case: Case, what: str = "output") -> np.ndarray:
-    if not isinstance(out, jax.Array):
-        raise OutputError(f"{what} is a {type(out).__name__}; expected a jax.Array")
-    return to_nchw(np.asarray(out.astype(jnp.float32)), case, physical=True, what=what)
+    def to_numpy(self, out: Any, case: Case, what: str = "output") -> np.ndarray:
+        if not isinstance(out, jax.Array):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a jax.Array")
+        return to_nchw(np.asarray(out.astype(jnp.float32)), case, physical=True, what=what)
 
+    def dtype_name(self, out: Any) -> str:
+        return str(out.dtype) if isinstance(out, jax.Array) else type(out).__name__
 
-def finish(out: Any, device: str) -> Any:
-    return jax.block_until_ready(out)  # dispatch is asynchronous on every device, the CPU included
+    def finish(self, out: Any, device: str) -> Any:
+        return jax.block_until_ready(out)  # dispatch is asynchronous on every device, the CPU included
 
+    def make_call(
+        self, fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
+    ) -> Callable[[int], Any]:
+        if case.mode == "forward":
+            return lambda i: fn(xs[i])
+        assert g64 is not None
+        g = self.to_tensor(g64, case)
+        if case.mode == "backward":
+            return _backward_call(fn, xs, g)
 
-def make_call(
-    fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
-) -> Callable[[int], Any]:
-    if case.mode == "forward":
-        return lambda i: fn(xs[i])
-    g = to_tensor(g64, case)  # type: ignore[arg-type]
-    if case.mode == "backward":
-        return _backward_call(fn, xs, g)
+        @jax.jit
+        def step(x: Any, ct: Any) -> Any:
+            y, vjp = jax.vjp(fn, x)
+            return y, vjp(ct)[0]
 
-    @jax.jit
-    def step(x: Any, ct: Any) -> Any:
-        y, vjp = jax.vjp(fn, x)
-        return y, vjp(ct)[0]
+        return lambda i: step(xs[i], g)
 
-    return lambda i: step(xs[i], g)
+    def forward_once(self, fn: Callable[[Any], Any], x: Any) -> Any:
+        return fn(x)
+
+    def snapshot(self, xs: Sequence[Any]) -> Any:
+        return None
+
+    def changed(self, xs: Sequence[Any], snapshot: Any, full: bool) -> int:
+        return 0
+
+    def restore(self, xs: Sequence[Any], snapshot: Any) -> None:
+        pass
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)
+
+    def clock(self, device: str) -> Clock | None:
+        return None
+
+    def measure_memory(self, call: Callable[[], Any], device: str) -> tuple[int, Any]:
+        if not device.startswith("cuda"):
+            return memory.measure_cpu(call)
+        dev = _device(device)
+        base = dev.memory_stats().get("bytes_in_use", 0)
+        peak_before = dev.memory_stats().get("peak_bytes_in_use", 0)
+        out = call()
+        peak = dev.memory_stats().get("peak_bytes_in_use", 0)
+        # XLA's peak cannot be reset: a peak not above the old one means the call fit under it.
+        return (max(0, peak - base) if peak > peak_before else 0), out
+
+    def nbytes(self, out: Any) -> int:
+        if isinstance(out, (tuple, list)):
+            return sum(self.nbytes(o) for o in out)
+        return int(out.nbytes) if isinstance(out, jax.Array) else 0
+
+    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
+        each = max(1, nbytes // buffers // 4)
+        srcs = [jax.device_put(jnp.ones((each,), jnp.float32), _device(device)) for _ in range(buffers)]
+        copy = jax.jit(lambda a: a + 0.0)
+
+        def one_pass() -> None:
+            for s in srcs:
+                copy(s).block_until_ready()
+
+        return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
 
 
 def _backward_call(fn: Callable[[Any], Any], xs: Sequence[Any], g: Any) -> Callable[[int], Any]:
@@ -96,42 +147,5 @@ def _backward_call(fn: Callable[[Any], Any], xs: Sequence[Any], g: Any) -> Calla
     return lambda i: apply(residuals[i], g)
 
 
-def forward_once(fn: Callable[[Any], Any], x: Any) -> Any:
-    return fn(x)
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)
-
-
-def clock(device: str) -> Any:
-    return None
-
-
-def measure_memory(call: Callable[[], Any], device: str) -> tuple[int, Any]:
-    if not device.startswith("cuda"):
-        return memory.measure_cpu(call)
-    dev = _device(device)
-    base = dev.memory_stats().get("bytes_in_use", 0)
-    peak_before = dev.memory_stats().get("peak_bytes_in_use", 0)
-    out = call()
-    peak = dev.memory_stats().get("peak_bytes_in_use", 0)
-    # XLA's peak cannot be reset: a peak not above the old one means the call fit under it.
-    return (max(0, peak - base) if peak > peak_before else 0), out
-
-
-def nbytes(out: Any) -> int:
-    if isinstance(out, (tuple, list)):
-        return sum(nbytes(o) for o in out)
-    return int(out.nbytes) if isinstance(out, jax.Array) else 0
-
-
-def copy_bandwidth_gbps(device: str, nbytes_each: int) -> float:
-    src = jax.device_put(jnp.ones((nbytes_each // 4,), jnp.float32), _device(device))
-    copy = jax.jit(lambda a: a + 0.0)
-    times = []
-    for _ in range(12):
-        t0 = time.perf_counter()
-        copy(src).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * nbytes_each / float(np.median(times[2:])) / 1e9
+def make(physical: bool = True) -> Adapter:
+    return JaxAdapter(physical)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,51 +10,14 @@ import tensorflow as tf
 
 from bench import memory
 from bench.cases import Case
-from bench.frameworks import OutputError, cpu_cache_bytes, from_nchw, to_nchw
+from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
+from bench.frameworks._tensors import from_nchw, to_nchw
 
-NAME = "tensorflow"
 DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
-
-
-def version() -> str:
-    return tf.__version__
 
 
 def _tf_device(device: str) -> str:
     return "/GPU:" + device.split(":")[1] if device.startswith("cuda") else "/CPU:0"
-
-
-def setup(threads: int, device: str) -> None:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:  # must not grab the whole card
-        tf.config.experimental.set_memory_growth(gpu, True)
-    if device.startswith("cuda") and not gpus:
-        raise RuntimeError(f"tensorflow {tf.__version__} sees no GPU (a CPU-only build?)")
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
-        return str(details.get("device_name", "GPU"))
-    return "cpu"
-
-
-def cache_bytes(device: str) -> int:
-    return 50 << 20 if device.startswith("cuda") else cpu_cache_bytes()
-
-
-def to_tensor(x64: np.ndarray, case: Case) -> Any:
-    with tf.device(_tf_device(case.device)):
-        t = tf.constant(from_nchw(x64, case, physical=True).astype(np.float32))
-        return tf.cast(t, DTYPES[case.dtype]) if case.dtype != "float32" else tf.identity(t)
-
-
-def to_numpy(out: Any, case: Case, what: str = "output") -> np.ndarray:
-    if not tf.is_tensor(out) and not hasattr(out, "numpy"):
-        raise OutputError(f"{what} is a {type(out).__name__}; expected a tf.Tensor")
-    return to_nchw(np.asarray(tf.cast(out, tf.float64).numpy()), case, physical=True, what=what)
 
 
 def sync(device: str) -> None:
@@ -63,79 +25,130 @@ def sync(device: str) -> None:
         tf.test.experimental.sync_devices()
 
 
-def finish(out: Any, device: str) -> Any:
-    sync(device)
-    return out
+class TensorFlowAdapter:
+    """Tensors in the physical shape of their layout; immutable (tf.Variable aside)."""
+
+    name = "tensorflow"
+    mutable_inputs = False
+
+    def __init__(self, physical: bool = True) -> None:
+        self.physical = True
+
+    def version(self) -> str:
+        return str(tf.__version__)
+
+    def setup(self, threads: int, device: str) -> None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:  # must not grab the whole card
+            tf.config.experimental.set_memory_growth(gpu, True)
+        if device.startswith("cuda") and not gpus:
+            raise RuntimeError(f"tensorflow {tf.__version__} sees no GPU (a CPU-only build?)")
+
+    def device_name(self, device: str) -> str:
+        if device.startswith("cuda"):
+            details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+            return str(details.get("device_name", "GPU"))
+        return "cpu"
+
+    def cache_bytes(self, device: str) -> int:
+        return 50 << 20 if device.startswith("cuda") else cpu_cache_bytes()
+
+    def to_tensor(self, x64: np.ndarray, case: Case) -> Any:
+        with tf.device(_tf_device(case.device)):
+            t = tf.constant(from_nchw(x64, case, physical=True).astype(np.float32))
+            return tf.cast(t, DTYPES[case.dtype]) if case.dtype != "float32" else tf.identity(t)
+
+    def to_numpy(self, out: Any, case: Case, what: str = "output") -> np.ndarray:
+        if not tf.is_tensor(out) and not hasattr(out, "numpy"):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a tf.Tensor")
+        return to_nchw(np.asarray(tf.cast(out, tf.float64).numpy()), case, physical=True, what=what)
+
+    def dtype_name(self, out: Any) -> str:
+        return str(out.dtype.name) if tf.is_tensor(out) else type(out).__name__
+
+    def finish(self, out: Any, device: str) -> Any:
+        sync(device)
+        return out
+
+    def make_call(
+        self, fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
+    ) -> Callable[[int], Any]:
+        if case.mode == "forward":
+            return lambda i: fn(xs[i])
+        assert g64 is not None
+        g = self.to_tensor(g64, case)
+        if case.mode == "backward":
+            # A persistent tape per buffer: the forward is recorded once, outside the timed region.
+            tapes = []
+            for x in xs:
+                with tf.GradientTape(persistent=True) as tape:
+                    tape.watch(x)
+                    y = fn(x)
+                tapes.append((tape, y))
+
+            def backward(i: int) -> Any:
+                tape, y = tapes[i]
+                return tape.gradient(y, xs[i], output_gradients=g)
+
+            return backward
+
+        def train(i: int) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(xs[i])
+                y = fn(xs[i])
+            return y, tape.gradient(y, xs[i], output_gradients=g)
+
+        return train
+
+    def forward_once(self, fn: Callable[[Any], Any], x: Any) -> Any:
+        return fn(x)
+
+    def snapshot(self, xs: Sequence[Any]) -> Any:
+        return None
+
+    def changed(self, xs: Sequence[Any], snapshot: Any, full: bool) -> int:
+        return 0
+
+    def restore(self, xs: Sequence[Any], snapshot: Any) -> None:
+        pass
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, (tf.errors.ResourceExhaustedError, MemoryError))
+
+    def clock(self, device: str) -> Clock | None:
+        return None  # host clock with sync_devices: TF exposes no device events to Python
+
+    def measure_memory(self, call: Callable[[], Any], device: str) -> tuple[int, Any]:
+        if not device.startswith("cuda"):
+            return memory.measure_cpu(call)
+        name = "GPU:" + device.split(":")[1]
+        sync(device)
+        base = tf.config.experimental.get_memory_info(name)["current"]
+        tf.config.experimental.reset_memory_stats(name)
+        out = call()
+        sync(device)
+        return max(0, tf.config.experimental.get_memory_info(name)["peak"] - base), out
+
+    def nbytes(self, out: Any) -> int:
+        if isinstance(out, (tuple, list)):
+            return sum(self.nbytes(o) for o in out)
+        return int(np.prod(out.shape)) * out.dtype.size if tf.is_tensor(out) else 0
+
+    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
+        each = max(1, nbytes // buffers // 4)
+        with tf.device(_tf_device(device)):
+            srcs = [tf.random.normal((each,)) for _ in range(buffers)]
+
+            def one_pass() -> None:
+                for s in srcs:
+                    out = tf.identity(s + 0.0)
+                    del out
+                sync(device)
+
+            return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
 
 
-def make_call(
-    fn: Callable[[Any], Any], case: Case, xs: Sequence[Any], g64: np.ndarray | None
-) -> Callable[[int], Any]:
-    if case.mode == "forward":
-        return lambda i: fn(xs[i])
-    g = to_tensor(g64, case)  # type: ignore[arg-type]
-    if case.mode == "backward":
-        # A persistent tape per buffer: the forward is recorded once, outside the timed region.
-        tapes = []
-        for x in xs:
-            with tf.GradientTape(persistent=True) as tape:
-                tape.watch(x)
-                y = fn(x)
-            tapes.append((tape, y))
-
-        def backward(i: int) -> Any:
-            tape, y = tapes[i]
-            return tape.gradient(y, xs[i], output_gradients=g)
-
-        return backward
-
-    def train(i: int) -> Any:
-        with tf.GradientTape() as tape:
-            tape.watch(xs[i])
-            y = fn(xs[i])
-        return y, tape.gradient(y, xs[i], output_gradients=g)
-
-    return train
-
-
-def forward_once(fn: Callable[[Any], Any], x: Any) -> Any:
-    return fn(x)
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (tf.errors.ResourceExhaustedError, MemoryError))
-
-
-def clock(device: str) -> Any:
-    return None  # host clock with sync_devices: TF exposes no device events to Python
-
-
-def measure_memory(call: Callable[[], Any], device: str) -> tuple[int, Any]:
-    if not device.startswith("cuda"):
-        return memory.measure_cpu(call)
-    name = "GPU:" + device.split(":")[1]
-    sync(device)
-    base = tf.config.experimental.get_memory_info(name)["current"]
-    tf.config.experimental.reset_memory_stats(name)
-    out = call()
-    sync(device)
-    return max(0, tf.config.experimental.get_memory_info(name)["peak"] - base), out
-
-
-def nbytes(out: Any) -> int:
-    if isinstance(out, (tuple, list)):
-        return sum(nbytes(o) for o in out)
-    return int(np.prod(out.shape)) * out.dtype.size if tf.is_tensor(out) else 0
-
-
-def copy_bandwidth_gbps(device: str, nbytes_each: int) -> float:
-    with tf.device(_tf_device(device)):
-        src = tf.random.normal((nbytes_each // 4,))
-        times = []
-        for _ in range(12):
-            t0 = time.perf_counter()
-            dst = tf.identity(src + 0.0)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-            del dst
-    return 2 * nbytes_each / float(np.median(times[2:])) / 1e9
+def make(physical: bool = True) -> Adapter:
+    return TensorFlowAdapter(physical)

@@ -1,0 +1,111 @@
+"""The runner's orchestration, in-process: planning, resume, configuration and ETA, no framework."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import Case, MeasurementKey
+from bench.errors import BenchError
+from bench.progress import Progress
+from bench.registry import Impl
+from bench.results import Row
+from bench.runner import Run, RunConfig, case_bytes, config_differences, make_plan, select_impls
+from bench.timing import TimingSettings
+
+
+def impl(name, framework="torch", backends=("eager",), **kw):
+    return Impl(name, framework, ("NCHW",), "population", "sqrt", backends, source=f"file /x/{name}.py", **kw)
+
+
+IMPLS = {
+    "t": impl("t"),
+    "k": impl("k", "keras", ("tensorflow", "jax", "torch")),
+    "n": impl("n", "numpy", ("numpy",)),
+    "gone": impl("gone", unavailable="ModuleNotFoundError: No module named 'x'"),
+}
+
+
+def cfg(**kw):
+    base = dict(shapes=((2, 3, 4, 4),), modes=("forward", "train"), threads=1, settings=TimingSettings())
+    return RunConfig(**{**base, **kw})
+
+
+def test_the_plan_has_a_group_per_framework_and_backend_and_a_row_for_everything_else():
+    plan = make_plan(cfg(), IMPLS, ["t", "k", "n", "gone"], rotation={})
+    labels = sorted(g.label for g in plan.groups)
+    installed_keras = [lab for lab in labels if lab.startswith("keras-")]
+    assert "torch/cpu" in labels and "numpy/cpu" in labels and installed_keras
+    direct = {(r.impl, r.mode): r.message for r in plan.direct}
+    assert direct[("n", "train")] == "NumPy has no autograd: forward only"
+    assert direct[("gone", "forward")].startswith("ModuleNotFoundError")
+    numpy = next(g for g in plan.groups if g.framework == "numpy")
+    assert [j.case.mode for j in numpy.jobs] == ["forward"]
+    keras_rows = [(r.backend, r.mode) for r in plan.direct if r.impl == "k"]
+    assert all(b in ("tensorflow", "jax", "torch") for b, _ in keras_rows)
+    assert plan.measurements + len(plan.direct) == 2 * (1 + 3 + 1 + 1)  # two modes
+
+
+def test_a_case_too_large_for_memory_is_an_oom_row_not_a_crash():
+    huge = (100000, 1000, 1000, 1000)
+    config = cfg(shapes=((2, 3, 8, 8), huge, (2, 3, 4, 4)), modes=("forward",), max_memory_bytes=8 << 30)
+    plan = make_plan(config, IMPLS, ["t"], rotation={})
+    (oom,) = plan.direct
+    assert oom.status == "oom" and oom.shape == huge and "over --max-memory 8.0 GiB; not run" in oom.message
+    (group,) = plan.groups
+    assert [j.case.shape for j in group.jobs] == [(2, 3, 8, 8), (2, 3, 4, 4)]
+    assert case_bytes(Case(shape=huge), 0) > 8 << 30
+
+
+def test_globs_select_in_order_and_a_bad_one_names_the_known():
+    assert select_impls({"a_x", "a_y", "b"}, ("a_*", "b")) == ["a_x", "a_y", "b"]
+    with pytest.raises(BenchError, match=r"--impl 'c\*' matches no implementation; known: a_x, a_y, b"):
+        select_impls({"a_x", "a_y", "b"}, ("c*",))
+
+
+def test_a_bad_glob_fails_before_any_framework_is_probed(monkeypatch, tmp_path):
+    import bench.runner
+
+    def no_probe(*a, **k):
+        raise AssertionError("probed before checking --impl")
+
+    monkeypatch.setattr(bench.runner, "discover", no_probe)
+    run = Run(cfg(impl_globs=("nosuch_*",)), tmp_path / "r.jsonl", progress=Progress())
+    with pytest.raises(BenchError, match="--impl 'nosuch_\\*' matches no implementation"):
+        run.discover()
+
+
+def test_resume_leaves_out_what_the_file_already_holds(tmp_path):
+    plan = make_plan(cfg(), IMPLS, ["t"], rotation={})
+    run = Run(cfg(), tmp_path / "r.jsonl", resume_run="r1", progress=Progress())
+    run._impls = IMPLS
+    (group,) = plan.groups
+    run.done_keys = {MeasurementKey("t", "eager", group.jobs[0].case.key())}
+    left = run._left(group)
+    assert [j.case.mode for j in left.jobs] == ["train"]
+
+
+def test_the_eta_counts_measured_rows_only(tmp_path):
+    clock = type("C", (), {"now": 100.0, "__call__": lambda self: self.now})()
+    run = Run(cfg(), tmp_path / "r.jsonl", progress=Progress(), clock=clock)
+    run.measure_started, run.measured_total = 100.0, 10
+    assert run.eta_s() is None
+    clock.now, run.measured = 104.0, 2
+    assert run.eta_s() == pytest.approx(16.0)
+
+
+def test_the_config_round_trips_and_resume_names_what_differs():
+    c = cfg(impl_globs=("t",), devices=("cpu",), eps=1e-3, impl_paths=("/x",))
+    assert RunConfig.from_json(c.to_json()) == c
+    assert config_differences(c, {"shapes": ((2, 3, 4, 4),), "eps": 1e-3}) == []
+    (diff,) = config_differences(c, {"shapes": ((2, 3, 8, 8),)})
+    assert diff == "shapes=[[2, 3, 8, 8]] (the run has [[2, 3, 4, 4]])"
+
+
+def test_rows_are_completed_with_the_runs_facts(tmp_path):
+    run = Run(cfg(threads=2), tmp_path / "r.jsonl", run_id="rid", progress=Progress())
+    run.env = {"host": "box", "copy_gbps_samples": {"cpu": [10.0, 30.0, 20.0]}}
+    row = Row("t", "torch", "eager", "cpu", "float32", "NCHW", "forward", (2, 3, 4, 4), "ok",
+              time_median_s=1e-3, ideal_bytes=4_000_000)  # fmt: skip
+    done = run.complete(row)
+    assert (done.run_id, done.machine, done.threads) == ("rid", "box", 2)
+    assert done.achieved_gbps == pytest.approx(4.0) and done.sol_fraction == pytest.approx(0.2)
