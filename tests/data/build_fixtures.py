@@ -177,8 +177,8 @@ def run_a(raw: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def run_b(rows_a: list[dict[str, Any]], env_a: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run A's random-input rows on "another machine": torch rows 25 % slower, every row with 3 % noise of its own,
-    torch_module's faulting row no longer faulting, jax_jit's cache-resident row streaming."""
+    """Run A's random-input rows on "another machine": torch rows 25 % slower, every row with 3 % noise
+    of its own, torch_module's faulting row no longer faulting, jax_jit's cache-resident row streaming."""
     rng = np.random.default_rng(2)
     rows = []
     copy = env_a["copy_gbps"]["cpu"]
