@@ -23,7 +23,7 @@ from bench.compare import Change, compare_rows
 from bench.errors import BenchError
 from bench.reference import CANONICAL, EDGE_CASES, UNSAFE_ABS_ERR
 from bench.results import Row, read_envs, read_rows
-from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, ratio_ci, sol_fraction
+from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, copy_gbps_samples, ratio_ci, sol_fraction
 
 NOISY_REL_IQR = 0.10  # IQR/median above this: the cell is marked noisy
 SMALL_PLANE = 32 * 32  # planes below this are "small" in the verdict's regimes
@@ -526,8 +526,6 @@ def _edge_order(f: EdgeFailure) -> tuple[Any, ...]:
 
 
 def _copy_median(results: Results, run: str, device: str) -> float | None:
-    from bench.stats import copy_gbps_samples
-
     ids = {r.run_id for lab, r in results.pairs() if lab == run}
     samples = [s for i in sorted(ids) for s in copy_gbps_samples(results.envs.get(i, {}), device)]
     return float(np.median(samples)) if samples else None
@@ -1048,8 +1046,6 @@ def _text(v: Any) -> str:
 
 
 def run_info(results: Results, label: str) -> RunInfo:
-    from bench.stats import copy_gbps_samples
-
     rows = [r for lab, r in results.pairs() if lab == label]
     ids = tuple(sorted({r.run_id for r in rows}))
     env: Mapping[str, Any] = results.envs.get(ids[0], {}) if ids else {}

@@ -275,3 +275,10 @@ def test_an_out_path_that_is_a_file_is_a_clear_error(tmp_path):
         proc.returncode == 2 and proc.stderr.strip() == f"error: report folder '{tmp_path / 'f'}' is a file"
     )
     assert os.listdir(tmp_path) == ["f"]
+
+
+def test_environment_shows_copy_bandwidth_spread_and_effective_cache(page_a):
+    _, page = page_a
+    env = text(page[page.index('id="environment"') :])
+    assert "cpu: 19.3 GB/s (median of 3 measurements, 18.5 GB/s–19.9 GB/s)" in env
+    assert "effective cache cpu: 32 MiB" in env
