@@ -51,7 +51,7 @@ def newest_results() -> Path:
 
 
 def fmt(value: Any, unit: str) -> str:
-    """Every number on the page: `unit` is s, x, pct, sci, bytes, gbps, shape or count."""
+    """Every number on the page: `unit` is s, x, ratio, pct, sci, bytes, gbps, shape or count."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if unit == "shape":
@@ -64,6 +64,8 @@ def fmt(value: Any, unit: str) -> str:
         return f"{v * 1e9:.3g} ns"
     if unit == "x":
         return f"{v:.2f}x" if v < 100 else f"{v:.0f}x"
+    if unit == "ratio":
+        return f"{v:.2f}"
     if unit == "pct":
         return f"{v * 100:.2g} %" if abs(v) < 0.1 else f"{v * 100:.0f} %"
     if unit == "sci":
@@ -90,6 +92,7 @@ def _filters() -> dict[str, Any]:
     return {
         "seconds": unit("s"),
         "times": unit("x"),
+        "ratio": unit("ratio"),
         "pct": unit("pct"),
         "sci": unit("sci"),
         "mib": unit("bytes"),
