@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render results into an HTML page with PNGs")
     rep.add_argument("results", nargs="*", help="results JSONL files (default: the newest in results/)")
     rep.add_argument("--out", default=None, help="output directory (default reports/<run_id>)")
-    rep.add_argument("--baseline", default="torch_instance_norm")
+    rep.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NAME",
+        help="the heatmaps' reference (default: the implementation whose rows declare the baseline role)",
+    )
 
     cmp_ = sub.add_parser("compare", help="statistical comparison of two runs")
     cmp_.add_argument("base")
@@ -367,13 +372,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import newest_results, render
+    try:
+        from bench.report import newest_results, render
 
-    paths = [Path(p) for p in args.results] or [newest_results()]
-    for p in paths:
-        if not p.is_file():
-            raise BenchError(f"results file {str(p)!r} does not exist")
-    index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
+        paths = [Path(p) for p in args.results] or [newest_results()]
+        for p in paths:
+            if not p.is_file():
+                raise BenchError(f"results file {str(p)!r} does not exist")
+        index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
+    except KeyboardInterrupt:
+        print("report interrupted: nothing written", file=sys.stderr)
+        return 130
     print(index)
     return 0
 
@@ -382,7 +391,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare_files, parse_run_noise, parse_threshold
 
     threshold, noise = parse_threshold(args.threshold), parse_run_noise(args.run_noise)
-    return compare_files(Path(args.base), Path(args.new), threshold, args.json, noise)
+    try:
+        return compare_files(Path(args.base), Path(args.new), threshold, args.json, noise)
+    except KeyboardInterrupt:
+        print("compare interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

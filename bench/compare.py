@@ -6,6 +6,10 @@ whole groups of rows moved by 10-20 % between two identical runs. That run-to-ru
 estimated from the spread of the log ratios across all matched rows (a robust MAD around their
 median, so a change that moves every row alike is not mistaken for noise) and added to each
 row's interval. `--run-noise 0` turns this off; a percentage sets it.
+
+A time that includes page faults, or one streamed from a cache, is not comparable with one that
+does not: where the two runs' rows differ in that state, the comparison says so instead of calling
+one of them faster or slower.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
-from bench.results import Row, read_rows
-from bench.stats import ratio_ci
+from bench.results import Row, read_envs, read_results
+from bench.stats import CACHE_RESIDENT_SOL, FAULT_FACTOR, FAULTING_PER_CALL, ratio_ci, sol_fraction
 
 
 def parse_threshold(text: str) -> float:
@@ -82,35 +90,151 @@ def classify(ratio: float, lo: float, hi: float, threshold: float) -> str:
     return "ambiguous"
 
 
+def fault_state(faults_per_call: float | None) -> str:
+    """ "faulting" when a timed call pays page faults (the kernel's work is in its time), else "clean"."""
+    if faults_per_call is None:
+        return "unknown"
+    return "faulting" if faults_per_call >= FAULTING_PER_CALL else "clean"
+
+
+def fault_state_differs(base: float | None, new: float | None) -> bool:
+    """One run's calls fault and the other's do not, or both fault but at very different rates."""
+    if base is None or new is None:
+        return False
+    if fault_state(base) != fault_state(new):
+        return True
+    return fault_state(base) == "faulting" and max(base, new) / min(base, new) >= FAULT_FACTOR
+
+
+def cache_state_differs(base_sol: float | None, new_sol: float | None) -> bool:
+    """One run streamed from a cache (above the copy bandwidth) and the other did not."""
+    if base_sol is None or new_sol is None:
+        return False
+    return (base_sol > CACHE_RESIDENT_SOL) != (new_sol > CACHE_RESIDENT_SOL)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One (implementation, case) measured in both runs: new/base time with its 95 % CI."""
+
+    impl: str
+    backend: str
+    framework: str
+    device: str
+    dtype: str
+    layout: str
+    mode: str
+    shape: tuple[int, int, int, int]
+    base_median_s: float
+    new_median_s: float
+    ratio: float  # new over base: > 1 means the new run is slower
+    within_run_ci: tuple[float, float]
+    ci_low: float
+    ci_high: float
+    verdict: str  # faster | slower | same | ambiguous | fault state differs | cache state differs
+    warning: str  # "" or why the two times are not comparable as they stand
+    base_faults_per_call: float | None
+    new_faults_per_call: float | None
+    base_sol_fraction: float | None
+    new_sol_fraction: float | None
+
+    @property
+    def variant(self) -> str:
+        return f"{self.impl}[{self.backend}]" if self.framework == "keras" else self.impl
+
+    def key(self) -> MeasurementKey:
+        case = CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape)
+        return MeasurementKey(self.impl, self.backend, case)
+
+    def case_text(self) -> str:
+        return f"{self.device} {'x'.join(map(str, self.shape))} {self.dtype} {self.layout} {self.mode}"
+
+
+def row_sol_fraction(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """The row's bandwidth over its own run's median copy bandwidth; the row's provisional value when
+    the run's environment is not known."""
+    sol = sol_fraction(row.achieved_gbps, envs.get(row.run_id, {}), row.device)
+    return sol if sol is not None else row.sol_fraction
+
+
+def _samples(row: Row) -> tuple[float, ...]:
+    return row.samples_s or ((row.time_median_s,) if row.time_median_s else ())
+
+
 def compare_rows(
-    base: list[Row], new: list[Row], threshold: float, run_noise: float | None = None
-) -> tuple[list[dict[str, Any]], float]:
-    """One comparison per matched row, and the run-to-run noise (log-space sd) that was applied."""
-    old = {r.key(): r for r in base if r.status == "ok" and r.samples_s}
-    out: list[dict[str, Any]] = []
+    base: list[Row],
+    new: list[Row],
+    threshold: float,
+    run_noise: float | None = None,
+    sol: Callable[[Row], float | None] | None = None,
+) -> tuple[list[Change], float]:
+    """One Change per (implementation, case) measured in both, and the run-to-run noise (log-space
+    sd) that was added to each CI. A pair whose page-fault or cache state differs between the runs
+    is not called faster or slower: its verdict says which state differs."""
+    sol_of = sol or (lambda r: r.sol_fraction)
+    old = {r.key(): r for r in base if r.status == "ok" and r.input_kind == "random" and _samples(r)}
+    pairs: list[tuple[Row, Row, float, float, float]] = []
     for r in new:
-        k = r.key()
-        b = old.get(k)
-        if b is None or r.status != "ok" or not r.samples_s:
+        b = old.get(r.key())
+        if b is None or r.status != "ok" or not _samples(r):
             continue
-        ratio, lo, hi = ratio_ci([(r.samples_s, b.samples_s)], seed=len(out))
-        out.append({
-            "impl": r.impl, "backend": r.backend, "device": r.device, "dtype": r.dtype, "layout": r.layout,
-            "mode": r.mode, "shape": list(r.shape), "base_median_s": b.time_median_s,
-            "new_median_s": r.time_median_s, "ratio": ratio, "within_run_ci": [lo, hi],
-        })  # fmt: skip
-    sigma = estimate_run_noise([math.log(c["ratio"]) for c in out]) if run_noise is None else run_noise
-    for c in out:
-        in_lo, in_hi = c["within_run_ci"]
-        lo, hi = widen(c["ratio"], in_lo, in_hi, sigma)
-        c.update(ci_low=lo, ci_high=hi, verdict=classify(c["ratio"], lo, hi, threshold))
+        ratio, lo, hi = ratio_ci([(_samples(r), _samples(b))], seed=len(pairs))
+        pairs.append((b, r, ratio, lo, hi))
+    sigma = estimate_run_noise([math.log(p[2]) for p in pairs]) if run_noise is None else run_noise
+    out = []
+    for b, r, ratio, in_lo, in_hi in pairs:
+        lo, hi = widen(ratio, in_lo, in_hi, sigma)
+        verdict = classify(ratio, lo, hi, threshold)
+        base_sol, new_sol = sol_of(b), sol_of(r)
+        warning = ""
+        if fault_state_differs(b.faults_per_call, r.faults_per_call):
+            warning = "fault state differs"
+        elif cache_state_differs(base_sol, new_sol):
+            warning = "cache state differs"
+        if warning and verdict in ("faster", "slower"):
+            verdict = warning
+        out.append(
+            Change(
+                impl=r.impl, backend=r.backend, framework=r.framework, device=r.device, dtype=r.dtype,
+                layout=r.layout, mode=r.mode, shape=r.shape, base_median_s=float(np.median(_samples(b))),
+                new_median_s=float(np.median(_samples(r))), ratio=ratio, within_run_ci=(in_lo, in_hi),
+                ci_low=lo, ci_high=hi, verdict=verdict, warning=warning,
+                base_faults_per_call=b.faults_per_call, new_faults_per_call=r.faults_per_call,
+                base_sol_fraction=base_sol, new_sol_fraction=new_sol,
+            )
+        )  # fmt: skip
     return out, sigma
+
+
+def check_json_out(path: Path) -> None:
+    """Refuse a --json path that cannot be written, before anything is read or printed."""
+    if path.is_dir():
+        raise BenchError(f"--json {str(path)!r} is a directory; expected a file path")
+    if not path.parent.is_dir():
+        raise BenchError(f"--json {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError:
+        raise BenchError(f"--json {str(path)!r} is not writable") from None
+
+
+def _faults(v: float | None) -> str:
+    return "?" if v is None else f"{v:.2g}"
 
 
 def compare_files(
     base: Path, new: Path, threshold: float, json_out: str | None = None, run_noise: float | None = None
 ) -> int:
-    results, sigma = compare_rows(read_rows(base), read_rows(new), threshold, run_noise)
+    """Print the comparison; exit status 1 when anything is significantly slower, else 0. Usage and
+    I/O errors raise BenchError (exit 2) before anything is printed or written."""
+    if json_out:
+        check_json_out(Path(json_out))
+    base_rows, new_rows = read_results([base]), read_results([new])
+    envs = {**read_envs(base), **read_envs(new)}
+    results, sigma = compare_rows(
+        base_rows, new_rows, threshold, run_noise, sol=lambda r: row_sol_fraction(r, envs)
+    )
     if not results:
         raise BenchError(f"no measured (implementation, case) pair is in both {base} and {new}")
     how = "set by --run-noise" if run_noise is not None else f"estimated from {len(results)} matched rows"
@@ -122,17 +246,39 @@ def compare_files(
         f"{'95% CI':>15}  verdict"
     )
     for c in results:
-        case = f"{c['device']} {'x'.join(map(str, c['shape']))} {c['dtype']} {c['layout']} {c['mode']}"
         print(
-            f"{c['impl']:22} {c['backend']:10} {case:34} {c['base_median_s'] * 1e3:8.4g}ms "
-            f"{c['new_median_s'] * 1e3:8.4g}ms {c['ratio']:9.3f}  [{c['ci_low']:.3f}, {c['ci_high']:.3f}]  "
-            f"{c['verdict']}"
+            f"{c.impl:22} {c.backend:10} {c.case_text():34} {c.base_median_s * 1e3:8.4g}ms "
+            f"{c.new_median_s * 1e3:8.4g}ms {c.ratio:9.3f}  [{c.ci_low:.3f}, {c.ci_high:.3f}]  {c.verdict}"
         )
-    counts = {v: sum(c["verdict"] == v for c in results) for v in ("faster", "slower", "same", "ambiguous")}
-    print("summary: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (threshold {threshold:.1%})")
+    for c in results:
+        if c.warning == "fault state differs":
+            print(
+                f"warning: {c.variant} {c.case_text()}: page faults per call "
+                f"{_faults(c.base_faults_per_call)} in base, {_faults(c.new_faults_per_call)} in new: "
+                f"the time difference ({c.ratio:.2f}x) "
+                "may be the kernel's page faults, not the code",
+                file=sys.stderr,
+            )
+        elif c.warning == "cache state differs":
+            print(
+                f"warning: {c.variant} {c.case_text()}: speed of light {_faults(c.base_sol_fraction)} in "
+                f"base, {_faults(c.new_sol_fraction)} in new: one run streamed from a cache "
+                f"(> {CACHE_RESIDENT_SOL:g}), the other did not",
+                file=sys.stderr,
+            )
+    verdicts = ("faster", "slower", "same", "ambiguous", "fault state differs", "cache state differs")
+    counts = {v: sum(c.verdict == v for c in results) for v in verdicts}
+    print(
+        "summary: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items() if n or v in verdicts[:4])
+        + f" (threshold {threshold:.1%})"
+    )
     if json_out:
-        doc = {"threshold": threshold, "run_noise_sd": sigma, "comparisons": results}
-        Path(json_out).write_text(json.dumps(doc, indent=1))
+        doc = {"threshold": threshold, "run_noise_sd": sigma, "comparisons": [asdict(c) for c in results]}
+        try:
+            Path(json_out).write_text(json.dumps(doc, indent=1))
+        except OSError as exc:
+            raise BenchError(f"cannot write --json {json_out!r}: {exc.strerror or exc}") from None
     if counts["slower"]:
         print(f"{counts['slower']} significantly slower beyond {threshold:.1%}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
-"""Bootstrap confidence intervals on ratios of medians, shared by the report and `compare`."""
+"""Statistics shared by the analysis and `compare`: bootstrap CIs on ratios of medians, and the
+speed of light (a row's bandwidth over the copy bandwidth its run measured)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +24,7 @@ def boot_medians(samples: Sequence[float], rng: np.random.Generator, n_boot: int
 
 
 def ratio_ci(
-    pairs: list[tuple[Sequence[float], Sequence[float]]], seed: int = 0, level: float = 0.95
+    pairs: Sequence[tuple[Sequence[float], Sequence[float]]], seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
     """Geometric mean over pairs of median(a)/median(b), with a bootstrap CI at `level`."""
     rng = np.random.default_rng(seed)
@@ -32,3 +35,38 @@ def ratio_ci(
     boot = np.exp(logs / len(pairs))
     lo, hi = np.nanpercentile(boot, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return point, float(lo), float(hi)
+
+
+# ---- speed of light: the copy bandwidth a run measured, and each row's fraction of it ----------
+
+CACHE_RESIDENT_SOL = 1.1  # above the copy bandwidth by more than its noise: the data sat in a cache
+FAULTING_PER_CALL = 1.0  # minor page faults per timed call from which a time includes the kernel's work
+FAULT_FACTOR = 4.0  # two faulting rows whose faults per call differ this much are in different states
+
+
+def _positive_numbers(value: Any) -> list[float]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return [
+        float(v)
+        for v in items
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    ]
+
+
+def copy_gbps_samples(env: Mapping[str, Any], device: str) -> list[float]:
+    """The copy bandwidths (GB/s, read + write) a run measured on `device`: at start, between worker
+    groups and at the end (`copy_gbps_samples`), or the one median older sidecars hold."""
+    samples = env.get("copy_gbps_samples")
+    found = _positive_numbers(samples.get(device)) if isinstance(samples, Mapping) else []
+    if found:
+        return found
+    single = env.get("copy_gbps")
+    return _positive_numbers(single.get(device)) if isinstance(single, Mapping) else []
+
+
+def sol_fraction(achieved_gbps: float | None, env: Mapping[str, Any], device: str) -> float | None:
+    """Achieved bandwidth over the median copy bandwidth the same run measured on the same device."""
+    copies = copy_gbps_samples(env, device)
+    if achieved_gbps is None or not copies:
+        return None
+    return achieved_gbps / float(np.median(copies))

@@ -1,5 +1,6 @@
 """The rendered report in headless Chromium, opened from disk: every image loads, the console stays
-clean, and a screenshot is kept in tests/artifacts/report.png.
+clean, and a screenshot is kept in tests/artifacts/report.png. The report is the committed fixture's
+(tests/data/run_a.jsonl): fast, and no framework runs.
 
 Chromium is driven through its DevTools protocol over `--remote-debugging-pipe` (NUL-separated JSON
 on file descriptors 3 and 4), so the test needs no Python package beyond the standard library.
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench import report
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -178,7 +180,15 @@ def browser() -> str:
     return find_browser() or install_browser()
 
 
-def test_report_opens_from_disk_with_every_image_and_no_console_error(browser, smoke_report, tmp_path):
+@pytest.fixture(scope="module")
+def fixture_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed fixture's report, rendered once: its index.html."""
+    return report.render(
+        [ROOT / "tests" / "data" / "run_a.jsonl"], tmp_path_factory.mktemp("report") / "report"
+    )
+
+
+def test_report_opens_from_disk_with_every_image_and_no_console_error(browser, fixture_report, tmp_path):
     chrome = DevTools(browser, tmp_path / "profile")
     try:
         target = chrome.call("Target.createTarget", url="about:blank")["targetId"]
@@ -194,7 +204,7 @@ def test_report_opens_from_disk_with_every_image_and_no_console_error(browser, s
             mobile=False,
         )
         before = len(chrome.events)
-        nav = chrome.call("Page.navigate", session, url=smoke_report.as_uri())
+        nav = chrome.call("Page.navigate", session, url=fixture_report.as_uri())
         assert "errorText" not in nav, nav
         chrome.wait_for("Page.loadEventFired", since=before, timeout_s=30)
         images = chrome.call(
@@ -207,7 +217,8 @@ def test_report_opens_from_disk_with_every_image_and_no_console_error(browser, s
             "Runtime.evaluate",
             session,
             expression="[location.protocol, document.title, !!document.getElementById('verdict'),"
-            " document.querySelectorAll('.verdict').length]",
+            " document.querySelectorAll('.verdict').length, document.querySelectorAll('.answer').length,"
+            " document.querySelectorAll('tr.wrong').length]",
             returnByValue=True,
         )["result"]["value"]
         shot = chrome.call("Page.captureScreenshot", session, format="png", timeout_s=60)["data"]
@@ -225,8 +236,9 @@ def test_report_opens_from_disk_with_every_image_and_no_console_error(browser, s
 
     assert state[0] == "file:" and state[1].startswith("normbench")
     assert state[2] and state[3] >= 1, "no verdict on the page"
+    assert state[4] >= 1 and state[5] >= 1, "no answer, or no wrong row marked"
     broken = [src for src, complete, width in images if not complete or width <= 0]
     assert not broken, f"images that did not load from disk: {broken}"
-    pngs_on_disk = {p.name for p in smoke_report.parent.glob("*.png")}
+    pngs_on_disk = {p.name for p in fixture_report.parent.glob("*.png")}
     assert len(images) >= 6 and {src for src, _, _ in images} == pngs_on_disk
     assert not errors, "console errors:\n" + "\n".join(errors)

@@ -1,4 +1,8 @@
-"""compare: run-to-run noise is absorbed, a real slowdown is still caught."""
+"""compare: run-to-run noise is absorbed, a real slowdown is still caught, a change of page-fault or
+cache state is named instead of called slower, and usage errors exit 2 before any output."""
+
+import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,6 +10,9 @@ import pytest
 from bench.compare import classify, compare_rows, estimate_run_noise, parse_run_noise, widen
 from bench.errors import BenchError
 from bench.results import Row
+from tests.conftest import ROOT, cli
+
+DATA = ROOT / "tests" / "data"
 
 
 def _rows(factors, seed):
@@ -32,7 +39,7 @@ def test_run_wide_noise_is_same_and_a_real_slowdown_is_slower():
     base, new = _rows(np.ones(30), 1), _rows(new_factors, 2)
     results, sigma = compare_rows(base, new, threshold=0.10)
     assert 0.02 < sigma < 0.10
-    verdicts = {c["impl"]: c["verdict"] for c in results}
+    verdicts = {c.impl: c.verdict for c in results}
     assert verdicts.pop("impl3") == "slower"
     assert list(verdicts.values()).count("same") >= 0.8 * len(verdicts)
     assert "slower" not in verdicts.values()
@@ -41,10 +48,10 @@ def test_run_wide_noise_is_same_and_a_real_slowdown_is_slower():
 def test_without_run_noise_the_in_run_interval_decides():
     base, new = _rows(np.ones(30), 1), _rows(np.full(30, 1.08), 2)
     results, sigma = compare_rows(base, new, threshold=0.05, run_noise=0.0)
-    assert sigma == 0.0 and all(c["verdict"] == "slower" for c in results)
+    assert sigma == 0.0 and all(c.verdict == "slower" for c in results)
     # A change that moves every row alike is not noise: the estimate stays small and it is caught.
     results, sigma = compare_rows(base, new, threshold=0.05)
-    assert sigma < 0.01 and all(c["verdict"] == "slower" for c in results)
+    assert sigma < 0.01 and all(c.verdict == "slower" for c in results)
 
 
 def test_noise_estimate_needs_enough_rows_and_widening_is_symmetric_in_log_space():
@@ -60,3 +67,65 @@ def test_noise_estimate_needs_enough_rows_and_widening_is_symmetric_in_log_space
 def test_bad_run_noise_is_a_clear_error(text):
     with pytest.raises(BenchError, match="--run-noise"):
         parse_run_noise(text)
+
+
+def test_a_change_of_fault_state_is_named_not_called_slower():
+    base, new = _rows(np.ones(30), 1), _rows(np.ones(30), 2)
+    new[0] = replace(new[0], samples_s=tuple(s * 1.6 for s in new[0].samples_s), faults_per_call=3.0)
+    base[0] = replace(base[0], faults_per_call=0.2)
+    new[1] = replace(new[1], samples_s=tuple(s * 1.6 for s in new[1].samples_s), faults_per_call=40.0)
+    base[1] = replace(base[1], faults_per_call=2.0)  # both fault, 20x apart
+    new[2] = replace(new[2], samples_s=tuple(s * 1.6 for s in new[2].samples_s), sol_fraction=1.5)
+    base[2] = replace(base[2], sol_fraction=0.6)
+    new[3] = replace(new[3], samples_s=tuple(s * 1.6 for s in new[3].samples_s), faults_per_call=1.5)
+    base[3] = replace(base[3], faults_per_call=1.2)  # both fault, alike: a real slowdown
+    results, _ = compare_rows(base, new, threshold=0.10)
+    by_impl = {c.impl: c for c in results}
+    assert by_impl["impl0"].verdict == by_impl["impl1"].verdict == "fault state differs"
+    assert by_impl["impl2"].verdict == "cache state differs"
+    assert by_impl["impl3"].verdict == "slower" and by_impl["impl3"].warning == ""
+    assert by_impl["impl4"].verdict == "same"
+
+
+def test_compare_cli_warns_on_fault_and_cache_state(tmp_path):
+    proc = cli(
+        "compare", str(DATA / "run_a.jsonl"), str(DATA / "run_b.jsonl"), "--json", str(tmp_path / "c.json")
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: torch_module")]
+    assert len(warnings) == 1 and "page faults per call 2.5 in base, 0.1 in new" in warnings[0], proc.stderr
+    assert any(
+        line.startswith("warning: jax_jit") and "speed of light" in line for line in proc.stderr.splitlines()
+    )
+    doc = json.loads((tmp_path / "c.json").read_text())
+    flagged = {(c["impl"], c["layout"]): c for c in doc["comparisons"] if c["warning"]}
+    assert flagged[("torch_module", "NCHW")]["warning"] == "fault state differs"
+    assert flagged[("jax_jit", "NHWC")]["warning"] == "cache state differs"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--json", "/nonexistent/dir/c.json"],
+            "--json '/nonexistent/dir/c.json': folder '/nonexistent/dir' does not exist",
+        ),
+        (["--json", "/"], "--json '/' is a directory"),
+        (["--threshold", "lots"], "bad --threshold 'lots'"),
+    ],
+)
+def test_usage_and_io_errors_exit_2_before_any_output(args, message, tmp_path):
+    proc = cli("compare", str(DATA / "run_a.jsonl"), str(DATA / "run_b.jsonl"), *args)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.split('error: ', 1)[1].strip()}"]
+    assert message in proc.stderr
+
+
+def test_a_file_without_usable_rows_exits_2_in_one_line(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for command in (["compare", str(empty), str(DATA / "run_a.jsonl")], ["report", str(empty)]):
+        proc = cli(*command, "--out", str(tmp_path / "r")) if command[0] == "report" else cli(*command)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"error: no usable rows in {empty}"], proc.stderr
+        assert proc.stdout == "" and not (tmp_path / "r").exists()
