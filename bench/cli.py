@@ -123,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the heatmaps' reference (default: the implementation whose rows declare the baseline role)",
     )
 
+    rep_ = sub.add_parser(
+        "repro",
+        help="the same run in K fresh processes: the spread of the medians (then any `run` options)",
+    )
+    rep_.add_argument("--runs", type=int, default=5, help="processes (default 5)")
+    rep_.add_argument(
+        "--out-dir", default=None, help="where the K results files go (default results/repro-<id>)"
+    )
+
     cmp_ = sub.add_parser("compare", help="statistical comparison of two runs")
     cmp_.add_argument("base")
     cmp_.add_argument("new")
@@ -296,7 +305,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.report:
         from bench.report import render
 
-        index = render([path], None)
+        try:
+            index = render([path], None)
+        except KeyboardInterrupt:
+            print(f"report interrupted: nothing written; the rows are in {path}", file=sys.stderr)
+            return 130
         print(f"report: {index}", file=sys.stderr)
     print(path)
     return 0
@@ -398,9 +411,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_repro(args: argparse.Namespace, run_args: list[str]) -> int:
+    from bench.environment import new_run_id
+    from bench.repro import print_table, run_many, spreads
+    from bench.runner import ROOT
+
+    if not 2 <= args.runs <= 100:
+        raise BenchError(f"bad --runs {args.runs}; expected 2..100")
+    if any(a in ("--out", "--resume", "--report") or a.startswith(("--out=", "--resume=")) for a in run_args):
+        raise BenchError(
+            "repro writes its own results files: give --out-dir, not --out, --resume or --report"
+        )
+    run_options(build_parser().parse_args(["run", *run_args]))  # bad run options fail before any run
+    out_dir = Path(args.out_dir) if args.out_dir else ROOT / "results" / f"repro-{new_run_id()}"
+    print_table(spreads(run_many(args.runs, run_args, out_dir)), out_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "repro":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "repro":
+            return cmd_repro(args, rest)
         command = {
             "list": cmd_list,
             "run": cmd_run,

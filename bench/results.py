@@ -157,9 +157,18 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _kind(hint: Any) -> tuple[str, bool]:
+    """A field's base type name and whether it may be None: (`float`, True) for `float | None`."""
+    args = typing.get_args(hint) or (hint,)
+    names = [getattr(a, "__name__", str(a)) for a in args if a is not type(None)]
+    return (names[0] if len(names) == 1 else "any"), type(None) in args
+
+
+KINDS = {name: _kind(hint) for name, hint in _HINTS.items()}
+
+
 def _check_field(name: str, v: Any) -> str | None:
-    hint = str(_HINTS[name])
-    optional = "None" in hint
+    base, optional = KINDS[name]
     if v is None:
         return None if optional else f"{name} is null"
     if name == "shape":
@@ -176,7 +185,6 @@ def _check_field(name: str, v: Any) -> str | None:
         return None
     if name == "status":
         return None if v in STATUSES else f"status {v!r} is not one of {', '.join(STATUSES)}"
-    base = hint.replace(" | None", "")
     if base == "str" and not isinstance(v, str):
         return f"{name} is a {type(v).__name__}, expected a string"
     if base == "int" and not (isinstance(v, int) and not isinstance(v, bool)):

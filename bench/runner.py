@@ -310,8 +310,12 @@ class Run(Listener):
             self.env["finished"] = environment.now()
             self.env["interrupted"] = bool(self.stop_signal)
             self.env["gpu_end"] = environment.gpu_info()
+            failing = sys.exc_info()[1] is not None
             try:
                 self.write_env()
+            except BenchError:
+                if not failing:  # the first error (a full disk, say) is the one to report
+                    raise
             finally:
                 self.writer.close()
         if self.stop_signal:

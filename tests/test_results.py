@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.results import SCHEMA_VERSION, ResultsWriter, Row, read_rows
+from bench.results import SCHEMA_VERSION, ResultsWriter, Row, read_results, read_rows
 
 
 def _row(**kw):
@@ -53,3 +53,88 @@ def test_newer_schema_is_a_clear_error(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match="does not exist"):
         read_rows(tmp_path / "absent.jsonl")
+
+
+def test_ill_typed_rows_are_skipped_each_named_and_the_good_one_kept():
+    from tests.conftest import ROOT
+
+    path = ROOT / "tests" / "data" / "hostile_rows.jsonl"
+    warnings = []
+    (row,) = read_rows(path, warn=warnings.append)
+    assert row.impl == "torch_module" and row.samples_s == (1e-4, 1.1e-4, 0.9e-4)
+    shown = [w for w in warnings if ": bad row (" in w or "not a version" in w]
+    assert len(shown) == 5 and warnings[-1].endswith("more unusable lines skipped")
+    assert warnings[0].startswith(f"{path}:2: bad row (missing shape)")
+    assert "shape [2, 3] is not four positive integers" in warnings[1]
+    assert "time_median_s is 'fast', expected a finite number" in warnings[2]
+
+
+def test_every_bad_pytest_benchmark_entry_is_skipped_with_its_name():
+    from tests.conftest import ROOT
+
+    path = ROOT / "tests" / "data" / "hostile_pytest_benchmark.json"
+    warnings = []
+    (row,) = read_rows(path, warn=warnings.append)
+    assert row.samples_s == (1e-4, 2e-4, 3e-4)
+    assert any("benchmark 'a': stats is a str, expected an object" in w for w in warnings)
+    assert any("benchmark 'b': stats.data is not a list of positive numbers" in w for w in warnings)
+
+
+def test_a_junk_file_gives_a_count_not_a_flood(tmp_path):
+    path = tmp_path / "junk.jsonl"
+    path.write_text('{"impl": 1, "schema_version": 2}\n' * 800_000)
+    warnings = []
+    with pytest.raises(BenchError, match="no usable rows"):
+        read_results([path], warn=warnings.append)
+    assert len(warnings) == 6 and warnings[-1] == f"{path}: 799995 more unusable lines skipped"
+
+
+def test_v1_rows_migrate_to_the_roles_v1_knew_by_name(tmp_path):
+    path = tmp_path / "v1.jsonl"
+    d = _row(impl="torch_compile").__dict__ | {"schema_version": 1}
+    d = {k: v for k, v in d.items() if k not in ("roles", "compiled_from", "machine")}
+    path.write_text(json.dumps(d, default=list) + "\n")
+    (row,) = read_rows(path)
+    assert row.compiled_from == "torch_module" and row.schema_version == 2
+
+
+def test_a_full_disk_leaves_whole_lines_and_says_how_many_rows_are_safe(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "r.jsonl"
+    w = ResultsWriter(path)
+    w.write(_row(impl="a"))
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if fd == w.fd:
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(BenchError) as err:
+        w.write(_row(impl="b"))
+    monkeypatch.undo()
+    w.close()
+    assert (
+        str(err.value)
+        == f"cannot write {path}: No space left on device; 1 rows are safe in it (the disk is full)"
+    )
+    assert [r.impl for r in read_rows(path)] == ["a"] and path.read_text().endswith("\n")
+
+
+def test_a_sidecar_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from bench.results import write_env
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(BenchError, match="cannot write .*r.env.json: No space left on device"):
+        write_env(tmp_path / "r.jsonl", "run", {"a": 1})
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
