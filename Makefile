@@ -11,7 +11,7 @@ RESULTS ?=
 install: $(STAMP)
 
 # --system-site-packages: a GPU box keeps the CUDA torch (and jax) its interpreter already has.
-$(STAMP): pyproject.toml bench/install.py
+$(STAMP): pyproject.toml bench/install.py $(wildcard bench/frameworks/*.py)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m bench.install
 	touch $(STAMP)

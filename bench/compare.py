@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
+from bench.frameworks import variant
 from bench.results import Row, read_envs, read_results
 from bench.stats import CACHE_RESIDENT_SOL, FAULT_FACTOR, FAULTING_PER_CALL, ratio_ci, sol_fraction
 
@@ -140,7 +141,7 @@ class Change:
 
     @property
     def variant(self) -> str:
-        return f"{self.impl}[{self.backend}]" if self.framework == "keras" else self.impl
+        return variant(self.impl, self.framework, self.backend)
 
     def key(self) -> MeasurementKey:
         case = CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape)

@@ -1,4 +1,9 @@
-"""First-use installer for `make install`: adds only what this interpreter cannot already import."""
+"""First-use installer for `make install`: adds only what this interpreter cannot already import.
+
+The frameworks' pins come from their descriptions in bench/frameworks/ (read without numpy, which a
+fresh interpreter may not have yet); a framework that cannot be installed (an offline GPU box) is
+reported and its implementations run as unavailable.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +24,15 @@ CORE = [
     ("ruff", "ruff"),
     ("mypy", "mypy"),
 ]
-FRAMEWORKS = [
-    ("torch", "torch==2.13.0"),
-    ("tensorflow", "tensorflow-cpu==2.21.*"),
-    ("keras", "keras==3.15.*"),
-    ("jax", "jax==0.10.*"),
-    ("triton", "triton==3.9.*"),
-]
+# Not frameworks of their own: numba_fused's kernels (run in the torch worker), and the cluster
+# executor of `bench submit`.
+EXTRAS = [("numba", "numba==0.68.*"), ("submitit", "submitit==1.5.*")]
+
+
+def framework_pins() -> list[tuple[str, str]]:
+    from bench.frameworks import frameworks
+
+    return [(fw.modules[0], fw.requirement) for fw in frameworks().values() if fw.requirement]
 
 
 def missing(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -42,21 +49,21 @@ def pip_install(requirements: list[str]) -> bool:
 
 
 def main() -> int:
-    core = missing(CORE)
-    frameworks = missing(FRAMEWORKS)
-    if not pip_install([req for _, req in core + frameworks]):
+    optional = framework_pins() + EXTRAS
+    core, wanted = missing(CORE), missing(optional)
+    if not pip_install([req for _, req in core + wanted]):
         # One batch failed (offline box, or one package unreachable): try each so the reachable land.
-        for _, req in core + frameworks:
+        for _, req in core + wanted:
             pip_install([req])
     still_core = missing(CORE)
     if still_core:
         names = ", ".join(req for _, req in still_core)
         print(f"normbench install: required packages missing and not installable: {names}", file=sys.stderr)
         return 1
-    for mod, req in missing(FRAMEWORKS):
+    for mod, req in missing(optional):
         print(
             f"normbench install: {mod} not available ({req} could not be installed); "
-            "its implementations will be reported unavailable"
+            "what needs it will be reported unavailable"
         )
     return 0
 

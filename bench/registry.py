@@ -35,7 +35,7 @@ STDS = ("population", "unbiased")
 EPS_AT = ("sqrt", "std")  # eps inside the square root (added to the variance), or added to the std
 # Roles an implementation can declare; the report reads them from the rows, never from names.
 ROLES = (
-    "article",  # a snippet of the article "PyTorch or Keras: which is better for per-channel normalization?"
+    "article",  # a snippet of the article this benchmark answers (see README)
     "baseline",  # the default reference of the speedup heatmaps
 )
 
@@ -446,7 +446,7 @@ def format_exception(exc: BaseException) -> str:
     """One line for a row's message: type and text, plus the innermost frame for context."""
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # Keras colours its messages
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # some frameworks colour their messages
     if len(text) > 500:
         text = text[:497] + "..."
     if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):

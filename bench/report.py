@@ -25,19 +25,14 @@ from bench import analysis
 from bench.analysis import Analysis, Results, Where
 from bench.cases import shape_text
 from bench.errors import BenchError
+from bench.frameworks import frameworks
 from bench.reference import CANONICAL, EDGE_CASES
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MANIFEST = ".normbench-report"  # the files a report wrote into its folder: replaced on re-render
-FRAMEWORK_NAMES = {
-    "torch": "PyTorch",
-    "keras": "Keras",
-    "tensorflow": "TensorFlow",
-    "jax": "JAX",
-    "triton": "Triton",
-}
+FRAMEWORK_NAMES = {name: fw.title for name, fw in frameworks().items()}
 
 
 def newest_results() -> Path:

@@ -36,7 +36,7 @@ class Row:
 
     impl: str
     framework: str
-    backend: str  # keras: "tensorflow" | "jax" | "torch"; torch: "eager" | "compile"; ...
+    backend: str  # what it ran on: "eager", "compile", "jit", or the backend of a multi-backend framework
     device: str  # "cpu" | "cuda:0"
     dtype: str
     layout: str
@@ -96,8 +96,10 @@ class Row:
 
     @property
     def variant(self) -> str:
-        """The implementation, with its Keras backend where one implementation runs on several."""
-        return f"{self.impl}[{self.backend}]" if self.framework == "keras" else self.impl
+        """The implementation, with its backend where one implementation runs on several."""
+        from bench.frameworks import variant
+
+        return variant(self.impl, self.framework, self.backend)
 
     def case_key(self) -> CaseKey:
         return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, self.input_kind)

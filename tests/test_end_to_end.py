@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.registry import sources
-from bench.results import STATUSES
+from bench.results import STATUSES, read_env
 from tests.conftest import cli
 
 BUILT_IN = sorted(s.stem for s in sources(plugins=False))
@@ -107,8 +107,14 @@ def test_unsupported_combinations_are_rows_with_reasons(smoke_run):
 
 def test_env_sidecar_and_speed_of_light(smoke_run):
     path, rows = smoke_run
-    env = json.loads(path.with_name("run.env.json").read_text())
-    assert env["copy_gbps"]["cpu"] > 0
+    env = read_env(path)
+    assert env["copy_gbps"]["cpu"] > 0 and len(env["copy_gbps_samples"]["cpu"]) >= 2
+    cache = env["cache"]["cpu"]
+    assert (
+        cache["effective_cache_bytes"] >= 32 << 20
+        and cache["rotation_bytes"] >= cache["effective_cache_bytes"]
+    )
+    assert env["config"]["modes"] == ["forward", "backward", "train"]
     assert env["packages"]["python"] and env["cpu_model"] and env["finished"]
     assert "torch" in env["versions"]
     ok = [r for r in rows if r.status == "ok" and r.input_kind == "random"]

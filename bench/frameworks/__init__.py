@@ -92,10 +92,12 @@ class Framework:
     no_autograd: str = ""  # why backward/train cannot run, when the framework cannot differentiate
     copy_priority: int = 0  # who measures the speed-of-light copy: highest installed wins
 
+    per_backend_groups: bool = False  # a backend is fixed per process: one worker group (and variant) each
+
     def expand(self, backends: tuple[str, ...]) -> tuple[str | None, ...]:
         """Worker groups an implementation declaring `backends` runs in: a backend that must be
-        fixed per process (Keras) is one group each; otherwise one group, None."""
-        return (None,)
+        fixed per process is one group each; otherwise one group, None."""
+        return backends if self.per_backend_groups else (None,)
 
     def row_backend(self, impl_backends: tuple[str, ...], group_backend: str | None) -> str:
         """The `backend` column of a row: the group's when groups are per backend."""
@@ -135,6 +137,12 @@ def frameworks() -> dict[str, Framework]:
         if isinstance(fw, Framework):
             found[fw.name] = fw
     return dict(sorted(found.items()))
+
+
+def variant(impl: str, framework: str, backend: str) -> str:
+    """How people tell rows apart: `impl[backend]` where one implementation runs on several backends."""
+    fw = frameworks().get(framework)
+    return f"{impl}[{backend}]" if fw is not None and fw.per_backend_groups else impl
 
 
 def get(name: str) -> Framework:

@@ -14,9 +14,7 @@ class Keras(Framework):
     known_backends = ("tensorflow", "jax", "torch")
     legacy_prefix = "keras"
     physical_shapes = True  # keras.Input(shape=(h, w, c)) on every backend, torch's included
-
-    def expand(self, backends: tuple[str, ...]) -> tuple[str | None, ...]:
-        return backends
+    per_backend_groups = True
 
     def missing(self, backend: str | None = None) -> str | None:
         reason = super().missing()
