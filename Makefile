@@ -6,7 +6,7 @@ STAMP := $(VENV)/.normbench-installed
 ARGS ?=
 RESULTS ?=
 
-.PHONY: install bench bench-quick bench-pytest report test lint clean
+.PHONY: install bench bench-quick bench-pytest sample report test lint clean
 
 install: $(STAMP)
 
@@ -16,9 +16,16 @@ $(STAMP): pyproject.toml bench/install.py $(wildcard bench/frameworks/*.py)
 	$(PY) -m bench.install
 	touch $(STAMP)
 
+FULL := --preset full --mode forward --mode backward --mode train --layout NCHW --layout NHWC --edge
+
 bench: install
-	$(PY) -m bench run --preset full --mode forward --mode backward --mode train \
-		--layout NCHW --layout NHWC --edge --report $(ARGS)
+	$(PY) -m bench run $(FULL) --report $(ARGS)
+
+# The committed sample: a full CPU run and its report, linked from the README.
+sample: install
+	rm -rf results/sample reports/sample
+	$(PY) -m bench run $(FULL) --device cpu --out results/sample/cpu.jsonl $(ARGS)
+	$(PY) -m bench report results/sample/cpu.jsonl --out reports/sample
 
 bench-quick: install
 	$(PY) -m bench run --preset quick --report $(ARGS)

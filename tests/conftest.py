@@ -38,12 +38,15 @@ def run_rows(
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]]:
     """One smoke sweep of every registered implementation through the real CLI: all three modes,
-    both layouts, all three dtypes. Registry-driven tests read their rows from it."""
+    both layouts, all three dtypes, on one small shape. Registry-driven tests read their rows from
+    it (the report's logic is tested on committed fixtures, so one shape is enough here)."""
     tmp = tmp_path_factory.mktemp("smoke")
     proc, rows = run_rows(
         tmp,
         "--preset",
         "smoke",
+        "--shape",
+        "2,3,8,8",
         "--device",
         "cpu",
         "--mode",

@@ -1,6 +1,8 @@
 """Numbers that do not depend on luck: the allocator's steady state holds whatever the neighbours do,
 the cold policy's inputs come from DRAM, and the effective cache is found from a bandwidth sweep."""
 
+import pytest
+
 from bench.memory import probe_cache
 from bench.results import read_env
 from bench.workers import Collector, Limits, WorkerClient, WorkerSpec
@@ -42,7 +44,7 @@ def test_the_copy_under_the_cold_policy_does_not_beat_dram():
         (copy,) = got.copies
         cache = copy.cache
         assert cache["sweep"] and cache["effective_cache_bytes"] >= 32 << 20
-        assert copy.gbps == cache["dram_gbps"] > 0
+        assert copy.gbps == pytest.approx(cache["dram_gbps"], abs=1e-3) and copy.gbps > 0
         if cache["cold_verified"]:
             break
     assert cache["cold_copy_gbps"] <= 1.1 * cache["dram_gbps"], cache
