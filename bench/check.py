@@ -13,7 +13,7 @@ from typing import TextIO
 from bench import frameworks
 from bench.cases import Case, Shape
 from bench.errors import BenchError
-from bench.reference import EDGE_CASES
+from bench.reference import EDGE_CASES, edge_cases
 from bench.registry import Impl, declared_names, describe_source, sources
 from bench.results import Row
 from bench.workers import Limits, discover, run_jobs
@@ -92,22 +92,12 @@ def plan_checks(
             for s in shapes or CHECK_SHAPES
         ]
         if edge and "forward" in impl.modes:
-            for input_kind, (shape, dtype) in EDGE_CASES.items():
-                if dtype not in impl.dtypes:
-                    notes.append(f"edge case {input_kind} needs {dtype}, not declared: not checked")
-                    continue
-                cases += [
-                    Case(
-                        shape=shape,
-                        dtype=dtype,
-                        layout=lay,
-                        mode="forward",
-                        device=device,
-                        eps=eps,
-                        input_kind=input_kind,
-                    )
-                    for lay in lays
-                ]
+            notes += [
+                f"edge case {kind} needs {dtype}, not declared: not checked"
+                for kind, (_, dtype) in EDGE_CASES.items()
+                if dtype not in impl.dtypes
+            ]
+            cases += edge_cases(device, lays, eps, impl.dtypes)
         jobs += [(impl, b, c) for b in backends for c in cases]
     return jobs, notes
 

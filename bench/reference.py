@@ -39,6 +39,18 @@ EDGE_CASES = {
 }
 
 
+def edge_cases(
+    device: str, layouts: list[str] | tuple[str, ...], eps: float, dtypes: tuple[str, ...] | None = None
+) -> list[Case]:
+    """The edge-case inputs on `device` in each layout (forward); only those of `dtypes` if given."""
+    return [
+        Case(shape=shape, dtype=dtype, layout=lay, mode="forward", device=device, eps=eps, input_kind=kind)
+        for kind, (shape, dtype) in EDGE_CASES.items()
+        if dtypes is None or dtype in dtypes
+        for lay in layouts
+    ]
+
+
 def edge_tolerance(kind: str, dtype: str) -> float:
     """Max abs error for "safe". At a 1e4 offset float32 cannot hold the mean closer than ~5 % of
     the 0.01 std, so even an exact two-pass method is off by ~0.1; one-pass variance is off by far

@@ -235,6 +235,17 @@ def _stderr_warning(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
+def _version_problem(version: Any, where: str) -> str | None:
+    """Why a row's schema_version is unusable (a warning), or None; a newer one is a BenchError."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return f"schema_version {version!r} is not a version number"
+    if version > SCHEMA_VERSION:
+        raise BenchError(
+            f"{where} {version}, newer than this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
+        )
+    return None
+
+
 def read_rows(path: Path | str, warn: Callable[[str], None] | None = None) -> list[Row]:
     """Rows of a results file (normbench JSONL of any schema, or pytest-benchmark JSON). Blank,
     truncated, foreign or ill-typed lines are skipped with a warning naming the line; a newer
@@ -260,15 +271,10 @@ def read_rows(path: Path | str, warn: Callable[[str], None] | None = None) -> li
                 if not isinstance(d, dict) or "impl" not in d or "schema_version" not in d:
                     warnings(f":{lineno}", "not a normbench row")
                     continue
-                version = d["schema_version"]
-                if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                    warnings(f":{lineno}", f"schema_version {version!r} is not a version number")
+                problem = _version_problem(d["schema_version"], f"{path}:{lineno}: schema_version")
+                if problem:
+                    warnings(f":{lineno}", problem)
                     continue
-                if version > SCHEMA_VERSION:
-                    raise BenchError(
-                        f"{path}:{lineno}: schema_version {version} is newer than this normbench reads "
-                        f"({SCHEMA_VERSION}); upgrade normbench"
-                    )
                 try:
                     rows.append(row_from_dict(migrate(d)))
                 except (ValueError, TypeError) as exc:
@@ -327,15 +333,10 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path, warnings: Warnin
         if not isinstance(info, dict) or "impl" not in info or "schema_version" not in info:
             warnings(f": benchmark {name!r}", "has no normbench extra_info")
             continue
-        version = info["schema_version"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            warnings(f": benchmark {name!r}", f"schema_version {version!r} is not a version number")
+        problem = _version_problem(info["schema_version"], f"{path}: benchmark {name!r} has schema_version")
+        if problem:
+            warnings(f": benchmark {name!r}", problem)
             continue
-        if version > SCHEMA_VERSION:
-            raise BenchError(
-                f"{path}: benchmark {name!r} has schema_version {version}, newer than "
-                f"this normbench reads ({SCHEMA_VERSION}); upgrade normbench"
-            )
         stats = b.get("stats")
         if not isinstance(stats, dict):
             warnings(f": benchmark {name!r}", f"stats is a {type(stats).__name__}, expected an object")

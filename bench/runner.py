@@ -21,7 +21,7 @@ from bench import environment, frameworks
 from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
 from bench.progress import Progress, for_stream, group_summary
-from bench.reference import EDGE_CASES
+from bench.reference import edge_cases
 from bench.registry import Impl, Source, declared_names, sources
 from bench.results import ResultsWriter, Row, read_envs, read_rows, write_env
 from bench.timing import TimingSettings
@@ -121,19 +121,7 @@ def cases(cfg: RunConfig, device: str) -> list[Case]:
         for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)
     ]
     if cfg.edge:
-        found += [
-            Case(
-                shape=shape,
-                dtype=dtype,
-                layout=lay,
-                mode="forward",
-                device=device,
-                eps=cfg.eps,
-                input_kind=kind,
-            )
-            for kind, (shape, dtype) in EDGE_CASES.items()
-            for lay in cfg.layouts
-        ]
+        found += edge_cases(device, cfg.layouts, cfg.eps)
     return found
 
 

@@ -46,7 +46,9 @@ def test_newer_schema_is_a_clear_error(tmp_path):
     path = tmp_path / "r.jsonl"
     d = _row().__dict__ | {"schema_version": SCHEMA_VERSION + 1}
     path.write_text(json.dumps(d) + "\n")
-    with pytest.raises(BenchError, match=f"schema_version {SCHEMA_VERSION + 1} is newer"):
+    with pytest.raises(
+        BenchError, match=f"schema_version {SCHEMA_VERSION + 1}, newer than this normbench reads"
+    ):
         read_rows(path)
 
 

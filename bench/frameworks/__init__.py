@@ -72,6 +72,21 @@ class Adapter(Protocol):
     def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float: ...
 
 
+class ImmutableInputs:
+    """For adapters whose arrays cannot be written in place (JAX, TensorFlow): nothing to check."""
+
+    mutable_inputs = False
+
+    def snapshot(self, xs: Sequence[Any]) -> Any:
+        return None
+
+    def changed(self, xs: Sequence[Any], snapshot: Any, full: bool) -> int:
+        return 0
+
+    def restore(self, xs: Sequence[Any], snapshot: Any) -> None:
+        pass
+
+
 class Framework:
     """A framework's description. Subclass it in `bench/frameworks/<name>.py` as `FRAMEWORK`.
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from bench import memory
 from bench.cases import Case
-from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
+from bench.frameworks import Adapter, Clock, ImmutableInputs, OutputError, cpu_cache_bytes
 from bench.frameworks._tensors import from_nchw, to_nchw
 
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
@@ -23,12 +23,11 @@ def _device(device: str) -> Any:
     return jax.devices("cpu")[0]
 
 
-class JaxAdapter:
+class JaxAdapter(ImmutableInputs):
     """Arrays in the physical shape of their layout; immutable, so no implementation can change
     another's input."""
 
     name = "jax"
-    mutable_inputs = False
 
     def __init__(self, physical: bool = True) -> None:
         self.physical = True  # a jax array has no memory format apart from its shape
@@ -82,15 +81,6 @@ class JaxAdapter:
 
     def forward_once(self, fn: Callable[[Any], Any], x: Any) -> Any:
         return fn(x)
-
-    def snapshot(self, xs: Sequence[Any]) -> Any:
-        return None
-
-    def changed(self, xs: Sequence[Any], snapshot: Any, full: bool) -> int:
-        return 0
-
-    def restore(self, xs: Sequence[Any], snapshot: Any) -> None:
-        pass
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from bench import memory
 from bench.cases import Case
-from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
+from bench.frameworks import Adapter, Clock, ImmutableInputs, OutputError, cpu_cache_bytes
 from bench.frameworks._tensors import from_nchw, to_nchw
 
 DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
@@ -25,11 +25,10 @@ def sync(device: str) -> None:
         tf.test.experimental.sync_devices()
 
 
-class TensorFlowAdapter:
+class TensorFlowAdapter(ImmutableInputs):
     """Tensors in the physical shape of their layout; immutable (tf.Variable aside)."""
 
     name = "tensorflow"
-    mutable_inputs = False
 
     def __init__(self, physical: bool = True) -> None:
         self.physical = True
@@ -104,15 +103,6 @@ class TensorFlowAdapter:
 
     def forward_once(self, fn: Callable[[Any], Any], x: Any) -> Any:
         return fn(x)
-
-    def snapshot(self, xs: Sequence[Any]) -> Any:
-        return None
-
-    def changed(self, xs: Sequence[Any], snapshot: Any, full: bool) -> int:
-        return 0
-
-    def restore(self, xs: Sequence[Any], snapshot: Any) -> None:
-        pass
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, (tf.errors.ResourceExhaustedError, MemoryError))
