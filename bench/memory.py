@@ -133,7 +133,7 @@ class FaultCounter:
         return self.minor / self.calls, self.major / self.calls
 
 
-def copy_bandwidth(one_pass: Callable[[], Any], bytes_per_pass: int, min_time_s: float = 0.15) -> float:
+def copy_bandwidth(one_pass: Callable[[], Any], bytes_per_pass: int, min_time_s: float = 0.1) -> float:
     """GB/s (read + write) of the median pass, after one untimed pass; at least 5 passes."""
     one_pass()
     times: list[float] = []
@@ -174,7 +174,7 @@ class CacheProbe:
 def probe_cache(
     copy: Callable[[int, int], float], reported_bytes: int, max_bytes: int, max_rotation_bytes: int
 ) -> CacheProbe:
-    """Sweep footprints from a quarter of the reported cache up to `max_bytes` (doubling); the
+    """Sweep footprints from a quarter of the reported cache up to `max_bytes` (x4 a step); the
     rotation is twice the effective cache, at most `max_rotation_bytes` (then `cold_verified` says
     whether that still reaches DRAM).
 
@@ -183,9 +183,12 @@ def probe_cache(
     """
     probe = CacheProbe()
     size = max(1 << 20, reported_bytes // 4)
-    while size <= max_bytes:
+    sizes = []
+    while size < max_bytes:
+        sizes.append(size)
+        size *= 4
+    for size in [*sizes, max_bytes]:
         probe.sweep.append((size, copy(size, 1)))
-        size *= 2
     if not probe.sweep:
         return probe
     tail = [g for _, g in probe.sweep[-2:]]

@@ -28,6 +28,7 @@ from bench.timing import TimingSettings
 from bench.workers import (
     Begin,
     CopyResult,
+    CopyService,
     Discovery,
     Done,
     Hello,
@@ -41,7 +42,7 @@ from bench.workers import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-COPY_EVERY_S = 60.0  # the speed-of-light copy is measured again between groups at most this often
+COPY_EVERY_S = 30.0  # the speed-of-light copy is measured again between groups at most this often
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ class Run(Listener):
         self.copy_framework: str | None = None
         self.rotation: dict[str, int] = {}
         self.copy_bytes: dict[str, int] = {}
+        self.copiers: dict[str, CopyService] = {}
         self._impls: dict[str, Impl] = {}
         self._found: list[Source] = []
 
@@ -260,7 +262,7 @@ class Run(Listener):
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.write_env()
-            self.measure_copy(first=True)
+            self.measure_copy()
             plan = make_plan(cfg, disc.impls, chosen, self.rotation)
             direct = [r for r in plan.direct if r.key() not in self.done_keys]
             groups = [self._left(g) for g in plan.groups]
@@ -298,6 +300,8 @@ class Run(Listener):
             self.env["finished"] = environment.now()
             self.env["interrupted"] = bool(self.stop_signal)
             self.env["gpu_end"] = environment.gpu_info()
+            for copier in self.copiers.values():
+                copier.close()
             failing = sys.exc_info()[1] is not None
             try:
                 self.write_env()
@@ -481,35 +485,33 @@ class Run(Listener):
                 group_summary(spec.label, self.group_statuses, elapsed_s, interrupted=bool(self.stop_signal))
             )
 
-    def measure_copy(self, first: bool = False) -> None:
-        """The speed-of-light reference: a large copy on each device, same threads. The first also
-        sweeps bandwidth against footprint for the effective cache (never during a timed call)."""
-        known = frameworks.frameworks()
-        ranked = sorted(known.values(), key=lambda fw: -fw.copy_priority)
+    def measure_copy(self) -> None:
+        """The speed-of-light reference: a large copy on each device, same threads, from one copy
+        worker per device kept for the run. Its first copy also sweeps bandwidth against footprint
+        for the effective cache (never during a timed call)."""
+        ranked = sorted(frameworks.frameworks().values(), key=lambda fw: -fw.copy_priority)
         for device in self.cfg.devices:
-            if first:
+            if device not in self.copiers:
+                fw = next((f for f in ranked if f.copy_priority > 0 and not f.missing()), None)
+                if fw is None:
+                    self.say(f"warning: no installed framework measures the copy bandwidth on {device}")
+                    continue
                 cpu = device_kind(device) == "cpu"
                 self.copy_bytes[device] = (
                     min(2 << 30, max(1 << 30, 16 * frameworks.cpu_cache_bytes())) if cpu else 4 << 30
                 )
-            for fw in ranked:
-                if fw.copy_priority <= 0 or fw.missing():
-                    continue
                 spec = WorkerSpec(
                     task="copy",
                     framework=fw.name,
                     backend=None,
                     device=device,
                     threads=self.cfg.threads,
-                    copy_bytes=self.copy_bytes[device],
-                    probe_cache=first,
+                    probe_cache=True,
                     rotation_bytes=max_rotation_bytes(device),
                 )
-                self.display.update(self.written, self.eta_s(), f"measuring the copy bandwidth on {device}")
-                before = len(self.env.get("copy_gbps_samples", {}).get(device, []))
-                WorkerClient(spec, {}, self, Limits(120.0, 120.0, 0), should_stop=self.should_stop).run()
-                if len(self.env.get("copy_gbps_samples", {}).get(device, [])) > before:
-                    break
+                self.copiers[device] = CopyService(spec, self)
+            self.display.update(self.written, self.eta_s(), f"measuring the copy bandwidth on {device}")
+            self.copiers[device].measure(self.copy_bytes[device])
         self.last_copy_at = self.clock()
         self.write_env()
 

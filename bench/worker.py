@@ -8,6 +8,7 @@ phase that could crash or hang, so the parent can blame the right unit and resta
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import sys
@@ -63,8 +64,8 @@ class Prepared:
     fields: dict[str, Any]
 
 
-class GroupMeasurer:
-    """Measures the jobs of one worker group, the worker-side contract:
+class ChildMeasurer:
+    """Inside the worker process: measures the jobs of one worker group. The contract:
 
     per case: make the inputs once (float64 reference input, rotating device buffers, a pristine
     snapshot where inputs are mutable); per implementation: build, first call (timed alone),
@@ -415,12 +416,15 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
     else:
         emit(CopyResult(adapter.name, adapter.device_name(dev), copy_gbps(spec.copy_bytes, 1)))
+    for line in sys.stdin:  # a copy service: one more copy per request, until the parent closes stdin
+        request = json.loads(line)
+        emit(CopyResult(adapter.name, adapter.device_name(dev), copy_gbps(request["copy_bytes"], 1)))
 
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
     watch_parent()
-    spec = WorkerSpec.from_json(sys.stdin.read())
+    spec = WorkerSpec.from_json(sys.stdin.readline())
     set_affinity(spec.threads)
     memory.steady_allocator()
     if spec.task == "probe":
@@ -446,7 +450,7 @@ def main() -> int:
     versions = {adapter.name: adapter.version()}
     if spec.framework != adapter.name:
         versions[spec.framework] = getattr(sys.modules.get(spec.framework), "__version__", "?")
-    measurer = GroupMeasurer(spec, adapter, loaded)
+    measurer = ChildMeasurer(spec, adapter, loaded)
     emit(Hello(os.getpid(), versions, measurer.device_name))
     for job in spec.jobs:
         # A name the worker did not load is the parent's to report (see Unloaded).

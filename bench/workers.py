@@ -216,7 +216,8 @@ def worker_env(spec: WorkerSpec) -> dict[str, str]:
     env = dict(os.environ)
     env.update(frameworks.thread_env(spec.threads))
     env.update(frameworks.get(spec.framework).env(spec.threads, spec.backend))
-    env.update(steady_env())
+    if spec.task in ("run", "check"):
+        env.update(steady_env())
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -236,7 +237,7 @@ class WorkerHandle(Protocol):
 class WorkerProcess:
     """A child process, its event pipe and its slice of the log."""
 
-    def __init__(self, spec: WorkerSpec, log: Path | None) -> None:
+    def __init__(self, spec: WorkerSpec, log: Path | None, keep_stdin: bool = False) -> None:
         read_fd, write_fd = os.pipe()
         env = {**worker_env(spec), "NORMBENCH_EVENT_FD": str(write_fd)}
         self.log_path = log
@@ -261,10 +262,18 @@ class WorkerProcess:
         self.closed = False
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(spec.to_json().encode())
-            self.proc.stdin.close()
+            self.proc.stdin.write(spec.to_json().encode() + b"\n")  # the spec is the first line
+            if keep_stdin:  # more requests follow, one JSON line each (the copy service)
+                self.proc.stdin.flush()
+            else:
+                self.proc.stdin.close()
         except BrokenPipeError:  # died at once; the loop sees the exit
             pass
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
 
     def events(self, timeout_s: float) -> tuple[list[Event], bool]:
         """Events that arrived within timeout_s, and whether the worker has ended.
@@ -306,6 +315,11 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -623,6 +637,51 @@ class WorkerClient:
     def _probed(self, spec: WorkerSpec, event: Probed) -> None:
         self.unprobed = [s for s in self.unprobed if s.label() != event.source]
         self.listener.probed(spec, [Impl.from_info(i) for i in event.impls])
+
+
+class CopyService:
+    """The speed-of-light copy worker, kept alive for a whole run: the first request also sweeps
+    bandwidth against footprint (the effective cache); later ones are one large copy each, with no
+    framework import. A failed or hung request is a note; the next request starts a new worker."""
+
+    def __init__(self, spec: WorkerSpec, listener: Listener, timeout_s: float = 120.0) -> None:
+        self.spec = spec
+        self.listener = listener
+        self.timeout_s = timeout_s
+        self.proc: WorkerProcess | None = None
+
+    def measure(self, copy_bytes: int) -> bool:
+        """One copy bandwidth (the sweep first, when this is a new worker); True when measured."""
+        if self.proc is None:
+            self.proc = WorkerProcess(replace(self.spec, copy_bytes=copy_bytes), None, keep_stdin=True)
+        else:
+            try:
+                self.proc.send({"copy_bytes": copy_bytes})
+            except (BrokenPipeError, OSError):
+                self.close()
+                return self.measure(copy_bytes)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            events, ended = self.proc.events(0.2)
+            for event in events:
+                if isinstance(event, CopyResult):
+                    self.listener.copy(self.spec, event)
+                    return True
+                if isinstance(event, Fatal):
+                    self.listener.note(self.spec, f"copy bandwidth not measured: {event.message}")
+                    self.close()
+                    return False
+            if ended:
+                break
+        why = "timed out" if time.monotonic() >= deadline else self.proc.exit_description()
+        self.listener.note(self.spec, f"copy bandwidth not measured on {self.spec.device}: {why}")
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc = None
 
 
 # ---- one call for front ends that just want rows ----------------------------------------------

@@ -188,7 +188,7 @@ class TorchAdapter:
     def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
         """Bytes read plus written per second by device copies of `buffers` pairs of nbytes in all."""
         each = max(1, nbytes // buffers // 4)
-        srcs = [torch.randn(each, device=device) for _ in range(buffers)]
+        srcs = [torch.full((each,), 1.0, device=device) for _ in range(buffers)]
         dsts = [torch.empty_like(s) for s in srcs]
 
         def one_pass() -> None:
