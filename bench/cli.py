@@ -1,4 +1,4 @@
-"""argparse subcommands: list, run, report, compare, check; one BenchError caught in main()."""
+"""argparse subcommands: list, run, report, compare, check, merge; one BenchError caught in main()."""
 
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
     run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
     run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
+    run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     add_source_args(run)
 
     chk = sub.add_parser("check", help="correctness, semantics and edge cases of one implementation, untimed")
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="run-to-run noise added to each CI: auto (from the spread of all ratios) or a sd, e.g. 3%%",
     )
+
+    mg = sub.add_parser("merge", help="one results file from shards or cluster jobs; rows keep their machine")
+    mg.add_argument("out", metavar="OUT.jsonl", help="the merged results file (new)")
+    mg.add_argument("inputs", nargs="+", metavar="SHARD.jsonl", help="results files to merge")
     return p
 
 
@@ -154,10 +159,11 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_devices(text: str) -> list[str]:
+def resolve_devices(text: str, gpus: int | None = None) -> list[str]:
+    """Devices of a --device value; `gpus`: how many the machine that measures has (default: this one)."""
     from bench.environment import cuda_device_count
 
-    gpus = cuda_device_count()
+    gpus = cuda_device_count() if gpus is None else gpus
     if text == "auto":
         return ["cpu"] + (["cuda:0"] if gpus else [])
     if text == "cpu":
@@ -192,13 +198,13 @@ def check_out_path(path: Path) -> None:
         raise BenchError(f"--out {str(path)!r} is not writable") from None
 
 
-def run_options(args: argparse.Namespace) -> dict[str, Any]:
+def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, Any]:
     """The RunConfig fields the command line gave explicitly, validated (bad input: BenchError)."""
     given: dict[str, Any] = {}
     if args.impl:
         given["impl_globs"] = tuple(args.impl)
     if args.device:
-        given["devices"] = tuple(resolve_devices(args.device))
+        given["devices"] = tuple(resolve_devices(args.device, gpus))
     if args.preset:
         given["preset"] = check_choice("preset", args.preset, tuple(PRESETS))
     if args.shape:
@@ -231,6 +237,10 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         given["max_memory_bytes"] = parse_size(args.max_memory)
     if args.fail_fast:
         given["fail_fast"] = True
+    if args.shard:
+        from bench.shards import parse_shard
+
+        given["shard"] = parse_shard(args.shard).text()
     return given
 
 
@@ -238,7 +248,9 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast")
 
 
-def new_config(given: dict[str, Any], max_time: float | None, warm_cache: bool) -> Any:
+def new_config(
+    given: dict[str, Any], max_time: float | None, warm_cache: bool, devices: tuple[str, ...] | None = None
+) -> Any:
     from dataclasses import replace
 
     from bench.environment import total_memory_bytes
@@ -251,7 +263,7 @@ def new_config(given: dict[str, Any], max_time: float | None, warm_cache: bool) 
     if max_time is not None:
         settings = replace(settings, max_time_s=max_time, min_time_s=min(settings.min_time_s, max_time))
     defaults = {
-        "devices": tuple(resolve_devices("auto")),
+        "devices": devices or tuple(resolve_devices("auto")),
         "threads": os.cpu_count() or 1,
         "max_memory_bytes": int(0.8 * total_memory_bytes()),
         "settings": settings,
@@ -312,6 +324,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130
         print(f"report: {index}", file=sys.stderr)
     print(path)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.shards import merge
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise BenchError(f"{args.out!r} is a directory; expected the merged .jsonl file's path")
+    for name in args.inputs:
+        if not Path(name).is_file():
+            raise BenchError(f"results file {name!r} does not exist")
+    for m in merge([Path(p) for p in args.inputs], out):
+        shards = f", shards {m.shards}" if m.shards else ""
+        print(
+            f"run {m.run_id}: {m.rows} rows measured on {m.machine or 'an unknown machine'} "
+            f"({len(m.files)} file{'s' if len(m.files) > 1 else ''}{shards})",
+            file=sys.stderr,
+        )
+    print(out)
     return 0
 
 
@@ -442,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             "check": cmd_check,
             "report": cmd_report,
             "compare": cmd_compare,
+            "merge": cmd_merge,
         }[args.command]
         return command(args)
     except BenchError as exc:
