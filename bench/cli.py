@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
     run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     add_source_args(run)
+    add_cluster_args(run)
 
     chk = sub.add_parser("check", help="correctness, semantics and edge cases of one implementation, untimed")
     chk.add_argument("impl", help="implementation name (see `python -m bench list`)")
@@ -150,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("out", metavar="OUT.jsonl", help="the merged results file (new)")
     mg.add_argument("inputs", nargs="+", metavar="SHARD.jsonl", help="results files to merge")
     return p
+
+
+def add_cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (submitit): one job per worker group, shards merged into --out")
+    g.add_argument("--executor", default=None, help="local | slurm: run as submitit jobs")
+    g.add_argument(
+        "--folder", default=None, help="shared folder for shards and logs (default results/<run_id>.jobs)"
+    )
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--constraint", default=None, help="SLURM constraint, e.g. h100")
+    g.add_argument("--gpus-per-job", default=None, help="GPUs a GPU job asks SLURM for (default 1)")
+    g.add_argument("--time", default=None, help="minutes a job may run (default 120)")
+    g.add_argument("--array-parallelism", default=None, help="SLURM: jobs of one array at once")
+    g.add_argument("--cpu-jobs", default=None, help="local: CPU jobs at once (default 1: alone, in turn)")
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -246,6 +261,8 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
 
 # Options that change how a run is supervised, not what it measures: --resume may change them.
 SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast")
+# run options that only a submission (--executor) takes
+CLUSTER_ONLY = ("folder", "partition", "constraint", "gpus_per_job", "time", "array_parallelism", "cpu_jobs")
 
 
 def new_config(
@@ -277,6 +294,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import new_run_id
     from bench.runner import ROOT, Run, config_differences, resume_config
 
+    if args.executor or (args.resume and Path(args.resume).is_dir()):
+        return cmd_run_cluster(args)
+    for name in CLUSTER_ONLY:
+        if getattr(args, name) is not None:
+            raise BenchError(f"--{name.replace('_', '-')} needs --executor local|slurm")
     given = run_options(args)
     max_time = parse_seconds(args.max_time, "--max-time")
     resume_run = None
@@ -323,6 +345,116 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"report interrupted: nothing written; the rows are in {path}", file=sys.stderr)
             return 130
         print(f"report: {index}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def parse_count(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BenchError(f"bad {option} {text!r}; expected a positive integer") from None
+    if value < 1:
+        raise BenchError(f"bad {option} {text!r}; expected a positive integer")
+    return value
+
+
+def cluster_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ClusterOptions fields the command line gave explicitly, validated."""
+    from bench.cluster import EXECUTORS
+
+    given: dict[str, Any] = {}
+    if args.executor is not None:
+        given["executor"] = check_choice("executor", args.executor, EXECUTORS)
+    for name in ("partition", "constraint"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    counts = {"gpus_per_job": "--gpus-per-job", "time": "--time", "array_parallelism": "--array-parallelism",
+              "cpu_jobs": "--cpu-jobs"}  # fmt: skip
+    for name, option in counts.items():
+        if getattr(args, name) is not None:
+            given["time_min" if name == "time" else name] = parse_count(getattr(args, name), option)
+    return given
+
+
+def cmd_run_cluster(args: argparse.Namespace) -> int:
+    """`run --executor local|slurm` (or `run --resume FOLDER`): bench.cluster does the rest."""
+    from dataclasses import replace
+
+    from bench.cluster import ClusterOptions, ClusterRun, read_manifest
+    from bench.environment import new_run_id
+    from bench.runner import ROOT, RunConfig, config_differences
+
+    if args.shard:
+        raise BenchError("--shard with --executor: a submission is already split, one job per worker group")
+    if args.device and args.device.startswith("cuda:") and args.device != "cuda:0":
+        raise BenchError(
+            f"--device {args.device!r} with --executor: each GPU job gets a GPU of its own; use --device "
+            "cuda (choose the GPUs with CUDA_VISIBLE_DEVICES, or SLURM's options)"
+        )
+    wanted = cluster_options(args)
+    if args.resume:
+        folder = Path(args.resume)
+        doc = read_manifest(folder)
+        opts = replace(ClusterOptions.from_json(doc.get("options", {})), **wanted)
+        if args.out and Path(args.out).resolve() != Path(doc["out"]).resolve():
+            raise BenchError(
+                f"--out {args.out!r} with --resume {args.resume!r}: a resume merges into {doc['out']}"
+            )
+        if args.folder:
+            raise BenchError(
+                f"--folder with --resume {args.resume!r}: the submission's folder is {args.resume}"
+            )
+        stored = RunConfig.from_json(doc["config"])
+        given = run_options(args, gpus=None if opts.executor == "local" else 1)
+        what = {k: v for k, v in given.items() if k not in SUPERVISION}
+        if args.max_time is not None:
+            what["max_time_s"] = parse_seconds(args.max_time, "--max-time")
+        if args.warm_cache:
+            what["warm_cache"] = True
+        diffs = config_differences(stored, what)
+        if diffs:
+            raise BenchError(
+                f"--resume {args.resume!r}: options differ from the submission's: {'; '.join(diffs)}; "
+                "give none, or the same"
+            )
+        cfg = replace(stored, **{k: v for k, v in given.items() if k in SUPERVISION})
+        run_id, out, resume = str(doc["run_id"]), Path(doc["out"]), True
+    else:
+        opts = ClusterOptions(**wanted)
+        local = opts.executor == "local"
+        for name in ("partition", "constraint", "array_parallelism"):
+            if not local:
+                break
+            if name in wanted:
+                raise BenchError(f"--{name.replace('_', '-')} is a SLURM option; it needs --executor slurm")
+        given = run_options(args, gpus=None if local else 1)
+        max_time = parse_seconds(args.max_time, "--max-time")
+        # a SLURM login node's GPUs say nothing of the nodes': CPU unless --device says otherwise
+        cfg = new_config(given, max_time, args.warm_cache, devices=None if local else ("cpu",))
+        run_id = new_run_id()
+        folder = Path(args.folder) if args.folder else ROOT / "results" / f"{run_id}.jobs"
+        out = Path(args.out) if args.out else ROOT / "results" / f"{run_id}.jsonl"
+        if folder.is_dir() and any(folder.iterdir()):
+            raise BenchError(
+                f"--folder {str(folder)!r} is not empty; resume that submission with --resume {folder}, "
+                "or choose another folder"
+            )
+        if out.exists():
+            raise BenchError(f"--out {str(out)!r} exists; a submission merges into a new file")
+        check_out_path(out)
+        resume = False
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    cluster = ClusterRun(cfg, opts, folder, out, run_id, command=command, resume=resume)
+    try:
+        path = cluster.execute()
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        return 128 + int(signum)
+    if args.report:
+        from bench.report import render
+
+        print(f"report: {render([path], None)}", file=sys.stderr)
     print(path)
     return 0
 

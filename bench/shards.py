@@ -78,7 +78,7 @@ def group_label(framework: str, backend: str | None, device: str) -> str:
     return f"{framework}{'-' + backend if backend else ''}/{device}"
 
 
-def _spec_keys(spec: WorkerSpec, impls: dict[str, Impl]) -> Iterable[tuple[MeasurementKey, str]]:
+def spec_keys(spec: WorkerSpec, impls: dict[str, Impl]) -> Iterable[tuple[MeasurementKey, str]]:
     """(measurement key, implementation name) of each job of a worker group, in order."""
     fw = frameworks.get(spec.framework)
     for job in spec.jobs:
@@ -101,7 +101,7 @@ def _direct_label(row: Row, impls: dict[str, Impl]) -> str:
 def labelled_keys(plan: Plan) -> list[tuple[str, MeasurementKey]]:
     """Every measurement of the plan with its worker group's label: the grouped ones, then the rows
     that need no worker."""
-    out = [(spec.label, key) for spec in plan.groups for key, _ in _spec_keys(spec, plan.impls)]
+    out = [(spec.label, key) for spec in plan.groups for key, _ in spec_keys(spec, plan.impls)]
     out += [(_direct_label(row, plan.impls), row.key()) for row in plan.direct]
     return out
 
@@ -175,7 +175,7 @@ def restrict(
     specs = []
     for spec in plan.groups:
         cases = {job.case.key(): job.case for job in spec.jobs}
-        pairs = [(cases[key.case], name) for key, name in _spec_keys(spec, plan.impls) if key in keep]
+        pairs = [(cases[key.case], name) for key, name in spec_keys(spec, plan.impls) if key in keep]
         if pairs:
             specs.append(replace(spec, jobs=group_jobs(pairs)))
     return replace(plan, groups=specs, direct=[r for r in plan.direct if r.key() in keep])
