@@ -56,12 +56,13 @@ class Results:
 
 
 def run_label(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> str:
-    """The run a row is reported under: one run per run id and machine. `bench merge` gives each
-    machine's rows a run id of their own, so the label is the run id; rows of one run id from
-    another machine than the run's host (files joined by hand, or shards not merged) are the run
-    `run_id@machine`, never mixed with the host's."""
-    host = envs.get(row.run_id, {}).get("host")
-    if row.machine and host and row.machine != host:
+    """The run a row is reported under: its run id. `bench merge` gives each kind of machine its
+    own run id (and lists the run's hosts in its sidecar); rows of a run id from a host the run's
+    sidecar does not list (files joined by hand, shards not merged) are the run `run_id@host`,
+    never mixed with the others."""
+    env = envs.get(row.run_id, {})
+    hosts = env.get("hosts") or ([env["host"]] if env.get("host") else [])
+    if row.machine and hosts and row.machine not in hosts:
         return f"{row.run_id}@{row.machine}"
     return row.run_id
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
-from bench.results import Row, read_envs, read_results, row_machine
+from bench.results import Row, machine_class, read_envs, read_results, row_machine
 from bench.stats import CACHE_RESIDENT_SOL, FAULT_FACTOR, FAULTING_PER_CALL, ratio_ci, sol_fraction
 
 
@@ -259,13 +259,13 @@ def machine_pairs(
     base: Path, new: Path, base_rows: list[Row], new_rows: list[Row], envs: Mapping[str, Mapping[str, Any]]
 ) -> tuple[list[tuple[str, str, list[Row], list[Row]]], list[str]]:
     """Which rows are compared with which: a file of one machine against a file of one machine
-    (whatever their names); otherwise each machine both files hold against itself (merged files
-    hold several). Also a line naming the machines left out, when any are."""
+    (whatever they are); otherwise each kind of machine both files hold (the same GPUs, CPU and
+    cores: merged files hold several) against itself. Also a line naming what was left out."""
     by_base: dict[str, list[Row]] = {}
     by_new: dict[str, list[Row]] = {}
     for rows, by in ((base_rows, by_base), (new_rows, by_new)):
         for r in rows:
-            by.setdefault(row_machine(r, envs), []).append(r)
+            by.setdefault(machine_class(envs.get(r.run_id, {})) or row_machine(r, envs), []).append(r)
     if len(by_base) == 1 and len(by_new) == 1:
         (mb, rb), (mn, rn) = next(iter(by_base.items())), next(iter(by_new.items()))
         return [(mb, mn, rb, rn)], []

@@ -514,6 +514,19 @@ def row_machine(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> str:
     return row.machine or str(envs.get(row.run_id, {}).get("host") or "")
 
 
+def machine_class(env: Mapping[str, Any]) -> str:
+    """What a run's hardware is, from its sidecar: the GPUs, the CPU model and its cores. Hosts
+    alike (a cluster's H100 nodes) share it; "" when the sidecar does not say."""
+    if not env.get("cpu_model"):
+        return ""
+    gpus: dict[str, int] = {}
+    for g in env.get("gpu_start") or []:
+        if isinstance(g, Mapping) and g.get("name"):
+            gpus[str(g["name"])] = gpus.get(str(g["name"]), 0) + 1
+    cpu = f"{env['cpu_model']} ({env.get('cpu_cores') or '?'} cores)"
+    return "; ".join([*(f"{n}x {name}" for name, n in sorted(gpus.items())), cpu])
+
+
 def write_env(results: Path | str, run_id: str, env: dict[str, Any]) -> None:
     """Set one run's record in the sidecar, keeping the other runs'."""
     p = env_path(results)

@@ -10,9 +10,12 @@ per shard). Nothing in the order depends on the machine (which frameworks are in
 whether a row is measured or unavailable, never which shard holds it), so shards planned on
 different machines still add up to the whole plan.
 
-A merge keeps each row's machine. Rows of one plan (same `plan_id`, or the same run id) from one
-machine become one run; each machine stays a run of its own, so the report puts machines side by
-side. The same measurement twice from one machine is an error naming both files.
+A merge keeps each row's machine (`Row.machine`, its host). Rows of one plan (same `plan_id`, or
+the same run id) measured on one host, or on hosts alike (same CPU model, cores and GPUs: a
+cluster's nodes of one kind), become one run, so frameworks measured on two H100 nodes still meet
+in one verdict; other hardware stays a run of its own, and the report puts those side by side.
+The same measurement twice from one host is an error naming both files; from two hosts alike,
+both stay, one run per host.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from bench import frameworks
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
-from bench.results import Row, read_envs, read_rows, row_machine, write_envs
+from bench.results import Row, machine_class, read_envs, read_rows, row_machine, write_envs
 from bench.workers import WorkerSpec, group_jobs
 
 if TYPE_CHECKING:
@@ -259,7 +262,7 @@ def merge(
         merged.append(
             MergedRun(
                 run_id,
-                run[0].machine,
+                str(envs[run_id].get("host", "")),
                 len(mine),
                 tuple(dict.fromkeys(str(s.path) for s in run)),
                 str(envs[run_id].get("shard", "")),
@@ -287,7 +290,10 @@ def _read_sources(paths: Sequence[Path], say: Callable[[str], None]) -> list[_So
 
 
 def _group(sources: list[_Source]) -> list[list[_Source]]:
-    """Sources of one machine and one plan (or one run id) together, in order of first appearance."""
+    """Sources that make one run: one plan (or one run id) on one host, and on hosts alike (same
+    CPU, cores and GPUs: a cluster's nodes of one kind), so a framework measured on node 7 and
+    another on node 8 still meet in one verdict. Hosts alike that measured the same case are kept
+    apart, one run each. In order of first appearance."""
     parent = list(range(len(sources)))
 
     def find(i: int) -> int:
@@ -298,7 +304,10 @@ def _group(sources: list[_Source]) -> list[list[_Source]]:
 
     first: dict[tuple[str, str, str], int] = {}
     for i, s in enumerate(sources):
-        for link in (("run", s.machine, s.run_id), ("plan", s.machine, s.plan_id)):
+        kind = machine_class(s.env)
+        links = [("run", s.machine, s.run_id), ("plan", s.machine, s.plan_id)]
+        links += [("kind-run", kind, s.run_id), ("kind-plan", kind, s.plan_id)] if kind else []
+        for link in links:
             if link[2]:
                 j = first.setdefault(link, i)
                 parent[find(i)] = find(j)
@@ -311,16 +320,40 @@ def _group(sources: list[_Source]) -> list[list[_Source]]:
         failed = "failed_job" in s.env  # rows written for a failed cluster job: their env is thin
         return (failed, shard.index if shard else 0, str(s.env.get("started", "")), s.order)
 
-    return [sorted(g, key=rank) for g in groups.values()]
+    runs = []
+    for group in groups.values():
+        by_host: dict[str, list[_Source]] = {}
+        for s in group:
+            by_host.setdefault(s.machine, []).append(s)
+        measured_by: dict[MeasurementKey, set[str]] = {}
+        for s in group:
+            for r in s.rows:
+                measured_by.setdefault(r.key(), set()).add(s.machine)
+        if any(len(hosts) > 1 for hosts in measured_by.values()):
+            runs += [sorted(g, key=rank) for g in by_host.values()]
+        else:
+            runs.append(sorted(group, key=rank))
+    return runs
 
 
 def _run_ids(runs: list[list[_Source]]) -> list[str]:
-    """Each merged run's id: its first source's, with `@machine` where machines would share one."""
+    """Each merged run's id: its first source's, with `@host` (or `@kind` for several hosts alike)
+    where runs would share one."""
     first = [run[0].run_id for run in runs]
-    return [
-        rid if first.count(rid) == 1 else f"{rid}@{run[0].machine or 'unknown'}"
-        for rid, run in zip(first, runs)
-    ]
+    ids: list[str] = []
+    for rid, run in zip(first, runs):
+        hosts = sorted({s.machine for s in run})
+        tag = hosts[0] if len(hosts) == 1 else _slug(machine_class(run[0].env).split(";")[0])
+        new = rid if first.count(rid) == 1 else f"{rid}@{tag or 'unknown'}"
+        n = 2
+        while new in ids:
+            new, n = f"{new.rsplit('~', 1)[0]}~{n}", n + 1
+        ids.append(new)
+    return ids
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
 
 def _rows_of(
@@ -360,12 +393,15 @@ def _env_of(
     envs = [s.env for s in run]
     env: dict[str, Any] = dict(next((e for e in envs if e), {}))
     env["run_id"] = run_id
-    if run[0].machine:
-        env["host"] = run[0].machine
+    hosts = list(dict.fromkeys(s.machine for s in run if s.machine))
+    if hosts:
+        env["host"], env["hosts"] = ", ".join(hosts), hosts
+    env["machine"] = machine_class(env)
     env["merged_from"] = [
         {
             "file": str(s.path),
             "run_id": s.run_id,
+            "host": s.machine,
             "rows": len(s.rows),
             **{
                 k: s.env[k]

@@ -156,9 +156,12 @@ def results_file(path: Path, rows, env=None):
     return path
 
 
-def env(run_id, host="box", shard="", plan="p1", copy=(10.0,), **kw):
-    return {"run_id": run_id, "host": host, "shard": shard, "plan_id": plan, "cpu_model": f"{host} cpu",
-            "copy_gbps_samples": {"cpu": list(copy)}, "config": {"shard": shard, "threads": 1}, **kw}  # fmt: skip
+def env(run_id, host="box", shard="", plan="p1", copy=(10.0,), cpu=None, gpus=(), **kw):
+    """A sidecar record; hosts differ in hardware unless `cpu` (and `gpus`) say they are alike."""
+    return {"run_id": run_id, "host": host, "shard": shard, "plan_id": plan,
+            "cpu_model": cpu or f"{host} cpu", "cpu_cores": 8, "gpu_start": [{"name": g} for g in gpus],
+            "copy_gbps_samples": {"cpu": list(copy)}, "config": {"shard": shard, "threads": 1},
+            **kw}  # fmt: skip
 
 
 def test_shards_of_one_machine_merge_into_one_run(tmp_path):
@@ -206,6 +209,36 @@ def test_the_same_case_from_two_machines_stays_twice_told_apart_by_machine(tmp_p
     assert results.envs["r@a100"]["copy_gbps_samples"] == {"cpu": [30.0]}
 
 
+def test_jobs_on_nodes_alike_are_one_run_so_their_frameworks_meet_in_one_verdict(tmp_path):
+    h100 = dict(cpu="EPYC 9654", gpus=("NVIDIA H100",) * 8)
+    a = results_file(tmp_path / "a.jsonl", [row("x", machine="node7", run_id="r")], env("r", "node7", **h100))
+    b = results_file(tmp_path / "b.jsonl", [row("y", machine="node8", run_id="r")],
+                     env("r", "node8", copy=(30.0,), **h100))  # fmt: skip
+    c = results_file(tmp_path / "c.jsonl", [row("x", machine="cpu3", run_id="r")], env("r", "cpu3"))
+    merged = shards.merge([a, b, c], tmp_path / "m.jsonl")
+    assert [(m.run_id, m.machine, m.rows) for m in merged] == [
+        ("r@8x-NVIDIA-H100", "node7, node8", 2),
+        ("r@cpu3", "cpu3", 1),
+    ]
+    results = load([tmp_path / "m.jsonl"])
+    assert results.runs == ("r@8x-NVIDIA-H100", "r@cpu3")
+    e = results.envs["r@8x-NVIDIA-H100"]
+    assert e["hosts"] == ["node7", "node8"] and e["machine"] == "8x NVIDIA H100; EPYC 9654 (8 cores)"
+    assert e["copy_gbps_samples"] == {"cpu": [10.0, 30.0]}
+    assert {r.machine for r in read_rows(tmp_path / "m.jsonl") if r.run_id == "r@8x-NVIDIA-H100"} == {
+        "node7",
+        "node8",
+    }
+
+
+def test_hosts_alike_that_measured_the_same_case_stay_apart(tmp_path):
+    alike = dict(cpu="Xeon 8480")
+    a = results_file(tmp_path / "a.jsonl", [row("x", machine="n1", run_id="ra")], env("ra", "n1", **alike))
+    b = results_file(tmp_path / "b.jsonl", [row("x", machine="n2", run_id="rb")], env("rb", "n2", **alike))
+    merged = shards.merge([a, b], tmp_path / "m.jsonl")
+    assert [(m.run_id, m.machine) for m in merged] == [("ra", "n1"), ("rb", "n2")]
+
+
 def test_rows_of_one_run_id_from_two_machines_are_two_runs_even_unmerged(tmp_path):
     path = tmp_path / "joined.jsonl"
     results_file(path, [row("x", machine="box", run_id="r"), row("x", machine="other", run_id="r")], env("r"))
@@ -251,10 +284,11 @@ def test_compare_matches_machines_of_merged_files(tmp_path, capsys):
     base, new = merged("base", None), merged("new", "a100")
     assert compare_files(base, new, 0.10, str(tmp_path / "c.json"), run_noise=0.0) == 1
     out = capsys.readouterr().out
-    assert "machines compared: h100, a100" in out and "not compared, only in new: laptop" in out
+    assert "machines compared: h100 cpu (8 cores), a100 cpu (8 cores)" in out
+    assert "not compared, only in new: laptop cpu (8 cores)" in out
     doc = json.loads((tmp_path / "c.json").read_text())
     slower = {(c["base_machine"], c["impl"]) for c in doc["comparisons"] if c["verdict"] == "slower"}
-    assert slower == {("a100", "i0"), ("a100", "i1"), ("a100", "i2")}
+    assert slower == {("a100 cpu (8 cores)", f"i{k}") for k in range(3)}
     lone = results_file(tmp_path / "lone.jsonl", [row("i0", machine="tpu", run_id="z")], env("z", "tpu"))
     with pytest.raises(BenchError, match="no machine is in both files"):
         compare_files(base, lone, 0.10)
