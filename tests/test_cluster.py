@@ -281,6 +281,7 @@ echo "Submitted batch job $((123 + n))"
 
 
 def fake_slurm(tmp_path, monkeypatch, sacct=""):
+    pytest.importorskip("submitit", reason="the cluster path needs submitit (pinned submitit==1.5.*)")
     bin_ = tmp_path / "bin"
     record = tmp_path / "record"
     bin_.mkdir()
@@ -318,15 +319,15 @@ def test_the_slurm_request_has_the_options_given(tmp_path, monkeypatch):
 
 
 def test_slurm_jobs_that_time_out_or_fail_become_rows_with_their_node_and_log_tail(tmp_path, monkeypatch):
-    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
-
     sacct = """JobID|State|NodeList
 123_0|TIMEOUT|gpu-node-7
 123_1|PREEMPTED|gpu-node-8
 124_0|OUT_OF_MEMORY|cpu-node-2
 124_1|FAILED|cpu-node-3"""
     fake_slurm(tmp_path, monkeypatch, sacct)
-    monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))  # no state from other tests
     monkeypatch.setattr("bench.cluster.SubmititJob.done", lambda self: True)  # sacct's pace is not tested
     world = World()
     c = cfg(dtypes=("float32",), modes=("forward",), shapes=((2, 3, 4, 4),), devices=("cpu", "cuda:0"))
@@ -395,6 +396,7 @@ def test_two_shards_merged_are_the_plain_run(plain, tmp_path):
 
 @pytest.mark.slow
 def test_local_jobs_a_killed_one_leaves_rows_resume_fills_them_and_the_merge_is_reported(plain, tmp_path):
+    pytest.importorskip("submitit", reason="the cluster path needs submitit (pinned submitit==1.5.*)")
     folder, out = tmp_path / "jobs", tmp_path / "merged.jsonl"
     args = ("run", *SWEEP, "--executor", "local", "--folder", str(folder), "--out", str(out), "--time", "10")
     proc = cli(*args, env={"NORMBENCH_TEST_KILL_JOB": "1"}, timeout=600)
