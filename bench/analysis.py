@@ -56,9 +56,14 @@ class Results:
 
 
 def run_label(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> str:
-    """The run a row is reported under. Today one run id is one run; the one place to change when
-    merged multi-machine files are grouped by machine (row.machine, or the env's host)."""
-    del envs  # grouping by run id needs nothing else
+    """The run a row is reported under: its run id. `bench merge` gives each kind of machine its
+    own run id (and lists the run's hosts in its sidecar); rows of a run id from a host the run's
+    sidecar does not list (files joined by hand, shards not merged) are the run `run_id@host`,
+    never mixed with the others."""
+    env = envs.get(row.run_id, {})
+    hosts = env.get("hosts") or ([env["host"]] if env.get("host") else [])
+    if row.machine and hosts and row.machine not in hosts:
+        return f"{row.run_id}@{row.machine}"
     return row.run_id
 
 
@@ -67,7 +72,7 @@ def load(paths: Sequence[Path | str], warn: Callable[[str], None] | None = None)
     that holds several runs gives several; rows without a run id take their file's name. Exactly
     repeated rows (a file passed twice) count once. BenchError when no file holds a usable row."""
     envs: dict[str, Mapping[str, Any]] = {}
-    seen: dict[tuple[str, Any], int] = {}
+    seen: dict[tuple[str, str, Any], int] = {}
     rows: list[Row] = []
     for path in map(Path, paths):
         file_envs = read_envs(path)
@@ -75,7 +80,7 @@ def load(paths: Sequence[Path | str], warn: Callable[[str], None] | None = None)
         for row in read_rows(path, warn):
             if not row.run_id:
                 row = replace(row, run_id=path.stem)
-            key = (row.run_id, row.key())
+            key = (row.run_id, row.machine, row.key())
             if key in seen:
                 rows[seen[key]] = row  # the later row of a resumed or repeated case wins
                 continue

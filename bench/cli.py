@@ -1,4 +1,4 @@
-"""argparse subcommands: list, run, report, compare, check; one BenchError caught in main()."""
+"""argparse subcommands: list, run, report, compare, check, merge; one BenchError caught in main()."""
 
 from __future__ import annotations
 
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
     run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
     run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
+    run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     add_source_args(run)
+    add_cluster_args(run)
 
     chk = sub.add_parser("check", help="correctness, semantics and edge cases of one implementation, untimed")
     chk.add_argument("impl", help="implementation name (see `python -m bench list`)")
@@ -144,7 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="run-to-run noise added to each CI: auto (from the spread of all ratios) or a sd, e.g. 3%%",
     )
+
+    mg = sub.add_parser("merge", help="one results file from shards or cluster jobs; rows keep their machine")
+    mg.add_argument("out", metavar="OUT.jsonl", help="the merged results file (new)")
+    mg.add_argument("inputs", nargs="+", metavar="SHARD.jsonl", help="results files to merge")
     return p
+
+
+def add_cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (submitit): one job per worker group, shards merged into --out")
+    g.add_argument("--executor", default=None, help="local | slurm: run as submitit jobs")
+    g.add_argument(
+        "--folder", default=None, help="shared folder for shards and logs (default results/<run_id>.jobs)"
+    )
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--constraint", default=None, help="SLURM constraint, e.g. h100")
+    g.add_argument("--gpus-per-job", default=None, help="GPUs a GPU job asks SLURM for (default 1)")
+    g.add_argument("--time", default=None, help="minutes a job may run (default 120)")
+    g.add_argument("--array-parallelism", default=None, help="SLURM: jobs of one array at once")
+    g.add_argument("--cpu-jobs", default=None, help="local: CPU jobs at once (default 1: alone, in turn)")
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -154,10 +174,11 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_devices(text: str) -> list[str]:
+def resolve_devices(text: str, gpus: int | None = None) -> list[str]:
+    """Devices of a --device value; `gpus`: how many the machine that measures has (default: this one)."""
     from bench.environment import cuda_device_count
 
-    gpus = cuda_device_count()
+    gpus = cuda_device_count() if gpus is None else gpus
     if text == "auto":
         return ["cpu"] + (["cuda:0"] if gpus else [])
     if text == "cpu":
@@ -192,13 +213,13 @@ def check_out_path(path: Path) -> None:
         raise BenchError(f"--out {str(path)!r} is not writable") from None
 
 
-def run_options(args: argparse.Namespace) -> dict[str, Any]:
+def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, Any]:
     """The RunConfig fields the command line gave explicitly, validated (bad input: BenchError)."""
     given: dict[str, Any] = {}
     if args.impl:
         given["impl_globs"] = tuple(args.impl)
     if args.device:
-        given["devices"] = tuple(resolve_devices(args.device))
+        given["devices"] = tuple(resolve_devices(args.device, gpus))
     if args.preset:
         given["preset"] = check_choice("preset", args.preset, tuple(PRESETS))
     if args.shape:
@@ -231,14 +252,22 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         given["max_memory_bytes"] = parse_size(args.max_memory)
     if args.fail_fast:
         given["fail_fast"] = True
+    if args.shard:
+        from bench.shards import parse_shard
+
+        given["shard"] = parse_shard(args.shard).text()
     return given
 
 
 # Options that change how a run is supervised, not what it measures: --resume may change them.
 SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast")
+# run options that only a submission (--executor) takes
+CLUSTER_ONLY = ("folder", "partition", "constraint", "gpus_per_job", "time", "array_parallelism", "cpu_jobs")
 
 
-def new_config(given: dict[str, Any], max_time: float | None, warm_cache: bool) -> Any:
+def new_config(
+    given: dict[str, Any], max_time: float | None, warm_cache: bool, devices: tuple[str, ...] | None = None
+) -> Any:
     from dataclasses import replace
 
     from bench.environment import total_memory_bytes
@@ -251,7 +280,7 @@ def new_config(given: dict[str, Any], max_time: float | None, warm_cache: bool) 
     if max_time is not None:
         settings = replace(settings, max_time_s=max_time, min_time_s=min(settings.min_time_s, max_time))
     defaults = {
-        "devices": tuple(resolve_devices("auto")),
+        "devices": devices or tuple(resolve_devices("auto")),
         "threads": os.cpu_count() or 1,
         "max_memory_bytes": int(0.8 * total_memory_bytes()),
         "settings": settings,
@@ -265,6 +294,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.environment import new_run_id
     from bench.runner import ROOT, Run, config_differences, resume_config
 
+    if args.executor or (args.resume and Path(args.resume).is_dir()):
+        return cmd_run_cluster(args)
+    for name in CLUSTER_ONLY:
+        if getattr(args, name) is not None:
+            raise BenchError(f"--{name.replace('_', '-')} needs --executor local|slurm")
     given = run_options(args)
     max_time = parse_seconds(args.max_time, "--max-time")
     resume_run = None
@@ -312,6 +346,136 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130
         print(f"report: {index}", file=sys.stderr)
     print(path)
+    return 0
+
+
+def parse_count(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BenchError(f"bad {option} {text!r}; expected a positive integer") from None
+    if value < 1:
+        raise BenchError(f"bad {option} {text!r}; expected a positive integer")
+    return value
+
+
+def cluster_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ClusterOptions fields the command line gave explicitly, validated."""
+    from bench.cluster import EXECUTORS
+
+    given: dict[str, Any] = {}
+    if args.executor is not None:
+        given["executor"] = check_choice("executor", args.executor, EXECUTORS)
+    for name in ("partition", "constraint"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    counts = {"gpus_per_job": "--gpus-per-job", "time": "--time", "array_parallelism": "--array-parallelism",
+              "cpu_jobs": "--cpu-jobs"}  # fmt: skip
+    for name, option in counts.items():
+        if getattr(args, name) is not None:
+            given["time_min" if name == "time" else name] = parse_count(getattr(args, name), option)
+    return given
+
+
+def cmd_run_cluster(args: argparse.Namespace) -> int:
+    """`run --executor local|slurm` (or `run --resume FOLDER`): bench.cluster does the rest."""
+    from dataclasses import replace
+
+    from bench.cluster import ClusterOptions, ClusterRun, read_manifest
+    from bench.environment import new_run_id
+    from bench.runner import ROOT, RunConfig, config_differences
+
+    if args.shard:
+        raise BenchError("--shard with --executor: a submission is already split, one job per worker group")
+    if args.device and args.device.startswith("cuda:") and args.device != "cuda:0":
+        raise BenchError(
+            f"--device {args.device!r} with --executor: each GPU job gets a GPU of its own; use --device "
+            "cuda (choose the GPUs with CUDA_VISIBLE_DEVICES, or SLURM's options)"
+        )
+    wanted = cluster_options(args)
+    if args.resume:
+        folder = Path(args.resume)
+        doc = read_manifest(folder)
+        opts = replace(ClusterOptions.from_json(doc.get("options", {})), **wanted)
+        if args.out and Path(args.out).resolve() != Path(doc["out"]).resolve():
+            raise BenchError(
+                f"--out {args.out!r} with --resume {args.resume!r}: a resume merges into {doc['out']}"
+            )
+        if args.folder:
+            raise BenchError(
+                f"--folder with --resume {args.resume!r}: the submission's folder is {args.resume}"
+            )
+        stored = RunConfig.from_json(doc["config"])
+        given = run_options(args, gpus=None if opts.executor == "local" else 1)
+        what = {k: v for k, v in given.items() if k not in SUPERVISION}
+        if args.max_time is not None:
+            what["max_time_s"] = parse_seconds(args.max_time, "--max-time")
+        if args.warm_cache:
+            what["warm_cache"] = True
+        diffs = config_differences(stored, what)
+        if diffs:
+            raise BenchError(
+                f"--resume {args.resume!r}: options differ from the submission's: {'; '.join(diffs)}; "
+                "give none, or the same"
+            )
+        cfg = replace(stored, **{k: v for k, v in given.items() if k in SUPERVISION})
+        run_id, out, resume = str(doc["run_id"]), Path(doc["out"]), True
+    else:
+        opts = ClusterOptions(**wanted)
+        local = opts.executor == "local"
+        for name in ("partition", "constraint", "array_parallelism"):
+            if not local:
+                break
+            if name in wanted:
+                raise BenchError(f"--{name.replace('_', '-')} is a SLURM option; it needs --executor slurm")
+        given = run_options(args, gpus=None if local else 1)
+        max_time = parse_seconds(args.max_time, "--max-time")
+        # a SLURM login node's GPUs say nothing of the nodes': CPU unless --device says otherwise
+        cfg = new_config(given, max_time, args.warm_cache, devices=None if local else ("cpu",))
+        run_id = new_run_id()
+        folder = Path(args.folder) if args.folder else ROOT / "results" / f"{run_id}.jobs"
+        out = Path(args.out) if args.out else ROOT / "results" / f"{run_id}.jsonl"
+        if folder.is_dir() and any(folder.iterdir()):
+            raise BenchError(
+                f"--folder {str(folder)!r} is not empty; resume that submission with --resume {folder}, "
+                "or choose another folder"
+            )
+        if out.exists():
+            raise BenchError(f"--out {str(out)!r} exists; a submission merges into a new file")
+        check_out_path(out)
+        resume = False
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    cluster = ClusterRun(cfg, opts, folder, out, run_id, command=command, resume=resume)
+    try:
+        path = cluster.execute()
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        return 128 + int(signum)
+    if args.report:
+        from bench.report import render
+
+        print(f"report: {render([path], None)}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.shards import merge
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise BenchError(f"{args.out!r} is a directory; expected the merged .jsonl file's path")
+    for name in args.inputs:
+        if not Path(name).is_file():
+            raise BenchError(f"results file {name!r} does not exist")
+    for m in merge([Path(p) for p in args.inputs], out):
+        shards = f", shards {m.shards}" if m.shards else ""
+        print(
+            f"run {m.run_id}: {m.rows} rows measured on {m.machine or 'an unknown machine'} "
+            f"({len(m.files)} file{'s' if len(m.files) > 1 else ''}{shards})",
+            file=sys.stderr,
+        )
+    print(out)
     return 0
 
 
@@ -442,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             "check": cmd_check,
             "report": cmd_report,
             "compare": cmd_compare,
+            "merge": cmd_merge,
         }[args.command]
         return command(args)
     except BenchError as exc:

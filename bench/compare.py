@@ -28,7 +28,7 @@ import numpy as np
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
 from bench.frameworks import variant
-from bench.results import Row, read_envs, read_results
+from bench.results import Row, machine_class, read_envs, read_results, row_machine
 from bench.stats import CACHE_RESIDENT_SOL, FAULT_FACTOR, FAULTING_PER_CALL, ratio_ci, sol_fraction
 
 
@@ -224,20 +224,7 @@ def _faults(v: float | None) -> str:
     return "?" if v is None else f"{v:.2g}"
 
 
-def compare_files(
-    base: Path, new: Path, threshold: float, json_out: str | None = None, run_noise: float | None = None
-) -> int:
-    """Print the comparison; exit status 1 when anything is significantly slower, else 0. Usage and
-    I/O errors raise BenchError (exit 2) before anything is printed or written."""
-    if json_out:
-        check_json_out(Path(json_out))
-    base_rows, new_rows = read_results([base]), read_results([new])
-    envs = {**read_envs(base), **read_envs(new)}
-    results, sigma = compare_rows(
-        base_rows, new_rows, threshold, run_noise, sol=lambda r: row_sol_fraction(r, envs)
-    )
-    if not results:
-        raise BenchError(f"no measured (implementation, case) pair is in both {base} and {new}")
+def _print_changes(results: list[Change], sigma: float, run_noise: float | None) -> None:
     how = "set by --run-noise" if run_noise is not None else f"estimated from {len(results)} matched rows"
     if run_noise is None and len(results) < MIN_PAIRS_FOR_NOISE:
         how = f"not estimated: {len(results)} matched rows, {MIN_PAIRS_FOR_NOISE} needed"
@@ -267,6 +254,70 @@ def compare_files(
                 f"(> {CACHE_RESIDENT_SOL:g}), the other did not",
                 file=sys.stderr,
             )
+
+
+def machine_pairs(
+    base: Path, new: Path, base_rows: list[Row], new_rows: list[Row], envs: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[tuple[str, str, list[Row], list[Row]]], list[str]]:
+    """Which rows are compared with which: a file of one machine against a file of one machine
+    (whatever they are); otherwise each kind of machine both files hold (the same GPUs, CPU and
+    cores: merged files hold several) against itself. Also a line naming what was left out."""
+    by_base: dict[str, list[Row]] = {}
+    by_new: dict[str, list[Row]] = {}
+    for rows, by in ((base_rows, by_base), (new_rows, by_new)):
+        for r in rows:
+            by.setdefault(machine_class(envs.get(r.run_id, {})) or row_machine(r, envs), []).append(r)
+    if len(by_base) == 1 and len(by_new) == 1:
+        (mb, rb), (mn, rn) = next(iter(by_base.items())), next(iter(by_new.items()))
+        return [(mb, mn, rb, rn)], []
+    common = [m for m in by_base if m in by_new]
+    if not common:
+        raise BenchError(
+            f"no machine is in both files: {base} holds {', '.join(map(_machine, by_base))}; {new} holds "
+            f"{', '.join(map(_machine, by_new))}"
+        )
+    left_out = [
+        f"only in {which}: {', '.join(map(_machine, only))}"
+        for which, only in (
+            ("base", [m for m in by_base if m not in by_new]),
+            ("new", [m for m in by_new if m not in by_base]),
+        )
+        if only
+    ]
+    return [(m, m, by_base[m], by_new[m]) for m in common], left_out
+
+
+def _machine(name: str) -> str:
+    return name or "(unknown machine)"
+
+
+def compare_files(
+    base: Path, new: Path, threshold: float, json_out: str | None = None, run_noise: float | None = None
+) -> int:
+    """Print the comparison; exit status 1 when anything is significantly slower, else 0. Usage and
+    I/O errors raise BenchError (exit 2) before anything is printed or written. Files of several
+    machines (merged shards or cluster jobs) are compared machine by machine."""
+    if json_out:
+        check_json_out(Path(json_out))
+    base_rows, new_rows = read_results([base]), read_results([new])
+    envs = {**read_envs(base), **read_envs(new)}
+    pairs, left_out = machine_pairs(base, new, base_rows, new_rows, envs)
+    compared = []
+    for mb, mn, rb, rn in pairs:
+        changes, sigma = compare_rows(rb, rn, threshold, run_noise, sol=lambda r: row_sol_fraction(r, envs))
+        compared.append((mb, mn, changes, sigma))
+    results = [c for _, _, changes, _ in compared for c in changes]
+    if not results:
+        raise BenchError(f"no measured (implementation, case) pair is in both {base} and {new}")
+    several = len(compared) > 1
+    if several or left_out:
+        print(f"machines compared: {', '.join(_machine(mb) for mb, _, _, _ in compared)}")
+    for line in left_out:
+        print(f"not compared, {line}")
+    for mb, _, changes, sigma in compared:
+        if several:
+            print(f"\n== {_machine(mb)} ==")
+        _print_changes(changes, sigma, run_noise)
     verdicts = ("faster", "slower", "same", "ambiguous", "fault state differs", "cache state differs")
     counts = {v: sum(c.verdict == v for c in results) for v in verdicts}
     print(
@@ -275,7 +326,19 @@ def compare_files(
         + f" (threshold {threshold:.1%})"
     )
     if json_out:
-        doc = {"threshold": threshold, "run_noise_sd": sigma, "comparisons": [asdict(c) for c in results]}
+        doc = {
+            "threshold": threshold,
+            "run_noise_sd": compared[0][3],
+            "comparisons": [
+                {**asdict(c), "base_machine": mb, "new_machine": mn}
+                for mb, mn, changes, _ in compared
+                for c in changes
+            ],
+            "machines": [
+                {"base": mb, "new": mn, "run_noise_sd": sigma, "pairs": len(changes)}
+                for mb, mn, changes, sigma in compared
+            ],
+        }
         try:
             Path(json_out).write_text(json.dumps(doc, indent=1))
         except OSError as exc:

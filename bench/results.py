@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -512,12 +512,36 @@ def read_env(results: Path | str, run_id: str | None = None) -> dict[str, Any]:
     return list(envs.values())[-1] if envs else {}
 
 
+def row_machine(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The host that measured a row: its own `machine`, else its run's host (older files)."""
+    return row.machine or str(envs.get(row.run_id, {}).get("host") or "")
+
+
+def machine_class(env: Mapping[str, Any]) -> str:
+    """What a run's hardware is, from its sidecar: the GPUs, the CPU model and its cores. Hosts
+    alike (a cluster's H100 nodes) share it; "" when the sidecar does not say."""
+    if not env.get("cpu_model"):
+        return ""
+    gpus: dict[str, int] = {}
+    for g in env.get("gpu_start") or []:
+        if isinstance(g, Mapping) and g.get("name"):
+            gpus[str(g["name"])] = gpus.get(str(g["name"]), 0) + 1
+    cpu = f"{env['cpu_model']} ({env.get('cpu_cores') or '?'} cores)"
+    return "; ".join([*(f"{n}x {name}" for name, n in sorted(gpus.items())), cpu])
+
+
 def write_env(results: Path | str, run_id: str, env: dict[str, Any]) -> None:
-    """Set one run's record in the sidecar, keeping the other runs'. Atomic replace, so the sidecar
-    is whole whenever the run is interrupted; a failure leaves no temporary file behind."""
+    """Set one run's record in the sidecar, keeping the other runs'."""
     p = env_path(results)
     runs = read_envs(results) if p.is_file() else {}
     runs[run_id] = env
+    write_envs(results, runs)
+
+
+def write_envs(results: Path | str, runs: dict[str, dict[str, Any]]) -> None:
+    """Write the sidecar with these runs' records only. Atomic replace, so the sidecar is whole
+    whenever the run is interrupted; a failure leaves no temporary file behind."""
+    p = env_path(results)
     doc = {"schema_version": ENV_SCHEMA_VERSION, "runs": runs}
     tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
     try:

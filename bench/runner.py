@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment, frameworks
+from bench import environment, frameworks, shards
 from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
 from bench.progress import Progress, for_stream, group_summary
@@ -70,6 +70,8 @@ class RunConfig:
     import_timeout_s: float = 120.0
     max_memory_bytes: int = 0
     fail_fast: bool = False
+    shard: str = ""  # "K/N": only that part of the plan (bench.shards); empty: the whole plan
+    groups: tuple[str, ...] = ()  # only these worker groups (a cluster job's); empty: every group
 
     @property
     def limits(self) -> Limits:
@@ -85,6 +87,8 @@ class RunConfig:
         for k in ("impl_globs", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules"):
             if k in kw:
                 kw[k] = tuple(kw[k])
+        if "groups" in kw:
+            kw["groups"] = tuple(kw["groups"])
         if "shapes" in kw:
             kw["shapes"] = tuple(tuple(s) for s in kw["shapes"])
         if "settings" in kw:
@@ -195,9 +199,10 @@ def new_run_id() -> str:
 class Run(Listener):
     """One `bench run`: its config, its results file, its progress. Lifecycle:
 
-    `Run(cfg, out, ...)` -> `execute()`: discover implementations (probe workers), plan, drop what
-    the file already holds (resume), write the sidecar, measure the copy bandwidth and the
-    effective cache, then one WorkerClient per group (rows appended as they come), the copy again
+    `Run(cfg, out, ...)` -> `execute()`: discover implementations (probe workers), plan and keep
+    this run's part (`part_of`: a shard, a cluster job's groups), drop what the file already holds
+    (resume), write the sidecar, measure the copy bandwidth and the effective cache, then one
+    WorkerClient per group (rows appended as they come), the copy again
     between groups and at the end. SIGINT/SIGTERM stop it between events, every row written kept.
     """
 
@@ -263,7 +268,8 @@ class Run(Listener):
         try:
             self.write_env()
             self.measure_copy()
-            plan = make_plan(cfg, disc.impls, chosen, self.rotation)
+            plan = self.part_of(make_plan(cfg, disc.impls, chosen, self.rotation))
+            self.write_env()
             direct = [r for r in plan.direct if r.key() not in self.done_keys]
             groups = [self._left(g) for g in plan.groups]
             groups = [g for g in groups if g.jobs]
@@ -319,6 +325,17 @@ class Run(Listener):
             raise KeyboardInterrupt(self.stop_signal)
         self.say(f"done: {self.written} rows in {self.out} ({self.clock() - self.started:.0f} s)")
         return self.out
+
+    def part_of(self, plan: Plan) -> Plan:
+        """What this run measures of the plan: all of it, a `--shard K/N`, or a cluster job's groups.
+        The sidecar records the whole plan's identity, so `bench merge` knows shards of one sweep."""
+        self.env["plan_id"] = shards.plan_id(self.cfg, plan)
+        if self.cfg.shard:
+            self.env["shard"] = self.cfg.shard
+        if self.cfg.groups:
+            self.env["groups"] = list(self.cfg.groups)
+        order = [c.key() for device in self.cfg.devices for c in cases(self.cfg, device)]
+        return shards.restrict(plan, order, shard=self.cfg.shard, groups=self.cfg.groups)
 
     def _left(self, spec: WorkerSpec) -> WorkerSpec:
         fw = frameworks.get(spec.framework)
