@@ -120,6 +120,64 @@ def _f32_bits(typingctx, value):
 
 
 # ---------------------------------------------------------------------------------------------
+# Streaming stores. An output bigger than the cache is written with non-temporal stores: whole
+# 64-byte lines go straight to memory, so the core does not first read each line of the output it
+# is about to overwrite (a regular store's read-for-ownership moves a third of the bytes of a
+# copy). Values are computed into a small buffer in L1 and then streamed, one line per store;
+# the partial lines at either end of a span use regular stores.
+
+LINE_BYTES = 64
+BLOCK = 1024  # elements per buffered block: a multiple of a line's elements for 2- and 4-byte types
+
+
+@intrinsic
+def _stream_line(typingctx, src, si, dst, di):
+    """The 64 bytes at &src[si] -> &dst[di] (64-byte aligned), as one non-temporal store."""
+
+    def codegen(context, builder, signature, args):
+        src_ty, _, dst_ty, _ = signature.args
+        s = context.make_array(src_ty)(context, builder, args[0])
+        d = context.make_array(dst_ty)(context, builder, args[2])
+        line = ir.VectorType(ir.IntType(32), LINE_BYTES // 4)
+        ps = builder.bitcast(builder.gep(s.data, [args[1]]), line.as_pointer())
+        pd = builder.bitcast(builder.gep(d.data, [args[3]]), line.as_pointer())
+        store = builder.store(builder.load(ps, align=4), pd, align=LINE_BYTES)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(src, si, dst, di), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """Order this thread's non-temporal stores before whatever the caller does next."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@nb.njit(**JIT)
+def _stream(src, dst):
+    for i in range(0, dst.shape[0], LINE_BYTES // dst.itemsize):
+        _stream_line(src, i, dst, i)
+
+
+@nb.njit(**JIT)
+def _stream_bounds(y, stream):
+    """(h, e): y[:h] and y[e:] take regular stores, y[h:e] whole aligned lines (h = e = n: none)."""
+    n = y.shape[0]
+    addr = y.ctypes.data
+    if not stream or addr % y.itemsize:
+        return n, n
+    h = min(n, (-addr % LINE_BYTES) // y.itemsize)
+    per_line = LINE_BYTES // y.itemsize
+    return h, h + (n - h) // per_line * per_line
+
+
+# ---------------------------------------------------------------------------------------------
 # Shared pieces.
 
 
@@ -129,6 +187,25 @@ def _rstd(s1, s2, count, eps):
     m = s1 / count
     var = max(s2 / count - m * m, 0.0)
     return m, 1.0 / math.sqrt(var + eps)
+
+
+@nb.njit(**JIT)
+def _grad_coefs(sg, sgd, count, m, rs):
+    """(mean(g), mean(g * xhat)) from sum(g) and sum(g * (x - K)), xhat = ((x - K) - m) * rs.
+
+    dx = rs * ((g - mean(g)) - xhat * mean(g * xhat)), eps inside the sqrt (notes/gradient.md)."""
+    mean_g = sg / count
+    return mean_g, rs * (sgd / count - m * mean_g)
+
+
+@nb.njit(**JIT)
+def _chunk(i, chunks, count):
+    """[start, stop) of chunk i of `chunks` near-equal chunks of range(count)."""
+    return i * count // chunks, (i + 1) * count // chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# NCHW: planes (R, P), each a contiguous vector; the sums over it are horizontal reductions.
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
@@ -144,10 +221,21 @@ def _plane_sums(x, k):
 
 
 @nb.njit(**JIT)
-def _plane_normalize(x, y, k, m, rs):
+def _plane_affine(x, y, k, m, rs):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
     for i in range(x.shape[0]):
         y[i] = from_f32(((to_f32(x[i]) - kf) - mf) * rsf, y)
+
+
+@nb.njit(**JIT)
+def _plane_emit(x, y, buf, k, m, rs, stream):
+    h, e = _stream_bounds(y, stream)
+    _plane_affine(x[:h], y[:h], k, m, rs)
+    for f in range(h, e, BLOCK):
+        n = min(BLOCK, e - f)
+        _plane_affine(x[f : f + n], buf[:n], k, m, rs)
+        _stream(buf[:n], y[f : f + n])
+    _plane_affine(x[e:], y[e:], k, m, rs)
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
@@ -163,103 +251,109 @@ def _plane_grad_sums(x, g, k):
 
 
 @nb.njit(**JIT)
-def _grad_coefs(sg, sgd, count, m, rs):
-    """dx = a*g + b - xhat*c with xhat = ((x - K) - m) * rs, from sum(g), sum(g*(x - K))."""
-    mean_g = sg / count
-    mean_gxhat = rs * (sgd / count - m * mean_g)
-    return rs, -rs * mean_g, rs * mean_gxhat
-
-
-@nb.njit(**JIT)
-def _plane_grad(x, g, dx, k, m, rs, a, b, c):
+def _plane_grad(x, g, dx, k, m, rs, mg, mgx):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
-    af, bf, cf = np.float32(a), np.float32(b), np.float32(c)
+    mgf, mgxf = np.float32(mg), np.float32(mgx)
     for i in range(x.shape[0]):
         xhat = ((to_f32(x[i]) - kf) - mf) * rsf
-        dx[i] = from_f32(af * to_f32(g[i]) + bf - xhat * cf, dx)
+        dx[i] = from_f32(((to_f32(g[i]) - mgf) - xhat * mgxf) * rsf, dx)
 
 
 @nb.njit(**JIT)
-def _chunk(i, chunks, count):
-    """[start, stop) of chunk i of `chunks` near-equal chunks of range(count)."""
-    return i * count // chunks, (i + 1) * count // chunks
-
-
-# ---------------------------------------------------------------------------------------------
-# NCHW: planes (R, P).
+def _plane_grad_emit(x, g, dx, buf, k, m, rs, mg, mgx, stream):
+    h, e = _stream_bounds(dx, stream)
+    _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, mg, mgx)
+    for f in range(h, e, BLOCK):
+        n = min(BLOCK, e - f)
+        _plane_grad(x[f : f + n], g[f : f + n], buf[:n], k, m, rs, mg, mgx)
+        _stream(buf[:n], dx[f : f + n])
+    _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, mg, mgx)
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_planes(x, y, mean, rstd, eps, whole, chunks):
-    """y = normalize(x) per row; rows [0, whole) one thread each, the rest split across threads.
+def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
+    """y = normalize(x) per plane (row of x); mean, rstd: float64 (R,).
 
-    mean, rstd: float64 (R,)."""
+    Planes [0, whole) go to `chunks` tasks (one per thread) in contiguous runs, a whole plane per
+    thread; the planes left are each split into `chunks` pieces across the threads."""
     rows, p = x.shape
-    for r in nb.prange(whole):
-        k = np.float64(to_f32(x[r, 0]))
-        s1, s2 = _plane_sums(x[r], k)
-        m, rs = _rstd(s1, s2, p, eps)
-        _plane_normalize(x[r], y[r], k, m, rs)
-        mean[r] = k + m
-        rstd[r] = rs
+    for task in nb.prange(chunks):
+        buf = np.empty(BLOCK, y.dtype)
+        lo, hi = _chunk(task, chunks, whole)
+        for r in range(lo, hi):
+            k = np.float64(to_f32(x[r, 0]))
+            s1, s2 = _plane_sums(x[r], k)
+            m, rs = _rstd(s1, s2, p, eps)
+            _plane_emit(x[r], y[r], buf, k, m, rs, stream)
+            mean[r], rstd[r] = k + m, rs
+        _fence()
     left = rows - whole
     if left == 0:
         return
     sums = np.zeros((left * chunks, 2))
-    for t in nb.prange(left * chunks):
-        r = whole + t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        sums[t, 0], sums[t, 1] = _plane_sums(x[r, start:stop], np.float64(to_f32(x[r, 0])))
-    for t in nb.prange(left * chunks):
-        r = whole + t // chunks
+    for task in nb.prange(left * chunks):
+        r = whole + task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        sums[task, 0], sums[task, 1] = _plane_sums(x[r, start:stop], np.float64(to_f32(x[r, 0])))
+    # The same static schedule as the loop above: each piece is emitted by the thread that read it.
+    for task in nb.prange(left * chunks):
+        r = whole + task // chunks
+        first = task - task % chunks
         k = np.float64(to_f32(x[r, 0]))
-        first = t - t % chunks
-        m, rs = _rstd(sums[first : first + chunks, 0].sum(), sums[first : first + chunks, 1].sum(), p, eps)
-        start, stop = _chunk(t % chunks, chunks, p)
-        _plane_normalize(x[r, start:stop], y[r, start:stop], k, m, rs)
-        if t == first:
-            mean[r] = k + m
-            rstd[r] = rs
+        total = sums[first : first + chunks].sum(axis=0)
+        m, rs = _rstd(total[0], total[1], p, eps)
+        start, stop = _chunk(task % chunks, chunks, p)
+        _plane_emit(x[r, start:stop], y[r, start:stop], np.empty(BLOCK, y.dtype), k, m, rs, stream)
+        _fence()
+        if task == first:
+            mean[r], rstd[r] = k + m, rs
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_planes(x, g, dx, mean, rstd, whole, chunks):
+def backward_planes(x, g, dx, mean, rstd, whole, chunks, stream):
     """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
     rows, p = x.shape
-    for r in nb.prange(whole):
-        k = np.float64(to_f32(x[r, 0]))
-        m, rs = mean[r] - k, rstd[r]
-        sg, sgd = _plane_grad_sums(x[r], g[r], k)
-        a, b, c = _grad_coefs(sg, sgd, p, m, rs)
-        _plane_grad(x[r], g[r], dx[r], k, m, rs, a, b, c)
+    for task in nb.prange(chunks):
+        buf = np.empty(BLOCK, dx.dtype)
+        lo, hi = _chunk(task, chunks, whole)
+        for r in range(lo, hi):
+            k = np.float64(to_f32(x[r, 0]))
+            m, rs = mean[r] - k, rstd[r]
+            sg, sgd = _plane_grad_sums(x[r], g[r], k)
+            mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
+            _plane_grad_emit(x[r], g[r], dx[r], buf, k, m, rs, mg, mgx, stream)
+        _fence()
     left = rows - whole
     if left == 0:
         return
     sums = np.zeros((left * chunks, 2))
-    for t in nb.prange(left * chunks):
-        r = whole + t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        sums[t, 0], sums[t, 1] = _plane_grad_sums(
-            x[r, start:stop], g[r, start:stop], np.float64(to_f32(x[r, 0]))
-        )
-    for t in nb.prange(left * chunks):
-        r = whole + t // chunks
+    for task in nb.prange(left * chunks):
+        r = whole + task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        k = np.float64(to_f32(x[r, 0]))
+        sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k)
+    for task in nb.prange(left * chunks):
+        r = whole + task // chunks
+        first = task - task % chunks
         k = np.float64(to_f32(x[r, 0]))
         m, rs = mean[r] - k, rstd[r]
-        first = t - t % chunks
-        a, b, c = _grad_coefs(
-            sums[first : first + chunks, 0].sum(), sums[first : first + chunks, 1].sum(), p, m, rs
+        total = sums[first : first + chunks].sum(axis=0)
+        mg, mgx = _grad_coefs(total[0], total[1], p, m, rs)
+        start, stop = _chunk(task % chunks, chunks, p)
+        buf = np.empty(BLOCK, dx.dtype)
+        _plane_grad_emit(
+            x[r, start:stop], g[r, start:stop], dx[r, start:stop], buf, k, m, rs, mg, mgx, stream
         )
-        start, stop = _chunk(t % chunks, chunks, p)
-        _plane_grad(x[r, start:stop], g[r, start:stop], dx[r, start:stop], k, m, rs, a, b, c)
+        _fence()
 
 
 # ---------------------------------------------------------------------------------------------
-# channels_last: rows (N, P, C). A sample's rows are read as flat blocks of q rows, T = q*C
-# elements, with per-channel vectors tiled q times to length T: every inner loop runs over T
+# channels_last: rows (N, P, C); a sample is the flat span of its P*C elements. It is read in
+# blocks of q rows, T = q*C elements, against per-channel vectors tiled to length T (twice, 2T,
+# for the emit pass, so any T-long window of them is contiguous). Every inner loop then runs over
 # contiguous elements whatever C is (C=3 or C=9 vectorise as well as C=64), without
-# reassociation, and each channel's sums keep a fixed order. Pass 1 takes four blocks per step so
-# the float64 accumulators (in L1) are loaded and stored once per four blocks.
+# reassociation, and each channel's sums keep a fixed order. The sums take four blocks per step
+# so the float64 accumulators (in L1) are loaded and stored once per four blocks.
 
 TILE = 512  # elements per block, about: T = q*C with q = max(1, TILE // C)
 
@@ -270,41 +364,33 @@ def _tile_rows(c):
 
 
 @nb.njit(**JIT)
-def _blocks(x, q):
-    """Rows x (P, C) as full blocks (P // q, q*C) and the flat tail of the P % q rows left."""
-    rows, cs = x.shape
-    full = rows // q * q * cs
-    flat = x.reshape(-1)
-    return flat[:full].reshape(rows // q, q * cs), flat[full:]
-
-
-@nb.njit(**JIT)
-def _tiled_pivot(x, q):
-    """The sample's first row, float64, tiled q times."""
+def _tiled_pivot(x, kt):
+    """kt <- the sample's first row x[0, :], float64, tiled to kt's length."""
     cs = x.shape[1]
-    k = np.empty(q * cs)
-    for j in range(q * cs):
-        k[j] = to_f32(x[0, j % cs])
-    return k
+    for j in range(kt.shape[0]):
+        kt[j] = to_f32(x[0, j % cs])
 
 
 @nb.njit(**JIT)
-def _rows_sums(x, q, kt, st):
-    """st[0, j] += sum(x - kt[j]), st[1, j] += sum((x - kt[j])^2) over the rows x, tiled."""
-    full, tail = _blocks(x, q)
+def _rows_sums(x, kt, st):
+    """st[0, j] += sum(x - kt[j]), st[1, j] += sum((x - kt[j])^2), x a flat span of whole rows
+    starting at a block boundary, j the element's position in its block."""
     t = kt.shape[0]
-    quads = full.shape[0] // 4 * 4
+    full = x.shape[0] // t
+    xb = x[: full * t].reshape(full, t)
+    tail = x[full * t :]
+    quads = full // 4 * 4
     for b in range(0, quads, 4):
         for j in range(t):
-            d0 = np.float64(to_f32(full[b, j])) - kt[j]
-            d1 = np.float64(to_f32(full[b + 1, j])) - kt[j]
-            d2 = np.float64(to_f32(full[b + 2, j])) - kt[j]
-            d3 = np.float64(to_f32(full[b + 3, j])) - kt[j]
+            d0 = np.float64(to_f32(xb[b, j])) - kt[j]
+            d1 = np.float64(to_f32(xb[b + 1, j])) - kt[j]
+            d2 = np.float64(to_f32(xb[b + 2, j])) - kt[j]
+            d3 = np.float64(to_f32(xb[b + 3, j])) - kt[j]
             st[0, j] += (d0 + d1) + (d2 + d3)
             st[1, j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-    for b in range(quads, full.shape[0]):
+    for b in range(quads, full):
         for j in range(t):
-            d = np.float64(to_f32(full[b, j])) - kt[j]
+            d = np.float64(to_f32(xb[b, j])) - kt[j]
             st[0, j] += d
             st[1, j] += d * d
     for j in range(tail.shape[0]):
@@ -315,80 +401,113 @@ def _rows_sums(x, q, kt, st):
 
 @nb.njit(**JIT)
 def _fold(st, cs):
-    """Per-channel totals (rows of st summed over the q tiles)."""
-    out = np.zeros((st.shape[0], cs))
-    for r in range(st.shape[0]):
+    """Per-channel totals (2, C) of tiled sums (2, T)."""
+    out = np.zeros((2, cs))
+    for r in range(2):
         for j in range(st.shape[1]):
             out[r, j % cs] += st[r, j]
     return out
 
 
 @nb.njit(**JIT)
-def _rows_stats(s, count, eps, kt, q, mean, rstd):
-    """Fill mean, rstd (float64, per channel) from the per-channel shifted sums s (2, C); return
-    the float32 (K, mean - K, rstd) vectors tiled to T, as rows of one array."""
+def _rows_coefs(s, count, eps, kt, co, mean, rstd):
+    """mean, rstd (float64, per channel) from shifted sums s (2, C); co (3, 2T) <- float32
+    K, mean - K and rstd, tiled."""
     cs = s.shape[1]
-    co = np.empty((3, q * cs), np.float32)
     for c in range(cs):
         m, rs = _rstd(s[0, c], s[1, c], count, eps)
-        mean[c] = kt[c] + m
-        rstd[c] = rs
-        for r in range(q):
-            co[0, r * cs + c], co[1, r * cs + c], co[2, r * cs + c] = kt[c], m, rs
-    return co
+        mean[c], rstd[c] = kt[c] + m, rs
+        for j in range(c, co.shape[1], cs):
+            co[0, j], co[1, j], co[2, j] = kt[c], m, rs
 
 
 @nb.njit(**JIT)
-def _rows_normalize(x, y, q, co):
-    xb, xt = _blocks(x, q)
-    yb, yt = _blocks(y, q)
-    kf, mf, rsf = co[0], co[1], co[2]
-    for b in range(xb.shape[0]):
-        for j in range(xb.shape[1]):
-            yb[b, j] = from_f32(((to_f32(xb[b, j]) - kf[j]) - mf[j]) * rsf[j], y)
-    for j in range(xt.shape[0]):
-        yt[j] = from_f32(((to_f32(xt[j]) - kf[j]) - mf[j]) * rsf[j], y)
+def _rows_affine(x, y, co, phase):
+    """y = ((x - K) - m) * rstd for a flat span whose first element sits at `phase` in a block."""
+    t = co.shape[1] // 2
+    for f in range(0, x.shape[0], t):
+        n = min(t, x.shape[0] - f)
+        ph = (phase + f) % t
+        xs, ys = x[f : f + n], y[f : f + n]
+        kk, mm, rr = co[0, ph : ph + n], co[1, ph : ph + n], co[2, ph : ph + n]
+        for u in range(n):
+            ys[u] = from_f32(((to_f32(xs[u]) - kk[u]) - mm[u]) * rr[u], y)
+
+
+@nb.njit(**JIT)
+def _rows_emit(x, y, co, buf, stream):
+    h, e = _stream_bounds(y, stream)
+    _rows_affine(x[:h], y[:h], co, 0)
+    for f in range(h, e, BLOCK):
+        n = min(BLOCK, e - f)
+        _rows_affine(x[f : f + n], buf[:n], co, f)
+        _stream(buf[:n], y[f : f + n])
+    _rows_affine(x[e:], y[e:], co, e)
+
+
+@nb.njit(**JIT)
+def _row_chunk(i, chunks, rows, q):
+    """[start, stop) rows of chunk i: whole blocks of q rows, the last chunk taking the rest."""
+    blocks = rows // q
+    start, stop = _chunk(i, chunks, blocks)
+    return start * q, (rows if i == chunks - 1 else stop * q)
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_rows(x, y, mean, rstd, eps, whole, chunks):
-    """Samples [0, whole) one thread each; the rest split into row chunks across threads.
+def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
+    """Samples [0, whole) whole, one thread each; the rest split into row chunks across threads.
 
     mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
     q = _tile_rows(cs)
-    for i in nb.prange(whole):
-        kt = _tiled_pivot(x[i], q)
-        st = np.zeros((2, q * cs))
-        _rows_sums(x[i], q, kt, st)
-        co = _rows_stats(_fold(st, cs), p, eps, kt, q, mean[i], rstd[i])
-        _rows_normalize(x[i], y[i], q, co)
+    t = q * cs
+    for task in nb.prange(chunks):
+        kt = np.empty(t)
+        st = np.empty((2, t))
+        co = np.empty((3, 2 * t), np.float32)
+        buf = np.empty(BLOCK, y.dtype)
+        lo, hi = _chunk(task, chunks, whole)
+        for i in range(lo, hi):
+            xf, yf = x[i].reshape(-1), y[i].reshape(-1)
+            _tiled_pivot(x[i], kt)
+            st[:] = 0.0
+            _rows_sums(xf, kt, st)
+            _rows_coefs(_fold(st, cs), p, eps, kt, co, mean[i], rstd[i])
+            _rows_emit(xf, yf, co, buf, stream)
+        _fence()
     left = n - whole
     if left == 0:
         return
-    sums = np.zeros((left * chunks, 2, q * cs))
-    for t in nb.prange(left * chunks):
-        i = whole + t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        _rows_sums(x[i, start:stop], q, _tiled_pivot(x[i], q), sums[t])
-    coefs = np.empty((left, 3, q * cs), np.float32)
+    sums = np.zeros((left * chunks, 2, t))
+    for task in nb.prange(left * chunks):
+        i = whole + task // chunks
+        start, stop = _row_chunk(task % chunks, chunks, p, q)
+        kt = np.empty(t)
+        _tiled_pivot(x[i], kt)
+        _rows_sums(x[i].reshape(-1)[start * cs : stop * cs], kt, sums[task])
+    coefs = np.empty((left, 3, 2 * t), np.float32)
     for j in range(left):
         i = whole + j
-        s = _fold(sums[j * chunks : (j + 1) * chunks].sum(axis=0), cs)
-        coefs[j] = _rows_stats(s, p, eps, _tiled_pivot(x[i], q), q, mean[i], rstd[i])
-    for t in nb.prange(left * chunks):
-        i, j = whole + t // chunks, t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        _rows_normalize(x[i, start:stop], y[i, start:stop], q, coefs[j])
+        kt = np.empty(t)
+        _tiled_pivot(x[i], kt)
+        total = sums[j * chunks : (j + 1) * chunks].sum(axis=0)
+        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[j], mean[i], rstd[i])
+    for task in nb.prange(left * chunks):
+        i, j = whole + task // chunks, task // chunks
+        start, stop = _row_chunk(task % chunks, chunks, p, q)
+        xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
+        _rows_emit(xf, yf, coefs[j], np.empty(BLOCK, y.dtype), stream)
+        _fence()
 
 
 @nb.njit(**JIT)
-def _rows_grad_sums(x, g, q, kt, st):
-    """st[0, j] += sum(g), st[1, j] += sum(g * (x - kt[j])) over the rows, tiled."""
-    xb, xt = _blocks(x, q)
-    gb, gt = _blocks(g, q)
+def _rows_grad_sums(x, g, kt, st):
+    """st[0, j] += sum(g), st[1, j] += sum(g * (x - kt[j])) over flat spans as in _rows_sums."""
     t = kt.shape[0]
-    quads = xb.shape[0] // 4 * 4
+    full = x.shape[0] // t
+    xb, gb = x[: full * t].reshape(full, t), g[: full * t].reshape(full, t)
+    xt, gt = x[full * t :], g[full * t :]
+    quads = full // 4 * 4
     for b in range(0, quads, 4):
         for j in range(t):
             g0 = np.float64(to_f32(gb[b, j]))
@@ -401,7 +520,7 @@ def _rows_grad_sums(x, g, q, kt, st):
             d3 = np.float64(to_f32(xb[b + 3, j])) - kt[j]
             st[0, j] += (g0 + g1) + (g2 + g3)
             st[1, j] += (g0 * d0 + g1 * d1) + (g2 * d2 + g3 * d3)
-    for b in range(quads, xb.shape[0]):
+    for b in range(quads, full):
         for j in range(t):
             gi = np.float64(to_f32(gb[b, j]))
             st[0, j] += gi
@@ -413,59 +532,83 @@ def _rows_grad_sums(x, g, q, kt, st):
 
 
 @nb.njit(**JIT)
-def _rows_grad_coefs(s, count, kt, q, mean, rstd):
-    """float32 (K, mean - K, rstd, a, b, c) per channel tiled to T, for _rows_grad."""
+def _rows_grad_coefs(s, count, kt, co, mean, rstd):
+    """co (5, 2T) <- float32 K, mean - K, rstd, mean(g), mean(g * xhat) per channel, tiled."""
     cs = s.shape[1]
-    co = np.empty((6, q * cs), np.float32)
     for c in range(cs):
         m = mean[c] - kt[c]
-        a, b, cc = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
-        for r in range(q):
-            j = r * cs + c
-            co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
-            co[3, j], co[4, j], co[5, j] = a, b, cc
-    return co
+        mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
+        for j in range(c, co.shape[1], cs):
+            co[0, j], co[1, j], co[2, j], co[3, j], co[4, j] = kt[c], m, rstd[c], mg, mgx
 
 
 @nb.njit(**JIT)
-def _rows_grad(x, g, dx, q, co):
-    xb, xt = _blocks(x, q)
-    gb, gt = _blocks(g, q)
-    db, dt = _blocks(dx, q)
-    kf, mf, rsf, af, bf, cf = co[0], co[1], co[2], co[3], co[4], co[5]
-    for b in range(xb.shape[0]):
-        for j in range(xb.shape[1]):
-            xhat = ((to_f32(xb[b, j]) - kf[j]) - mf[j]) * rsf[j]
-            db[b, j] = from_f32(af[j] * to_f32(gb[b, j]) + bf[j] - xhat * cf[j], dx)
-    for j in range(xt.shape[0]):
-        xhat = ((to_f32(xt[j]) - kf[j]) - mf[j]) * rsf[j]
-        dt[j] = from_f32(af[j] * to_f32(gt[j]) + bf[j] - xhat * cf[j], dx)
+def _rows_grad(x, g, dx, co, phase):
+    t = co.shape[1] // 2
+    for f in range(0, x.shape[0], t):
+        n = min(t, x.shape[0] - f)
+        ph = (phase + f) % t
+        xs, gs, ds = x[f : f + n], g[f : f + n], dx[f : f + n]
+        kk, mm, rr = co[0, ph : ph + n], co[1, ph : ph + n], co[2, ph : ph + n]
+        mg, mgx = co[3, ph : ph + n], co[4, ph : ph + n]
+        for u in range(n):
+            xhat = ((to_f32(xs[u]) - kk[u]) - mm[u]) * rr[u]
+            ds[u] = from_f32(((to_f32(gs[u]) - mg[u]) - xhat * mgx[u]) * rr[u], dx)
+
+
+@nb.njit(**JIT)
+def _rows_grad_emit(x, g, dx, co, buf, stream):
+    h, e = _stream_bounds(dx, stream)
+    _rows_grad(x[:h], g[:h], dx[:h], co, 0)
+    for f in range(h, e, BLOCK):
+        n = min(BLOCK, e - f)
+        _rows_grad(x[f : f + n], g[f : f + n], buf[:n], co, f)
+        _stream(buf[:n], dx[f : f + n])
+    _rows_grad(x[e:], g[e:], dx[e:], co, e)
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_rows(x, g, dx, mean, rstd, whole, chunks):
+def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
     """dx for channels_last rows, samples planned as in forward_rows."""
     n, p, cs = x.shape
     q = _tile_rows(cs)
-    for i in nb.prange(whole):
-        kt = _tiled_pivot(x[i], q)
-        st = np.zeros((2, q * cs))
-        _rows_grad_sums(x[i], g[i], q, kt, st)
-        _rows_grad(x[i], g[i], dx[i], q, _rows_grad_coefs(_fold(st, cs), p, kt, q, mean[i], rstd[i]))
+    t = q * cs
+    for task in nb.prange(chunks):
+        kt = np.empty(t)
+        st = np.empty((2, t))
+        co = np.empty((5, 2 * t), np.float32)
+        buf = np.empty(BLOCK, dx.dtype)
+        lo, hi = _chunk(task, chunks, whole)
+        for i in range(lo, hi):
+            xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
+            _tiled_pivot(x[i], kt)
+            st[:] = 0.0
+            _rows_grad_sums(xf, gf, kt, st)
+            _rows_grad_coefs(_fold(st, cs), p, kt, co, mean[i], rstd[i])
+            _rows_grad_emit(xf, gf, df, co, buf, stream)
+        _fence()
     left = n - whole
     if left == 0:
         return
-    sums = np.zeros((left * chunks, 2, q * cs))
-    for t in nb.prange(left * chunks):
-        i = whole + t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        _rows_grad_sums(x[i, start:stop], g[i, start:stop], q, _tiled_pivot(x[i], q), sums[t])
-    coefs = np.empty((left, 6, q * cs), np.float32)
+    sums = np.zeros((left * chunks, 2, t))
+    for task in nb.prange(left * chunks):
+        i = whole + task // chunks
+        start, stop = _row_chunk(task % chunks, chunks, p, q)
+        kt = np.empty(t)
+        _tiled_pivot(x[i], kt)
+        span = slice(start * cs, stop * cs)
+        _rows_grad_sums(x[i].reshape(-1)[span], g[i].reshape(-1)[span], kt, sums[task])
+    coefs = np.empty((left, 5, 2 * t), np.float32)
     for j in range(left):
         i = whole + j
-        s = _fold(sums[j * chunks : (j + 1) * chunks].sum(axis=0), cs)
-        coefs[j] = _rows_grad_coefs(s, p, _tiled_pivot(x[i], q), q, mean[i], rstd[i])
-    for t in nb.prange(left * chunks):
-        i, j = whole + t // chunks, t // chunks
-        start, stop = _chunk(t % chunks, chunks, p)
-        _rows_grad(x[i, start:stop], g[i, start:stop], dx[i, start:stop], q, coefs[j])
+        kt = np.empty(t)
+        _tiled_pivot(x[i], kt)
+        total = sums[j * chunks : (j + 1) * chunks].sum(axis=0)
+        _rows_grad_coefs(_fold(total, cs), p, kt, coefs[j], mean[i], rstd[i])
+    for task in nb.prange(left * chunks):
+        i, j = whole + task // chunks, task // chunks
+        start, stop = _row_chunk(task % chunks, chunks, p, q)
+        span = slice(start * cs, stop * cs)
+        xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
+        _rows_grad_emit(xf, gf, df, coefs[j], np.empty(BLOCK, dx.dtype), stream)
+        _fence()

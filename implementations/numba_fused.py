@@ -13,6 +13,8 @@ from implementations import _numba_kernels as kernels
 # share is split across all threads only when it is big enough to pay for the extra parallel
 # region (~10-20 us): below this the idle thread waits less than that.
 SPLIT_MIN_BYTES = 256 * 1024
+# Outputs at least this big are written with non-temporal stores (see _numba_kernels.py).
+STREAM_MIN_BYTES = 4 * 1024 * 1024
 
 
 def _storage(t: torch.Tensor) -> np.ndarray:
@@ -57,55 +59,43 @@ def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x.contiguous(), False
 
 
+def _plan(x: torch.Tensor, rows: bool, tensors: int) -> tuple[int, int, bool]:
+    """(whole, chunks, stream) for the kernels: units taken whole, threads, streaming stores."""
+    n, c, h, w = x.shape
+    units, unit_elements = (n, c * h * w) if rows else (n * c, h * w)
+    whole = _whole(units, tensors * unit_elements * x.element_size())
+    return whole, numba.get_num_threads(), x.numel() * x.element_size() >= STREAM_MIN_BYTES
+
+
 def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y in x's memory format, and the float64 per-plane mean and rstd, each of shape (N, C)."""
     _check(x)
     x, rows = _indexable(x.detach())
-    n, c, h, w = x.shape
+    n, c, _, _ = x.shape
     y = torch.empty_like(x)
     mean = torch.empty((n, c), dtype=torch.float64)
     rstd = torch.empty((n, c), dtype=torch.float64)
     if x.numel() == 0:
         return y, mean, rstd
-    xv, yv = _view(x, rows), _view(y, rows)
-    if rows:
-        whole = _whole(n, c * h * w * x.element_size())
-        kernels.forward_rows(xv, yv, mean.numpy(), rstd.numpy(), float(eps), whole, numba.get_num_threads())
-    else:
-        whole = _whole(n * c, h * w * x.element_size())
-        kernels.forward_planes(
-            xv,
-            yv,
-            mean.numpy().reshape(-1),
-            rstd.numpy().reshape(-1),
-            float(eps),
-            whole,
-            numba.get_num_threads(),
-        )
+    kernel = kernels.forward_rows if rows else kernels.forward_planes
+    stats = (mean.numpy(), rstd.numpy()) if rows else (mean.numpy().reshape(-1), rstd.numpy().reshape(-1))
+    kernel(_view(x, rows), _view(y, rows), *stats, float(eps), *_plan(x, rows, 1))
     return y, mean, rstd
 
 
 def backward(x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
     """dL/dx from x, dL/dy and forward's saved statistics; dx has x's memory format."""
     x, rows = _indexable(x.detach())
-    dy = dy.detach()
     fmt = torch.channels_last if rows else torch.contiguous_format
-    if not dy.is_contiguous(memory_format=fmt) or (not rows and not dy.is_contiguous()):
+    dy = dy.detach().to(x.dtype)
+    if not dy.is_contiguous(memory_format=fmt):
         dy = dy.contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
-    dy = dy.to(x.dtype)
-    n, c, h, w = x.shape
     dx = torch.empty_like(x)
     if x.numel() == 0:
         return dx
-    xv, gv, dv = _view(x, rows), _view(dy, rows), _view(dx, rows)
-    if rows:
-        whole = _whole(n, 2 * c * h * w * x.element_size())
-        kernels.backward_rows(xv, gv, dv, mean.numpy(), rstd.numpy(), whole, numba.get_num_threads())
-    else:
-        whole = _whole(n * c, 2 * h * w * x.element_size())
-        kernels.backward_planes(
-            xv, gv, dv, mean.numpy().reshape(-1), rstd.numpy().reshape(-1), whole, numba.get_num_threads()
-        )
+    kernel = kernels.backward_rows if rows else kernels.backward_planes
+    stats = (mean.numpy(), rstd.numpy()) if rows else (mean.numpy().reshape(-1), rstd.numpy().reshape(-1))
+    kernel(_view(x, rows), _view(dy, rows), _view(dx, rows), *stats, *_plan(x, rows, 2))
     return dx
 
 
