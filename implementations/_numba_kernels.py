@@ -121,31 +121,102 @@ def _f32_bits(typingctx, value):
 
 # ---------------------------------------------------------------------------------------------
 # Streaming stores. An output bigger than the cache is written with non-temporal stores: whole
-# 64-byte lines go straight to memory, so the core does not first read each line of the output it
-# is about to overwrite (a regular store's read-for-ownership moves a third of the bytes of a
-# copy). Values are computed into a small buffer in L1 and then streamed, one line per store;
-# the partial lines at either end of a span use regular stores.
+# 64-byte lines go straight to memory, so the core does not first read each line it is about to
+# overwrite (a regular store's read-for-ownership moves a third of the bytes of a copy). Numba has
+# no vector types, so the two emit steps below are written as LLVM vector code, one line per
+# call: load a line's worth of x (and g), compute in float32 exactly as the scalar loops do (same
+# operations, same order, no contraction), store the line non-temporally. The partial lines at
+# either end of a span use the scalar loops and regular stores.
 
 LINE_BYTES = 64
-BLOCK = 1024  # elements per buffered block: a multiple of a line's elements for 2- and 4-byte types
+_NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
+
+
+def _line_codegen(context, builder, signature, args):
+    """Helpers over one intrinsic call: load/decode a line of an array, splat-free coefficient
+    loads, encode/store a line (non-temporal)."""
+    f32 = ir.FloatType()
+
+    def array(pos):
+        return context.make_array(signature.args[pos])(context, builder, args[pos])
+
+    def width(pos):
+        return LINE_BYTES // context.get_abi_sizeof(context.get_data_type(signature.args[pos].dtype))
+
+    def load(pos, index, lanes):
+        dtype = signature.args[pos].dtype
+        item = context.get_data_type(dtype)
+        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        v = builder.load(ptr, align=context.get_abi_sizeof(item))
+        if dtype == types.float32:
+            return v
+        if dtype == types.uint16:  # IEEE half bits
+            return builder.fpext(
+                builder.bitcast(v, ir.VectorType(ir.HalfType(), lanes)), ir.VectorType(f32, lanes)
+            )
+        wide = builder.shl(builder.zext(v, ir.VectorType(ir.IntType(32), lanes)), _splat_int(lanes, 16))
+        return builder.bitcast(wide, ir.VectorType(f32, lanes))  # bfloat16 bits
+
+    def store(pos, index, value, lanes):
+        dtype = signature.args[pos].dtype
+        if dtype == types.uint16:
+            value = builder.bitcast(
+                builder.fptrunc(value, ir.VectorType(ir.HalfType(), lanes)),
+                ir.VectorType(ir.IntType(16), lanes),
+            )
+        elif dtype == types.int16:
+            bits = builder.bitcast(value, ir.VectorType(ir.IntType(32), lanes))
+            odd = builder.and_(builder.lshr(bits, _splat_int(lanes, 16)), _splat_int(lanes, 1))
+            rounded = builder.add(builder.add(bits, _splat_int(lanes, 0x7FFF)), odd)
+            nan = builder.fcmp_unordered("uno", value, value)
+            bits = builder.select(nan, builder.or_(bits, _splat_int(lanes, 0x400000)), rounded)
+            value = builder.trunc(
+                builder.lshr(bits, _splat_int(lanes, 16)), ir.VectorType(ir.IntType(16), lanes)
+            )
+        item = context.get_data_type(dtype)
+        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        builder.store(value, ptr, align=LINE_BYTES).set_metadata(
+            "nontemporal", builder.module.add_metadata(_NONTEMPORAL)
+        )
+
+    return width, load, store
+
+
+def _splat_int(lanes, value):
+    return ir.Constant(ir.VectorType(ir.IntType(32), lanes), [value] * lanes)
 
 
 @intrinsic
-def _stream_line(typingctx, src, si, dst, di):
-    """The 64 bytes at &src[si] -> &dst[di] (64-byte aligned), as one non-temporal store."""
+def _affine_line(typingctx, x, xi, y, yi, kk, mm, rr, ci):
+    """y[yi:yi+W] = ((x[xi:xi+W] - kk) - mm) * rr, W = one line of y; kk, mm, rr: float32
+    arrays read at [ci:ci+W]; y + yi must be 64-byte aligned."""
 
     def codegen(context, builder, signature, args):
-        src_ty, _, dst_ty, _ = signature.args
-        s = context.make_array(src_ty)(context, builder, args[0])
-        d = context.make_array(dst_ty)(context, builder, args[2])
-        line = ir.VectorType(ir.IntType(32), LINE_BYTES // 4)
-        ps = builder.bitcast(builder.gep(s.data, [args[1]]), line.as_pointer())
-        pd = builder.bitcast(builder.gep(d.data, [args[3]]), line.as_pointer())
-        store = builder.store(builder.load(ps, align=4), pd, align=LINE_BYTES)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        width, load, store = _line_codegen(context, builder, signature, args)
+        lanes = width(2)
+        k, m, r = (load(pos, args[7], lanes) for pos in (4, 5, 6))
+        v = builder.fmul(builder.fsub(builder.fsub(load(0, args[1], lanes), k), m), r)
+        store(2, args[3], v, lanes)
         return context.get_dummy_value()
 
-    return types.void(src, si, dst, di), codegen
+    return types.void(x, xi, y, yi, kk, mm, rr, ci), codegen
+
+
+@intrinsic
+def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, mg, mgx, ci):
+    """dx[di:di+W] = ((g - mg) - xhat * mgx) * rr with xhat = ((x - kk) - mm) * rr, x and g read
+    at [xi:xi+W], the coefficient arrays at [ci:ci+W]; dx + di must be 64-byte aligned."""
+
+    def codegen(context, builder, signature, args):
+        width, load, store = _line_codegen(context, builder, signature, args)
+        lanes = width(3)
+        k, m, r, gm, gx = (load(pos, args[10], lanes) for pos in (5, 6, 7, 8, 9))
+        xhat = builder.fmul(builder.fsub(builder.fsub(load(0, args[2], lanes), k), m), r)
+        gc = builder.fsub(load(1, args[2], lanes), gm)
+        store(3, args[4], builder.fmul(builder.fsub(gc, builder.fmul(xhat, gx)), r), lanes)
+        return context.get_dummy_value()
+
+    return types.void(x, g, xi, dx, di, kk, mm, rr, mg, mgx, ci), codegen
 
 
 @intrinsic
@@ -157,12 +228,6 @@ def _fence(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
-
-
-@nb.njit(**JIT)
-def _stream(src, dst):
-    for i in range(0, dst.shape[0], LINE_BYTES // dst.itemsize):
-        _stream_line(src, i, dst, i)
 
 
 @nb.njit(**JIT)
@@ -228,13 +293,14 @@ def _plane_affine(x, y, k, m, rs):
 
 
 @nb.njit(**JIT)
-def _plane_emit(x, y, buf, k, m, rs, stream):
+def _plane_emit(x, y, co, k, m, rs, stream):
+    """_plane_affine over a span, its whole aligned lines streamed; co: float32 scratch (3+, 32)."""
     h, e = _stream_bounds(y, stream)
     _plane_affine(x[:h], y[:h], k, m, rs)
-    for f in range(h, e, BLOCK):
-        n = min(BLOCK, e - f)
-        _plane_affine(x[f : f + n], buf[:n], k, m, rs)
-        _stream(buf[:n], y[f : f + n])
+    if e > h:
+        co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
+        for f in range(h, e, LINE_BYTES // y.itemsize):
+            _affine_line(x, f, y, f, co[0], co[1], co[2], 0)
     _plane_affine(x[e:], y[e:], k, m, rs)
 
 
@@ -260,13 +326,14 @@ def _plane_grad(x, g, dx, k, m, rs, mg, mgx):
 
 
 @nb.njit(**JIT)
-def _plane_grad_emit(x, g, dx, buf, k, m, rs, mg, mgx, stream):
+def _plane_grad_emit(x, g, dx, co, k, m, rs, mg, mgx, stream):
     h, e = _stream_bounds(dx, stream)
     _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, mg, mgx)
-    for f in range(h, e, BLOCK):
-        n = min(BLOCK, e - f)
-        _plane_grad(x[f : f + n], g[f : f + n], buf[:n], k, m, rs, mg, mgx)
-        _stream(buf[:n], dx[f : f + n])
+    if e > h:
+        co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
+        co[3, :], co[4, :] = np.float32(mg), np.float32(mgx)
+        for f in range(h, e, LINE_BYTES // dx.itemsize):
+            _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], 0)
     _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, mg, mgx)
 
 
@@ -278,13 +345,13 @@ def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
     thread; the planes left are each split into `chunks` pieces across the threads."""
     rows, p = x.shape
     for task in nb.prange(chunks):
-        buf = np.empty(BLOCK, y.dtype)
+        co = np.empty((3, LINE_BYTES // 2), np.float32)
         lo, hi = _chunk(task, chunks, whole)
         for r in range(lo, hi):
             k = np.float64(to_f32(x[r, 0]))
             s1, s2 = _plane_sums(x[r], k)
             m, rs = _rstd(s1, s2, p, eps)
-            _plane_emit(x[r], y[r], buf, k, m, rs, stream)
+            _plane_emit(x[r], y[r], co, k, m, rs, stream)
             mean[r], rstd[r] = k + m, rs
         _fence()
     left = rows - whole
@@ -303,7 +370,8 @@ def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
         total = sums[first : first + chunks].sum(axis=0)
         m, rs = _rstd(total[0], total[1], p, eps)
         start, stop = _chunk(task % chunks, chunks, p)
-        _plane_emit(x[r, start:stop], y[r, start:stop], np.empty(BLOCK, y.dtype), k, m, rs, stream)
+        co = np.empty((3, LINE_BYTES // 2), np.float32)
+        _plane_emit(x[r, start:stop], y[r, start:stop], co, k, m, rs, stream)
         _fence()
         if task == first:
             mean[r], rstd[r] = k + m, rs
@@ -314,14 +382,14 @@ def backward_planes(x, g, dx, mean, rstd, whole, chunks, stream):
     """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
     rows, p = x.shape
     for task in nb.prange(chunks):
-        buf = np.empty(BLOCK, dx.dtype)
+        co = np.empty((5, LINE_BYTES // 2), np.float32)
         lo, hi = _chunk(task, chunks, whole)
         for r in range(lo, hi):
             k = np.float64(to_f32(x[r, 0]))
             m, rs = mean[r] - k, rstd[r]
             sg, sgd = _plane_grad_sums(x[r], g[r], k)
             mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
-            _plane_grad_emit(x[r], g[r], dx[r], buf, k, m, rs, mg, mgx, stream)
+            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, mg, mgx, stream)
         _fence()
     left = rows - whole
     if left == 0:
@@ -340,10 +408,8 @@ def backward_planes(x, g, dx, mean, rstd, whole, chunks, stream):
         total = sums[first : first + chunks].sum(axis=0)
         mg, mgx = _grad_coefs(total[0], total[1], p, m, rs)
         start, stop = _chunk(task % chunks, chunks, p)
-        buf = np.empty(BLOCK, dx.dtype)
-        _plane_grad_emit(
-            x[r, start:stop], g[r, start:stop], dx[r, start:stop], buf, k, m, rs, mg, mgx, stream
-        )
+        co = np.empty((5, LINE_BYTES // 2), np.float32)
+        _plane_grad_emit(x[r, start:stop], g[r, start:stop], dx[r, start:stop], co, k, m, rs, mg, mgx, stream)
         _fence()
 
 
@@ -435,13 +501,17 @@ def _rows_affine(x, y, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_emit(x, y, co, buf, stream):
+def _rows_emit(x, y, co, stream):
     h, e = _stream_bounds(y, stream)
     _rows_affine(x[:h], y[:h], co, 0)
-    for f in range(h, e, BLOCK):
-        n = min(BLOCK, e - f)
-        _rows_affine(x[f : f + n], buf[:n], co, f)
-        _stream(buf[:n], y[f : f + n])
+    t = co.shape[1] // 2
+    per_line = LINE_BYTES // y.itemsize
+    ph = h % t
+    for f in range(h, e, per_line):
+        _affine_line(x, f, y, f, co[0], co[1], co[2], ph)
+        ph += per_line
+        if ph >= t:
+            ph -= t
     _rows_affine(x[e:], y[e:], co, e)
 
 
@@ -465,7 +535,6 @@ def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
         kt = np.empty(t)
         st = np.empty((2, t))
         co = np.empty((3, 2 * t), np.float32)
-        buf = np.empty(BLOCK, y.dtype)
         lo, hi = _chunk(task, chunks, whole)
         for i in range(lo, hi):
             xf, yf = x[i].reshape(-1), y[i].reshape(-1)
@@ -473,7 +542,7 @@ def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
             st[:] = 0.0
             _rows_sums(xf, kt, st)
             _rows_coefs(_fold(st, cs), p, eps, kt, co, mean[i], rstd[i])
-            _rows_emit(xf, yf, co, buf, stream)
+            _rows_emit(xf, yf, co, stream)
         _fence()
     left = n - whole
     if left == 0:
@@ -496,7 +565,7 @@ def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
         i, j = whole + task // chunks, task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
-        _rows_emit(xf, yf, coefs[j], np.empty(BLOCK, y.dtype), stream)
+        _rows_emit(xf, yf, coefs[j], stream)
         _fence()
 
 
@@ -557,13 +626,17 @@ def _rows_grad(x, g, dx, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_grad_emit(x, g, dx, co, buf, stream):
+def _rows_grad_emit(x, g, dx, co, stream):
     h, e = _stream_bounds(dx, stream)
     _rows_grad(x[:h], g[:h], dx[:h], co, 0)
-    for f in range(h, e, BLOCK):
-        n = min(BLOCK, e - f)
-        _rows_grad(x[f : f + n], g[f : f + n], buf[:n], co, f)
-        _stream(buf[:n], dx[f : f + n])
+    t = co.shape[1] // 2
+    per_line = LINE_BYTES // dx.itemsize
+    ph = h % t
+    for f in range(h, e, per_line):
+        _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], ph)
+        ph += per_line
+        if ph >= t:
+            ph -= t
     _rows_grad(x[e:], g[e:], dx[e:], co, e)
 
 
@@ -577,7 +650,6 @@ def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
         kt = np.empty(t)
         st = np.empty((2, t))
         co = np.empty((5, 2 * t), np.float32)
-        buf = np.empty(BLOCK, dx.dtype)
         lo, hi = _chunk(task, chunks, whole)
         for i in range(lo, hi):
             xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
@@ -585,7 +657,7 @@ def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
             st[:] = 0.0
             _rows_grad_sums(xf, gf, kt, st)
             _rows_grad_coefs(_fold(st, cs), p, kt, co, mean[i], rstd[i])
-            _rows_grad_emit(xf, gf, df, co, buf, stream)
+            _rows_grad_emit(xf, gf, df, co, stream)
         _fence()
     left = n - whole
     if left == 0:
@@ -610,5 +682,5 @@ def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         span = slice(start * cs, stop * cs)
         xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
-        _rows_grad_emit(xf, gf, df, coefs[j], np.empty(BLOCK, dx.dtype), stream)
+        _rows_grad_emit(xf, gf, df, coefs[j], stream)
         _fence()
