@@ -338,15 +338,13 @@ def _plane_grad_emit(x, g, dx, co, k, m, rs, mg, mgx, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
-    """y = normalize(x) per plane (row of x); mean, rstd: float64 (R,).
-
-    Planes [0, whole) go to `chunks` tasks (one per thread) in contiguous runs, a whole plane per
-    thread; the planes left are each split into `chunks` pieces across the threads."""
+def forward_planes(x, y, mean, rstd, eps, chunks, stream):
+    """y = normalize(x) per plane (row of x), mean and rstd float64 (R,): `chunks` tasks (one per
+    thread) take contiguous runs of whole planes and make both passes over each."""
     rows, p = x.shape
     for task in nb.prange(chunks):
         co = np.empty((3, LINE_BYTES // 2), np.float32)
-        lo, hi = _chunk(task, chunks, whole)
+        lo, hi = _chunk(task, chunks, rows)
         for r in range(lo, hi):
             k = np.float64(to_f32(x[r, 0]))
             s1, s2 = _plane_sums(x[r], k)
@@ -354,17 +352,20 @@ def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
             _plane_emit(x[r], y[r], co, k, m, rs, stream)
             mean[r], rstd[r] = k + m, rs
         _fence()
-    left = rows - whole
-    if left == 0:
-        return
-    sums = np.zeros((left * chunks, 2))
-    for task in nb.prange(left * chunks):
-        r = whole + task // chunks
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_planes_split(x, y, mean, rstd, eps, chunks, stream):
+    """forward_planes with every plane split into `chunks` pieces across the threads."""
+    rows, p = x.shape
+    sums = np.zeros((rows * chunks, 2))
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
         sums[task, 0], sums[task, 1] = _plane_sums(x[r, start:stop], np.float64(to_f32(x[r, 0])))
     # The same static schedule as the loop above: each piece is emitted by the thread that read it.
-    for task in nb.prange(left * chunks):
-        r = whole + task // chunks
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
         first = task - task % chunks
         k = np.float64(to_f32(x[r, 0]))
         total = sums[first : first + chunks].sum(axis=0)
@@ -378,12 +379,12 @@ def forward_planes(x, y, mean, rstd, eps, whole, chunks, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_planes(x, g, dx, mean, rstd, whole, chunks, stream):
+def backward_planes(x, g, dx, mean, rstd, chunks, stream):
     """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
     rows, p = x.shape
     for task in nb.prange(chunks):
         co = np.empty((5, LINE_BYTES // 2), np.float32)
-        lo, hi = _chunk(task, chunks, whole)
+        lo, hi = _chunk(task, chunks, rows)
         for r in range(lo, hi):
             k = np.float64(to_f32(x[r, 0]))
             m, rs = mean[r] - k, rstd[r]
@@ -391,17 +392,20 @@ def backward_planes(x, g, dx, mean, rstd, whole, chunks, stream):
             mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
             _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, mg, mgx, stream)
         _fence()
-    left = rows - whole
-    if left == 0:
-        return
-    sums = np.zeros((left * chunks, 2))
-    for task in nb.prange(left * chunks):
-        r = whole + task // chunks
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_planes_split(x, g, dx, mean, rstd, chunks, stream):
+    """backward_planes with every plane split into `chunks` pieces across the threads."""
+    rows, p = x.shape
+    sums = np.zeros((rows * chunks, 2))
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
         k = np.float64(to_f32(x[r, 0]))
         sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k)
-    for task in nb.prange(left * chunks):
-        r = whole + task // chunks
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
         first = task - task % chunks
         k = np.float64(to_f32(x[r, 0]))
         m, rs = mean[r] - k, rstd[r]
@@ -524,10 +528,8 @@ def _row_chunk(i, chunks, rows, q):
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
-    """Samples [0, whole) whole, one thread each; the rest split into row chunks across threads.
-
-    mean, rstd: float64 (N, C)."""
+def forward_rows(x, y, mean, rstd, eps, chunks, stream):
+    """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
     q = _tile_rows(cs)
     t = q * cs
@@ -535,7 +537,7 @@ def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
         kt = np.empty(t)
         st = np.empty((2, t))
         co = np.empty((3, 2 * t), np.float32)
-        lo, hi = _chunk(task, chunks, whole)
+        lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
             xf, yf = x[i].reshape(-1), y[i].reshape(-1)
             _tiled_pivot(x[i], kt)
@@ -544,28 +546,32 @@ def forward_rows(x, y, mean, rstd, eps, whole, chunks, stream):
             _rows_coefs(_fold(st, cs), p, eps, kt, co, mean[i], rstd[i])
             _rows_emit(xf, yf, co, stream)
         _fence()
-    left = n - whole
-    if left == 0:
-        return
-    sums = np.zeros((left * chunks, 2, t))
-    for task in nb.prange(left * chunks):
-        i = whole + task // chunks
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
+    """forward_rows with every sample split into `chunks` runs of rows across the threads."""
+    n, p, cs = x.shape
+    q = _tile_rows(cs)
+    t = q * cs
+    sums = np.zeros((n * chunks, 2, t))
+    for task in nb.prange(n * chunks):
+        i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         kt = np.empty(t)
         _tiled_pivot(x[i], kt)
         _rows_sums(x[i].reshape(-1)[start * cs : stop * cs], kt, sums[task])
-    coefs = np.empty((left, 3, 2 * t), np.float32)
-    for j in range(left):
-        i = whole + j
+    coefs = np.empty((n, 3, 2 * t), np.float32)
+    for i in range(n):
         kt = np.empty(t)
         _tiled_pivot(x[i], kt)
-        total = sums[j * chunks : (j + 1) * chunks].sum(axis=0)
-        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[j], mean[i], rstd[i])
-    for task in nb.prange(left * chunks):
-        i, j = whole + task // chunks, task // chunks
+        total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
+        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[i], mean[i], rstd[i])
+    for task in nb.prange(n * chunks):
+        i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
-        _rows_emit(xf, yf, coefs[j], stream)
+        _rows_emit(xf, yf, coefs[i], stream)
         _fence()
 
 
@@ -641,8 +647,8 @@ def _rows_grad_emit(x, g, dx, co, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
-    """dx for channels_last rows, samples planned as in forward_rows."""
+def backward_rows(x, g, dx, mean, rstd, chunks, stream):
+    """dx for channels_last rows, samples whole as in forward_rows."""
     n, p, cs = x.shape
     q = _tile_rows(cs)
     t = q * cs
@@ -650,7 +656,7 @@ def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
         kt = np.empty(t)
         st = np.empty((2, t))
         co = np.empty((5, 2 * t), np.float32)
-        lo, hi = _chunk(task, chunks, whole)
+        lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
             xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
             _tiled_pivot(x[i], kt)
@@ -659,28 +665,32 @@ def backward_rows(x, g, dx, mean, rstd, whole, chunks, stream):
             _rows_grad_coefs(_fold(st, cs), p, kt, co, mean[i], rstd[i])
             _rows_grad_emit(xf, gf, df, co, stream)
         _fence()
-    left = n - whole
-    if left == 0:
-        return
-    sums = np.zeros((left * chunks, 2, t))
-    for task in nb.prange(left * chunks):
-        i = whole + task // chunks
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_rows_split(x, g, dx, mean, rstd, chunks, stream):
+    """backward_rows with every sample split into `chunks` runs of rows across the threads."""
+    n, p, cs = x.shape
+    q = _tile_rows(cs)
+    t = q * cs
+    sums = np.zeros((n * chunks, 2, t))
+    for task in nb.prange(n * chunks):
+        i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         kt = np.empty(t)
         _tiled_pivot(x[i], kt)
         span = slice(start * cs, stop * cs)
         _rows_grad_sums(x[i].reshape(-1)[span], g[i].reshape(-1)[span], kt, sums[task])
-    coefs = np.empty((left, 5, 2 * t), np.float32)
-    for j in range(left):
-        i = whole + j
+    coefs = np.empty((n, 5, 2 * t), np.float32)
+    for i in range(n):
         kt = np.empty(t)
         _tiled_pivot(x[i], kt)
-        total = sums[j * chunks : (j + 1) * chunks].sum(axis=0)
-        _rows_grad_coefs(_fold(total, cs), p, kt, coefs[j], mean[i], rstd[i])
-    for task in nb.prange(left * chunks):
-        i, j = whole + task // chunks, task // chunks
+        total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
+        _rows_grad_coefs(_fold(total, cs), p, kt, coefs[i], mean[i], rstd[i])
+    for task in nb.prange(n * chunks):
+        i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         span = slice(start * cs, stop * cs)
         xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
-        _rows_grad_emit(xf, gf, df, coefs[j], stream)
+        _rows_grad_emit(xf, gf, df, coefs[i], stream)
         _fence()

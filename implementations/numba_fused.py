@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
@@ -15,6 +17,31 @@ from implementations import _numba_kernels as kernels
 SPLIT_MIN_BYTES = 256 * 1024
 # Outputs at least this big are written with non-temporal stores (see _numba_kernels.py).
 STREAM_MIN_BYTES = 4 * 1024 * 1024
+
+
+# Numba's OpenMP layer loads the system libgomp, a second runtime beside the one torch ships: two
+# thread pools. An idle libgomp thread spins GOMP_SPINCOUNT times (300000, ~5 ms here) before it
+# sleeps, so on a 2-core machine each switch between a torch op and a Numba kernel found the
+# other pool's spinning thread holding a core and paid a scheduler slice (calls of ~8 ms). Numba's
+# pool is started with a short spin (~0.3 ms: longer than the gap between back-to-back calls);
+# torch's keeps its own setting. An explicit GOMP_SPINCOUNT in the environment wins.
+NUMBA_GOMP_SPINCOUNT = "20000"
+
+
+def _start_numba_pool() -> None:
+    """Launch Numba's thread pool (its libgomp reads GOMP_SPINCOUNT when it loads), then restore
+    the environment so nothing started later sees the change."""
+    if "GOMP_SPINCOUNT" in os.environ:
+        numba.get_num_threads()
+        return
+    os.environ["GOMP_SPINCOUNT"] = NUMBA_GOMP_SPINCOUNT
+    try:
+        numba.get_num_threads()  # launches the pool
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+
+
+_start_numba_pool()
 
 
 def _storage(t: torch.Tensor) -> np.ndarray:
@@ -36,9 +63,8 @@ def _view(t: torch.Tensor, rows: bool) -> np.ndarray:
     return a.reshape(n * c, h * w)
 
 
-def _whole(units: int, unit_bytes: int) -> int:
-    """How many units the threads take whole; the kernels split the rest across threads."""
-    threads = numba.get_num_threads()
+def _whole(units: int, unit_bytes: int, threads: int) -> int:
+    """How many units the threads take whole; the rest are split across all threads."""
     left = units % threads
     if left and (units < threads or unit_bytes >= SPLIT_MIN_BYTES):
         return units - left
@@ -59,12 +85,30 @@ def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x.contiguous(), False
 
 
-def _plan(x: torch.Tensor, rows: bool, tensors: int) -> tuple[int, int, bool]:
-    """(whole, chunks, stream) for the kernels: units taken whole, threads, streaming stores."""
-    n, c, h, w = x.shape
-    units, unit_elements = (n, c * h * w) if rows else (n * c, h * w)
-    whole = _whole(units, tensors * unit_elements * x.element_size())
-    return whole, numba.get_num_threads(), x.numel() * x.element_size() >= STREAM_MIN_BYTES
+def _launch(name: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> None:
+    """Run kernel `name` ("forward"/"backward") over views whose first axis is the units (planes,
+    or channels_last samples): a run of whole units per thread, then the rest split across threads.
+
+    Only the kernels a call needs are compiled: the split ones only when some unit is left over."""
+    layout = "rows" if rows else "planes"
+    whole_kernel = getattr(kernels, f"{name}_{layout}")
+    split_kernel = getattr(kernels, f"{name}_{layout}_split")
+    x = arrays[0]
+    threads = numba.get_num_threads()
+    tensors = 2 if name == "backward" else 1
+    whole = _whole(x.shape[0], tensors * x[0].nbytes, threads)
+    stream = x.nbytes >= STREAM_MIN_BYTES
+    if whole:
+        whole_kernel(*(a[:whole] for a in arrays), *args, threads, stream)
+    if whole < x.shape[0]:
+        split_kernel(*(a[whole:] for a in arrays), *args, threads, stream)
+
+
+def _stats(mean: torch.Tensor, rstd: torch.Tensor, rows: bool) -> list[np.ndarray]:
+    """The (N, C) statistics indexed by unit: (N, C) for channels_last samples, (N*C,) for planes."""
+    if rows:
+        return [mean.numpy(), rstd.numpy()]
+    return [mean.numpy().reshape(-1), rstd.numpy().reshape(-1)]
 
 
 def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,11 +119,8 @@ def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, to
     y = torch.empty_like(x)
     mean = torch.empty((n, c), dtype=torch.float64)
     rstd = torch.empty((n, c), dtype=torch.float64)
-    if x.numel() == 0:
-        return y, mean, rstd
-    kernel = kernels.forward_rows if rows else kernels.forward_planes
-    stats = (mean.numpy(), rstd.numpy()) if rows else (mean.numpy().reshape(-1), rstd.numpy().reshape(-1))
-    kernel(_view(x, rows), _view(y, rows), *stats, float(eps), *_plan(x, rows, 1))
+    if x.numel():
+        _launch("forward", rows, [_view(x, rows), _view(y, rows), *_stats(mean, rstd, rows)], (float(eps),))
     return y, mean, rstd
 
 
@@ -91,11 +132,9 @@ def backward(x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.
     if not dy.is_contiguous(memory_format=fmt):
         dy = dy.contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
     dx = torch.empty_like(x)
-    if x.numel() == 0:
-        return dx
-    kernel = kernels.backward_rows if rows else kernels.backward_planes
-    stats = (mean.numpy(), rstd.numpy()) if rows else (mean.numpy().reshape(-1), rstd.numpy().reshape(-1))
-    kernel(_view(x, rows), _view(dy, rows), _view(dx, rows), *stats, *_plan(x, rows, 2))
+    if x.numel():
+        views = [_view(x, rows), _view(dy, rows), _view(dx, rows), *_stats(mean, rstd, rows)]
+        _launch("backward", rows, views, ())
     return dx
 
 
