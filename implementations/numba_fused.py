@@ -71,13 +71,39 @@ def _whole(units: int, unit_bytes: int, threads: int) -> int:
     return units
 
 
-def _check(x: torch.Tensor) -> None:
-    if x.dim() != 4 or x.device.type != "cpu":
-        raise ValueError(f"expected a CPU N,C,H,W tensor, got shape {tuple(x.shape)} on {x.device}")
+# (channels_last, mode) -> (kernel taking whole units, kernel splitting units across threads)
+_KERNELS = {
+    (False, "forward"): (kernels.forward_planes, kernels.forward_planes_split),
+    (True, "forward"): (kernels.forward_rows, kernels.forward_rows_split),
+    (False, "backward"): (kernels.backward_planes, kernels.backward_planes_split),
+    (True, "backward"): (kernels.backward_rows, kernels.backward_rows_split),
+}
+
+
+def _launch(mode: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> None:
+    """Run the `mode` kernels over views whose first axis is the units (planes, or channels_last
+    samples): runs of whole units, one run per thread, then the units left split across threads.
+    Only the kernels a call needs get compiled: the split ones only when a unit is left over."""
+    whole_kernel, split_kernel = _KERNELS[rows, mode]
+    units = arrays[0].shape[0]
+    threads = numba.get_num_threads()
+    stream = arrays[0].nbytes >= STREAM_MIN_BYTES
+    whole = _whole(units, (2 if mode == "backward" else 1) * arrays[0][0].nbytes, threads)
+    if whole == units:
+        whole_kernel(*arrays, *args, threads, stream)
+        return
+    if whole:
+        whole_kernel(*(a[:whole] for a in arrays), *args, threads, stream)
+    split_kernel(*(a[whole:] for a in arrays), *args, threads, stream)
 
 
 def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    # Contiguous and channels_last tensors are used in place; any other strides are copied once.
+    """x without autograd history, and whether the kernels read it as channels_last rows.
+    Contiguous and channels_last tensors are used in place; other strides are copied once."""
+    if x.dim() != 4 or x.device.type != "cpu":
+        raise ValueError(f"expected a CPU N,C,H,W tensor, got shape {tuple(x.shape)} on {x.device}")
+    if x.requires_grad:
+        x = x.detach()
     if x.is_contiguous():
         return x, False
     if x.is_contiguous(memory_format=torch.channels_last):
@@ -85,80 +111,76 @@ def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x.contiguous(), False
 
 
-def _launch(name: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> None:
-    """Run kernel `name` ("forward"/"backward") over views whose first axis is the units (planes,
-    or channels_last samples): a run of whole units per thread, then the rest split across threads.
-
-    Only the kernels a call needs are compiled: the split ones only when some unit is left over."""
-    layout = "rows" if rows else "planes"
-    whole_kernel = getattr(kernels, f"{name}_{layout}")
-    split_kernel = getattr(kernels, f"{name}_{layout}_split")
-    x = arrays[0]
-    threads = numba.get_num_threads()
-    tensors = 2 if name == "backward" else 1
-    whole = _whole(x.shape[0], tensors * x[0].nbytes, threads)
-    stream = x.nbytes >= STREAM_MIN_BYTES
-    if whole:
-        whole_kernel(*(a[:whole] for a in arrays), *args, threads, stream)
-    if whole < x.shape[0]:
-        split_kernel(*(a[whole:] for a in arrays), *args, threads, stream)
+def _unit_stats(stats: np.ndarray, rows: bool) -> list[np.ndarray]:
+    """mean and rstd, from one float64 (2, N, C) array, indexed by unit: (N, C) for channels_last
+    samples, (N*C,) for planes."""
+    return [stats[0], stats[1]] if rows else [stats[0].reshape(-1), stats[1].reshape(-1)]
 
 
-def _stats(mean: torch.Tensor, rstd: torch.Tensor, rows: bool) -> list[np.ndarray]:
-    """The (N, C) statistics indexed by unit: (N, C) for channels_last samples, (N*C,) for planes."""
-    if rows:
-        return [mean.numpy(), rstd.numpy()]
-    return [mean.numpy().reshape(-1), rstd.numpy().reshape(-1)]
+def _forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, np.ndarray]:
+    x, rows = _indexable(x)
+    y = torch.empty_like(x)
+    stats = np.empty((2, x.shape[0], x.shape[1]))
+    if y.numel():
+        _launch("forward", rows, [_view(x, rows), _view(y, rows), *_unit_stats(stats, rows)], (float(eps),))
+    return y, stats
 
 
 def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y in x's memory format, and the float64 per-plane mean and rstd, each of shape (N, C)."""
-    _check(x)
-    x, rows = _indexable(x.detach())
-    n, c, _, _ = x.shape
-    y = torch.empty_like(x)
-    mean = torch.empty((n, c), dtype=torch.float64)
-    rstd = torch.empty((n, c), dtype=torch.float64)
-    if x.numel():
-        _launch("forward", rows, [_view(x, rows), _view(y, rows), *_stats(mean, rstd, rows)], (float(eps),))
-    return y, mean, rstd
+    y, stats = _forward(x, eps)
+    stats_t = torch.from_numpy(stats)
+    return y, stats_t[0], stats_t[1]
+
+
+def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray) -> torch.Tensor:
+    x, rows = _indexable(x)
+    fmt = torch.channels_last if rows else torch.contiguous_format
+    if dy.dtype != x.dtype or not dy.is_contiguous(memory_format=fmt):
+        dy = dy.to(x.dtype).contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
+    if dy.requires_grad:
+        dy = dy.detach()
+    dx = torch.empty_like(x)
+    if dx.numel():
+        _launch(
+            "backward",
+            rows,
+            [_view(x, rows), _view(dy, rows), _view(dx, rows), *_unit_stats(stats, rows)],
+            (),
+        )
+    return dx
 
 
 def backward(x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
     """dL/dx from x, dL/dy and forward's saved statistics; dx has x's memory format."""
-    x, rows = _indexable(x.detach())
-    fmt = torch.channels_last if rows else torch.contiguous_format
-    dy = dy.detach().to(x.dtype)
-    if not dy.is_contiguous(memory_format=fmt):
-        dy = dy.contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
-    dx = torch.empty_like(x)
-    if x.numel():
-        views = [_view(x, rows), _view(dy, rows), _view(dx, rows), *_stats(mean, rstd, rows)]
-        _launch("backward", rows, views, ())
-    return dx
+    return _backward(x, dy, torch.stack([mean, rstd]).to(torch.float64).numpy())
 
 
 class NumbaInstanceNormFunction(torch.autograd.Function):
-    """y = (x - mean) / sqrt(var + eps) per (n, c) plane; saves x, mean and rstd for dx."""
+    """y = (x - mean) / sqrt(var + eps) per (n, c) plane; keeps x, mean and rstd for dx."""
 
     @staticmethod
     def forward(ctx, x, eps):
-        y, mean, rstd = forward(x, eps)
-        ctx.save_for_backward(x, mean, rstd)
+        y, stats = _forward(x, eps)
+        ctx.save_for_backward(x)
+        ctx.stats = stats  # float64 (2, N, C): mean and rstd, computed here, never modified
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        x, mean, rstd = ctx.saved_tensors
-        return backward(x, dy, mean, rstd), None
+        # The kernels are not differentiable themselves (what once_differentiable would enforce,
+        # for ~10 us a call; this check costs nothing).
+        if torch.is_grad_enabled():
+            raise RuntimeError("numba_fused has no double backward (autograd.grad with create_graph=True)")
+        (x,) = ctx.saved_tensors
+        return _backward(x, dy, ctx.stats), None
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """F.instance_norm(x, eps=eps) without running stats or affine, on CPU tensors."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if x.requires_grad and torch.is_grad_enabled():
         return NumbaInstanceNormFunction.apply(x, eps)
-    return forward(x, eps)[0]
+    return _forward(x, eps)[0]
 
 
 class NumbaInstanceNorm2d(torch.nn.Module):

@@ -245,3 +245,10 @@ def test_cli_check_passes_with_every_edge_case_safe():
     assert len(edge_lines) == 2 * len(EDGE_CASES) and all(" safe," in line for line in edge_lines), (
         proc.stdout
     )
+
+
+def test_double_backward_is_refused():
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    y = nf.instance_norm(x, EPS)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad((y * y).sum(), x, create_graph=True)
