@@ -164,6 +164,21 @@ def test_pivot_far_from_the_mean_stays_accurate():
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("sigmas", [2.9, 3.1, 30.0])
+def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout):
+    """The first pixel (the pivot) `sigmas` standard deviations from the mean: float32 partial sums
+    just inside the guard (3 sigma), exact float64 sums beyond it; both accurate."""
+    rng = np.random.default_rng(2)
+    x64 = rng.standard_normal((2, 3, 48, 40))
+    x64 -= x64.mean(axis=(2, 3), keepdims=True)
+    x64 /= x64.std(axis=(2, 3), keepdims=True)
+    x64[:, :, 0, 0] = sigmas
+    x64 = 5.0 + 0.25 * x64
+    x = to_torch(x64, layout=layout)
+    assert normwise(nf.instance_norm(x, EPS), normalize(x.double().numpy(), EPS)) < 2e-6
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_train_step_and_upstream_gradients_in_other_layouts(layout):
     """backward gets what autograd hands it: here an NCHW gradient for a channels_last y, and the
     expanded (stride 0) ones of y.sum(); both are made indexable in x's layout."""
