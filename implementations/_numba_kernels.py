@@ -288,6 +288,15 @@ def _far(s1, s2, count):
 
 
 @nb.njit(**JIT)
+def _any_far(s, count):
+    """_far for any channel of per-channel sums s (2, C)."""
+    far = False
+    for c in range(s.shape[1]):
+        far |= _far(s[0, c], s[1, c], count)
+    return far
+
+
+@nb.njit(**JIT)
 def _grad_coefs(sg, sgd, count, m, rs):
     """(mean(g), mean(g * xhat)) from sum(g) and sum(g * (x - K)), xhat = ((x - K) - m) * rs.
 
@@ -529,6 +538,40 @@ def _rows_sums(x, kt, st):
 
 
 @nb.njit(**JIT)
+def _rows_sums_f32(x, kt, st):
+    """_rows_sums with the differences, their squares and the sums of eight blocks in float32,
+    added to the float64 accumulators once per eight blocks (see GUARD)."""
+    t = kt.shape[0]
+    full = x.shape[0] // t
+    xb = x[: full * t].reshape(full, t)
+    tail = x[full * t :]
+    k32 = np.empty(t, np.float32)
+    for j in range(t):
+        k32[j] = kt[j]
+    octets = full // 8 * 8
+    for b in range(0, octets, 8):
+        for j in range(t):
+            k = k32[j]
+            d0, d1 = to_f32(xb[b, j]) - k, to_f32(xb[b + 1, j]) - k
+            d2, d3 = to_f32(xb[b + 2, j]) - k, to_f32(xb[b + 3, j]) - k
+            d4, d5 = to_f32(xb[b + 4, j]) - k, to_f32(xb[b + 5, j]) - k
+            d6, d7 = to_f32(xb[b + 6, j]) - k, to_f32(xb[b + 7, j]) - k
+            st[0, j] += np.float64(((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
+            st[1, j] += np.float64(
+                ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7))
+            )
+    for b in range(octets, full):
+        for j in range(t):
+            d = to_f32(xb[b, j]) - k32[j]
+            st[0, j] += np.float64(d)
+            st[1, j] += np.float64(d * d)
+    for j in range(tail.shape[0]):
+        d = to_f32(tail[j]) - k32[j]
+        st[0, j] += np.float64(d)
+        st[1, j] += np.float64(d * d)
+
+
+@nb.njit(**JIT)
 def _fold(st, cs):
     """Per-channel totals (2, C) of tiled sums (2, T)."""
     out = np.zeros((2, cs))
@@ -564,13 +607,17 @@ def _rows_affine(x, y, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_emit(x, y, co, stream):
+def _rows_emit(x, y, co, stream, ahead):
+    """_rows_affine over a span, whole aligned lines streamed while prefetching `ahead` (the next
+    span, any length) line by line."""
     h, e = _stream_bounds(y, stream)
     _rows_affine(x[:h], y[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // y.itemsize
     ph = h % t
+    n = ahead.shape[0]
     for f in range(h, e, per_line):
+        _prefetch(ahead, min(f, n - 1))
         _affine_line(x, f, y, f, co[0], co[1], co[2], ph)
         ph += per_line
         if ph >= t:
@@ -601,9 +648,15 @@ def forward_rows(x, y, mean, rstd, eps, chunks, stream):
             xf, yf = x[i].reshape(-1), y[i].reshape(-1)
             _tiled_pivot(x[i], kt)
             st[:] = 0.0
-            _rows_sums(xf, kt, st)
-            _rows_coefs(_fold(st, cs), p, eps, kt, co, mean[i], rstd[i])
-            _rows_emit(xf, yf, co, stream)
+            _rows_sums_f32(xf, kt, st)
+            s = _fold(st, cs)
+            if _any_far(s, p):
+                st[:] = 0.0
+                _rows_sums(xf, kt, st)
+                s = _fold(st, cs)
+            _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i])
+            # while this sample is written from the cache, the next one is fetched from memory
+            _rows_emit(xf, yf, co, stream, x[min(i + 1, hi - 1)].reshape(-1))
         _fence()
 
 
@@ -630,7 +683,7 @@ def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
         i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
-        _rows_emit(xf, yf, coefs[i], stream)
+        _rows_emit(xf, yf, coefs[i], stream, xf)
         _fence()
 
 
