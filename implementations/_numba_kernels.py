@@ -129,6 +129,10 @@ def _f32_bits(typingctx, value):
 # either end of a span use the scalar loops and regular stores.
 
 LINE_BYTES = 64
+# How much of the next plane to prefetch while one is written: the hardware prefetcher takes over
+# once the next plane's first pass starts; fetching all of a 64 KB plane (x and g) ahead measured
+# slower than this at 128x128 (its misses crowd out the current plane's), as fast at 56x56.
+PREFETCH_BYTES = 16 * 1024
 _NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
 
 
@@ -203,20 +207,20 @@ def _affine_line(typingctx, x, xi, y, yi, kk, mm, rr, ci):
 
 
 @intrinsic
-def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, mg, mgx, ci):
-    """dx[di:di+W] = ((g - mg) - xhat * mgx) * rr with xhat = ((x - kk) - mm) * rr, x and g read
-    at [xi:xi+W], the coefficient arrays at [ci:ci+W]; dx + di must be 64-byte aligned."""
+def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci):
+    """dx[di:di+W] = (((g - gg) - mg) - xhat * mgx) * rr, xhat = ((x - kk) - mm) * rr, x and g
+    read at [xi:xi+W], the coefficient arrays at [ci:ci+W]; dx + di must be 64-byte aligned."""
 
     def codegen(context, builder, signature, args):
         width, load, store = _line_codegen(context, builder, signature, args)
         lanes = width(3)
-        k, m, r, gm, gx = (load(pos, args[10], lanes) for pos in (5, 6, 7, 8, 9))
+        k, m, r, g0, gm, gx = (load(pos, args[11], lanes) for pos in (5, 6, 7, 8, 9, 10))
         xhat = builder.fmul(builder.fsub(builder.fsub(load(0, args[2], lanes), k), m), r)
-        gc = builder.fsub(load(1, args[2], lanes), gm)
+        gc = builder.fsub(builder.fsub(load(1, args[2], lanes), g0), gm)
         store(3, args[4], builder.fmul(builder.fsub(gc, builder.fmul(xhat, gx)), r), lanes)
         return context.get_dummy_value()
 
-    return types.void(x, g, xi, dx, di, kk, mm, rr, mg, mgx, ci), codegen
+    return types.void(x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci), codegen
 
 
 @intrinsic
@@ -298,9 +302,12 @@ def _any_far(s, count):
 
 @nb.njit(**JIT)
 def _grad_coefs(sg, sgd, count, m, rs):
-    """(mean(g), mean(g * xhat)) from sum(g) and sum(g * (x - K)), xhat = ((x - K) - m) * rs.
+    """(mean(g) - G, mean(g * xhat)) from the sums of g - G and (g - G) * (x - K), G the plane's
+    first upstream gradient (a pivot for g as K is for x), xhat = ((x - K) - m) * rs, m = mean - K.
 
-    dx = rs * ((g - mean(g)) - xhat * mean(g * xhat)), eps inside the sqrt (notes/gradient.md)."""
+    dx = rs * (((g - G) - (mean(g) - G)) - xhat * mean(g * xhat)), eps inside the sqrt
+    (notes/gradient.md); G drops out of mean(g * xhat) = rs * (mean((g - G)(x - K)) - m mean(g - G))
+    because mean(xhat) = 0. Shifting g keeps dx accurate when g has a large mean (g = 1 + small)."""
     mean_g = sg / count
     return mean_g, rs * (sgd / count - m * mean_g)
 
@@ -356,50 +363,57 @@ def _plane_affine(x, y, k, m, rs):
 
 @nb.njit(**JIT)
 def _plane_emit(x, y, co, k, m, rs, stream, ahead):
-    """_plane_affine over a span, its whole aligned lines streamed while prefetching `ahead` (the
-    next span: as long, or shorter) line by line; co: float32 scratch (3+, 32)."""
+    """_plane_affine over a span, whole aligned lines streamed while prefetching the first
+    PREFETCH_BYTES of `ahead` (the next span) line by line; co: float32 scratch (3, 32)."""
     h, e = _stream_bounds(y, stream)
     _plane_affine(x[:h], y[:h], k, m, rs)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
-        n = ahead.shape[0]
+        reach = min(ahead.shape[0], PREFETCH_BYTES // x.itemsize)
         for f in range(h, e, LINE_BYTES // y.itemsize):
-            _prefetch(ahead, min(f, n - 1))
+            if f < reach:
+                _prefetch(ahead, f)
             _affine_line(x, f, y, f, co[0], co[1], co[2], 0)
     _plane_affine(x[e:], y[e:], k, m, rs)
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _plane_grad_sums(x, g, k):
-    """sum(g) and sum(g * (x - k)), in float64."""
+def _plane_grad_sums(x, g, k, g0):
+    """sum(g - g0) and sum((g - g0) * (x - k)), in float64."""
     sg = 0.0
     sgd = 0.0
     for i in range(x.shape[0]):
-        gi = np.float64(to_f32(g[i]))
+        gi = np.float64(to_f32(g[i])) - g0
         sg += gi
         sgd += gi * (np.float64(to_f32(x[i])) - k)
     return sg, sgd
 
 
 @nb.njit(**JIT)
-def _plane_grad(x, g, dx, k, m, rs, mg, mgx):
+def _plane_grad(x, g, dx, k, m, rs, g0, mg, mgx):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
-    mgf, mgxf = np.float32(mg), np.float32(mgx)
+    g0f, mgf, mgxf = np.float32(g0), np.float32(mg), np.float32(mgx)
     for i in range(x.shape[0]):
         xhat = ((to_f32(x[i]) - kf) - mf) * rsf
-        dx[i] = from_f32(((to_f32(g[i]) - mgf) - xhat * mgxf) * rsf, dx)
+        dx[i] = from_f32((((to_f32(g[i]) - g0f) - mgf) - xhat * mgxf) * rsf, dx)
 
 
 @nb.njit(**JIT)
-def _plane_grad_emit(x, g, dx, co, k, m, rs, mg, mgx, stream):
+def _plane_grad_emit(x, g, dx, co, k, m, rs, g0, mg, mgx, stream, ahead_x, ahead_g):
+    """_plane_grad over a span, whole aligned lines streamed while prefetching the first
+    PREFETCH_BYTES of the next span (ahead_x, ahead_g); co: float32 scratch (6, 32)."""
     h, e = _stream_bounds(dx, stream)
-    _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, mg, mgx)
+    _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, g0, mg, mgx)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
-        co[3, :], co[4, :] = np.float32(mg), np.float32(mgx)
+        co[3, :], co[4, :], co[5, :] = np.float32(g0), np.float32(mg), np.float32(mgx)
+        reach = min(ahead_x.shape[0], PREFETCH_BYTES // x.itemsize)
         for f in range(h, e, LINE_BYTES // dx.itemsize):
-            _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], 0)
-    _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, mg, mgx)
+            if f < reach:
+                _prefetch(ahead_x, f)
+                _prefetch(ahead_g, f)
+            _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], 0)
+    _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, g0, mg, mgx)
 
 
 @nb.njit(parallel=True, **JIT)
@@ -451,14 +465,15 @@ def backward_planes(x, g, dx, mean, rstd, chunks, stream):
     """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
     rows, p = x.shape
     for task in nb.prange(chunks):
-        co = np.empty((5, LINE_BYTES // 2), np.float32)
+        co = np.empty((6, LINE_BYTES // 2), np.float32)
         lo, hi = _chunk(task, chunks, rows)
         for r in range(lo, hi):
-            k = np.float64(to_f32(x[r, 0]))
+            k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
             m, rs = mean[r] - k, rstd[r]
-            sg, sgd = _plane_grad_sums(x[r], g[r], k)
+            sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
             mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
-            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, mg, mgx, stream)
+            nxt = min(r + 1, hi - 1)
+            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream, x[nxt], g[nxt])
         _fence()
 
 
@@ -470,18 +485,19 @@ def backward_planes_split(x, g, dx, mean, rstd, chunks, stream):
     for task in nb.prange(rows * chunks):
         r = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
-        k = np.float64(to_f32(x[r, 0]))
-        sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k)
+        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
+        sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k, g0)
     for task in nb.prange(rows * chunks):
         r = task // chunks
         first = task - task % chunks
-        k = np.float64(to_f32(x[r, 0]))
+        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
         m, rs = mean[r] - k, rstd[r]
         total = sums[first : first + chunks].sum(axis=0)
         mg, mgx = _grad_coefs(total[0], total[1], p, m, rs)
         start, stop = _chunk(task % chunks, chunks, p)
-        co = np.empty((5, LINE_BYTES // 2), np.float32)
-        _plane_grad_emit(x[r, start:stop], g[r, start:stop], dx[r, start:stop], co, k, m, rs, mg, mgx, stream)
+        co = np.empty((6, LINE_BYTES // 2), np.float32)
+        xs, gs = x[r, start:stop], g[r, start:stop]
+        _plane_grad_emit(xs, gs, dx[r, start:stop], co, k, m, rs, g0, mg, mgx, stream, xs, gs)
         _fence()
 
 
@@ -688,45 +704,47 @@ def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
 
 
 @nb.njit(**JIT)
-def _rows_grad_sums(x, g, kt, st):
-    """st[0, j] += sum(g), st[1, j] += sum(g * (x - kt[j])) over flat spans as in _rows_sums."""
+def _rows_grad_sums(x, g, kt, gt, st):
+    """st[0, j] += sum(g - gt[j]), st[1, j] += sum((g - gt[j]) * (x - kt[j])), flat spans as in
+    _rows_sums (gt: the sample's first row of g, tiled)."""
     t = kt.shape[0]
     full = x.shape[0] // t
     xb, gb = x[: full * t].reshape(full, t), g[: full * t].reshape(full, t)
-    xt, gt = x[full * t :], g[full * t :]
+    xt, gtail = x[full * t :], g[full * t :]
     quads = full // 4 * 4
     for b in range(0, quads, 4):
         for j in range(t):
-            g0 = np.float64(to_f32(gb[b, j]))
-            g1 = np.float64(to_f32(gb[b + 1, j]))
-            g2 = np.float64(to_f32(gb[b + 2, j]))
-            g3 = np.float64(to_f32(gb[b + 3, j]))
+            e0 = np.float64(to_f32(gb[b, j])) - gt[j]
+            e1 = np.float64(to_f32(gb[b + 1, j])) - gt[j]
+            e2 = np.float64(to_f32(gb[b + 2, j])) - gt[j]
+            e3 = np.float64(to_f32(gb[b + 3, j])) - gt[j]
             d0 = np.float64(to_f32(xb[b, j])) - kt[j]
             d1 = np.float64(to_f32(xb[b + 1, j])) - kt[j]
             d2 = np.float64(to_f32(xb[b + 2, j])) - kt[j]
             d3 = np.float64(to_f32(xb[b + 3, j])) - kt[j]
-            st[0, j] += (g0 + g1) + (g2 + g3)
-            st[1, j] += (g0 * d0 + g1 * d1) + (g2 * d2 + g3 * d3)
+            st[0, j] += (e0 + e1) + (e2 + e3)
+            st[1, j] += (e0 * d0 + e1 * d1) + (e2 * d2 + e3 * d3)
     for b in range(quads, full):
         for j in range(t):
-            gi = np.float64(to_f32(gb[b, j]))
-            st[0, j] += gi
-            st[1, j] += gi * (np.float64(to_f32(xb[b, j])) - kt[j])
+            e = np.float64(to_f32(gb[b, j])) - gt[j]
+            st[0, j] += e
+            st[1, j] += e * (np.float64(to_f32(xb[b, j])) - kt[j])
     for j in range(xt.shape[0]):
-        gi = np.float64(to_f32(gt[j]))
-        st[0, j] += gi
-        st[1, j] += gi * (np.float64(to_f32(xt[j])) - kt[j])
+        e = np.float64(to_f32(gtail[j])) - gt[j]
+        st[0, j] += e
+        st[1, j] += e * (np.float64(to_f32(xt[j])) - kt[j])
 
 
 @nb.njit(**JIT)
-def _rows_grad_coefs(s, count, kt, co, mean, rstd):
-    """co (5, 2T) <- float32 K, mean - K, rstd, mean(g), mean(g * xhat) per channel, tiled."""
+def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd):
+    """co (6, 2T) <- float32 K, mean - K, rstd, G, mean(g) - G, mean(g * xhat) per channel, tiled."""
     cs = s.shape[1]
     for c in range(cs):
         m = mean[c] - kt[c]
         mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
         for j in range(c, co.shape[1], cs):
-            co[0, j], co[1, j], co[2, j], co[3, j], co[4, j] = kt[c], m, rstd[c], mg, mgx
+            co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
+            co[3, j], co[4, j], co[5, j] = gt[c], mg, mgx
 
 
 @nb.njit(**JIT)
@@ -737,21 +755,25 @@ def _rows_grad(x, g, dx, co, phase):
         ph = (phase + f) % t
         xs, gs, ds = x[f : f + n], g[f : f + n], dx[f : f + n]
         kk, mm, rr = co[0, ph : ph + n], co[1, ph : ph + n], co[2, ph : ph + n]
-        mg, mgx = co[3, ph : ph + n], co[4, ph : ph + n]
+        g0, mg, mgx = co[3, ph : ph + n], co[4, ph : ph + n], co[5, ph : ph + n]
         for u in range(n):
             xhat = ((to_f32(xs[u]) - kk[u]) - mm[u]) * rr[u]
-            ds[u] = from_f32(((to_f32(gs[u]) - mg[u]) - xhat * mgx[u]) * rr[u], dx)
+            ds[u] = from_f32((((to_f32(gs[u]) - g0[u]) - mg[u]) - xhat * mgx[u]) * rr[u], dx)
 
 
 @nb.njit(**JIT)
-def _rows_grad_emit(x, g, dx, co, stream):
+def _rows_grad_emit(x, g, dx, co, stream, ahead_x, ahead_g):
+    """_rows_grad over a span, whole aligned lines streamed while prefetching the next span."""
     h, e = _stream_bounds(dx, stream)
     _rows_grad(x[:h], g[:h], dx[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // dx.itemsize
     ph = h % t
+    n = ahead_x.shape[0]
     for f in range(h, e, per_line):
-        _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], ph)
+        _prefetch(ahead_x, min(f, n - 1))
+        _prefetch(ahead_g, min(f, n - 1))
+        _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], ph)
         ph += per_line
         if ph >= t:
             ph -= t
@@ -766,16 +788,19 @@ def backward_rows(x, g, dx, mean, rstd, chunks, stream):
     t = q * cs
     for task in nb.prange(chunks):
         kt = np.empty(t)
+        gt = np.empty(t)
         st = np.empty((2, t))
-        co = np.empty((5, 2 * t), np.float32)
+        co = np.empty((6, 2 * t), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
             xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
             _tiled_pivot(x[i], kt)
+            _tiled_pivot(g[i], gt)
             st[:] = 0.0
-            _rows_grad_sums(xf, gf, kt, st)
-            _rows_grad_coefs(_fold(st, cs), p, kt, co, mean[i], rstd[i])
-            _rows_grad_emit(xf, gf, df, co, stream)
+            _rows_grad_sums(xf, gf, kt, gt, st)
+            _rows_grad_coefs(_fold(st, cs), p, kt, gt, co, mean[i], rstd[i])
+            nxt = min(i + 1, hi - 1)
+            _rows_grad_emit(xf, gf, df, co, stream, x[nxt].reshape(-1), g[nxt].reshape(-1))
         _fence()
 
 
@@ -790,19 +815,23 @@ def backward_rows_split(x, g, dx, mean, rstd, chunks, stream):
         i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         kt = np.empty(t)
+        gt = np.empty(t)
         _tiled_pivot(x[i], kt)
+        _tiled_pivot(g[i], gt)
         span = slice(start * cs, stop * cs)
-        _rows_grad_sums(x[i].reshape(-1)[span], g[i].reshape(-1)[span], kt, sums[task])
-    coefs = np.empty((n, 5, 2 * t), np.float32)
+        _rows_grad_sums(x[i].reshape(-1)[span], g[i].reshape(-1)[span], kt, gt, sums[task])
+    coefs = np.empty((n, 6, 2 * t), np.float32)
     for i in range(n):
         kt = np.empty(t)
+        gt = np.empty(t)
         _tiled_pivot(x[i], kt)
+        _tiled_pivot(g[i], gt)
         total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
-        _rows_grad_coefs(_fold(total, cs), p, kt, coefs[i], mean[i], rstd[i])
+        _rows_grad_coefs(_fold(total, cs), p, kt, gt, coefs[i], mean[i], rstd[i])
     for task in nb.prange(n * chunks):
         i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         span = slice(start * cs, stop * cs)
         xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
-        _rows_grad_emit(xf, gf, df, coefs[i], stream)
+        _rows_grad_emit(xf, gf, df, coefs[i], stream, xf, gf)
         _fence()

@@ -179,6 +179,18 @@ def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout):
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_upstream_gradient_with_a_large_mean(layout, path):
+    """g = 3 + 1e-4 * noise: dx depends only on the noise; float32 rounding of mean(g) alone
+    would be 3e-7 against dx's 1e-4 scale. Shifting g by its first value keeps it exact."""
+    case = Case((2, 3, 24, 20))
+    x = to_torch(make_input(case), layout=layout, requires_grad=True)
+    g64 = 3.0 + 1e-4 * make_upstream_grad(case)
+    g = to_torch(g64, layout=layout)
+    _, dx, _, dx_ref = run(x, g)
+    assert normwise(dx, dx_ref) < 1e-4
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_train_step_and_upstream_gradients_in_other_layouts(layout):
     """backward gets what autograd hands it: here an NCHW gradient for a channels_last y, and the
     expanded (stride 0) ones of y.sum(); both are made indexable in x's layout."""
