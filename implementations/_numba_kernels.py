@@ -633,7 +633,8 @@ def _rows_emit(x, y, co, stream, ahead):
     ph = h % t
     n = ahead.shape[0]
     for f in range(h, e, per_line):
-        _prefetch(ahead, min(f, n - 1))
+        if f < n:
+            _prefetch(ahead, f)
         _affine_line(x, f, y, f, co[0], co[1], co[2], ph)
         ph += per_line
         if ph >= t:
@@ -771,8 +772,9 @@ def _rows_grad_emit(x, g, dx, co, stream, ahead_x, ahead_g):
     ph = h % t
     n = ahead_x.shape[0]
     for f in range(h, e, per_line):
-        _prefetch(ahead_x, min(f, n - 1))
-        _prefetch(ahead_g, min(f, n - 1))
+        if f < n:
+            _prefetch(ahead_x, f)
+            _prefetch(ahead_g, f)
         _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], ph)
         ph += per_line
         if ph >= t:
