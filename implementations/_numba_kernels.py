@@ -26,7 +26,7 @@ import math
 import numba as nb
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic, overload
 
 # Reassociation lets LLVM vectorise the reductions over a plane (several float64 accumulators);
@@ -129,10 +129,6 @@ def _f32_bits(typingctx, value):
 # either end of a span use the scalar loops and regular stores.
 
 LINE_BYTES = 64
-# How much of the next plane to prefetch while one is written: the hardware prefetcher takes over
-# once the next plane's first pass starts; fetching all of a 64 KB plane (x and g) ahead measured
-# slower than this at 128x128 (its misses crowd out the current plane's), as fast at 56x56.
-PREFETCH_BYTES = 16 * 1024
 _NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
 
 
@@ -232,23 +228,6 @@ def _fence(typingctx):
         return context.get_dummy_value()
 
     return types.void(), codegen
-
-
-@intrinsic
-def _prefetch(typingctx, arr, index):
-    """Hint: fetch the line holding &arr[index] into the cache (no fault, whatever the index)."""
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0i8"
-        )
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, index), codegen
 
 
 @nb.njit(**JIT)
@@ -362,17 +341,13 @@ def _plane_affine(x, y, k, m, rs):
 
 
 @nb.njit(**JIT)
-def _plane_emit(x, y, co, k, m, rs, stream, ahead):
-    """_plane_affine over a span, whole aligned lines streamed while prefetching the first
-    PREFETCH_BYTES of `ahead` (the next span) line by line; co: float32 scratch (3, 32)."""
+def _plane_emit(x, y, co, k, m, rs, stream):
+    """_plane_affine over a span, whole aligned lines streamed; co: float32 scratch (3, 32)."""
     h, e = _stream_bounds(y, stream)
     _plane_affine(x[:h], y[:h], k, m, rs)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
-        reach = min(ahead.shape[0], PREFETCH_BYTES // x.itemsize)
         for f in range(h, e, LINE_BYTES // y.itemsize):
-            if f < reach:
-                _prefetch(ahead, f)
             _affine_line(x, f, y, f, co[0], co[1], co[2], 0)
     _plane_affine(x[e:], y[e:], k, m, rs)
 
@@ -399,19 +374,14 @@ def _plane_grad(x, g, dx, k, m, rs, g0, mg, mgx):
 
 
 @nb.njit(**JIT)
-def _plane_grad_emit(x, g, dx, co, k, m, rs, g0, mg, mgx, stream, ahead_x, ahead_g):
-    """_plane_grad over a span, whole aligned lines streamed while prefetching the first
-    PREFETCH_BYTES of the next span (ahead_x, ahead_g); co: float32 scratch (6, 32)."""
+def _plane_grad_emit(x, g, dx, co, k, m, rs, g0, mg, mgx, stream):
+    """_plane_grad over a span, whole aligned lines streamed; co: float32 scratch (6, 32)."""
     h, e = _stream_bounds(dx, stream)
     _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, g0, mg, mgx)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
         co[3, :], co[4, :], co[5, :] = np.float32(g0), np.float32(mg), np.float32(mgx)
-        reach = min(ahead_x.shape[0], PREFETCH_BYTES // x.itemsize)
         for f in range(h, e, LINE_BYTES // dx.itemsize):
-            if f < reach:
-                _prefetch(ahead_x, f)
-                _prefetch(ahead_g, f)
             _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], 0)
     _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, g0, mg, mgx)
 
@@ -430,8 +400,7 @@ def forward_planes(x, y, mean, rstd, eps, chunks, stream):
             if _far(s1, s2, p):
                 s1, s2 = _plane_sums(x[r], k)
             m, rs = _rstd(s1, s2, p, eps)
-            # while this plane is written from the cache, the next one is fetched from memory
-            _plane_emit(x[r], y[r], co, k, m, rs, stream, x[min(r + 1, hi - 1)])
+            _plane_emit(x[r], y[r], co, k, m, rs, stream)
             mean[r], rstd[r] = k + m, rs
         _fence()
 
@@ -454,7 +423,7 @@ def forward_planes_split(x, y, mean, rstd, eps, chunks, stream):
         m, rs = _rstd(total[0], total[1], p, eps)
         start, stop = _chunk(task % chunks, chunks, p)
         co = np.empty((3, LINE_BYTES // 2), np.float32)
-        _plane_emit(x[r, start:stop], y[r, start:stop], co, k, m, rs, stream, x[r, start:stop])
+        _plane_emit(x[r, start:stop], y[r, start:stop], co, k, m, rs, stream)
         _fence()
         if task == first:
             mean[r], rstd[r] = k + m, rs
@@ -472,8 +441,7 @@ def backward_planes(x, g, dx, mean, rstd, chunks, stream):
             m, rs = mean[r] - k, rstd[r]
             sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
             mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
-            nxt = min(r + 1, hi - 1)
-            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream, x[nxt], g[nxt])
+            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream)
         _fence()
 
 
@@ -497,7 +465,7 @@ def backward_planes_split(x, g, dx, mean, rstd, chunks, stream):
         start, stop = _chunk(task % chunks, chunks, p)
         co = np.empty((6, LINE_BYTES // 2), np.float32)
         xs, gs = x[r, start:stop], g[r, start:stop]
-        _plane_grad_emit(xs, gs, dx[r, start:stop], co, k, m, rs, g0, mg, mgx, stream, xs, gs)
+        _plane_grad_emit(xs, gs, dx[r, start:stop], co, k, m, rs, g0, mg, mgx, stream)
         _fence()
 
 
@@ -623,18 +591,16 @@ def _rows_affine(x, y, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_emit(x, y, co, stream, ahead):
-    """_rows_affine over a span, whole aligned lines streamed while prefetching `ahead` (the next
-    span, any length) line by line."""
+def _rows_emit(x, y, co, stream):
+    """_rows_affine over a span, whole aligned lines streamed. (No prefetch of the next sample: a
+    sample is 0.8-4 MB, and fetching it during this pass evicted the lines this pass reads: 1.7x
+    slower at 8x64x56x56.)"""
     h, e = _stream_bounds(y, stream)
     _rows_affine(x[:h], y[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // y.itemsize
     ph = h % t
-    n = ahead.shape[0]
     for f in range(h, e, per_line):
-        if f < n:
-            _prefetch(ahead, f)
         _affine_line(x, f, y, f, co[0], co[1], co[2], ph)
         ph += per_line
         if ph >= t:
@@ -672,8 +638,7 @@ def forward_rows(x, y, mean, rstd, eps, chunks, stream):
                 _rows_sums(xf, kt, st)
                 s = _fold(st, cs)
             _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i])
-            # while this sample is written from the cache, the next one is fetched from memory
-            _rows_emit(xf, yf, co, stream, x[min(i + 1, hi - 1)].reshape(-1))
+            _rows_emit(xf, yf, co, stream)
         _fence()
 
 
@@ -700,7 +665,7 @@ def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
         i = task // chunks
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
-        _rows_emit(xf, yf, coefs[i], stream, xf)
+        _rows_emit(xf, yf, coefs[i], stream)
         _fence()
 
 
@@ -763,18 +728,14 @@ def _rows_grad(x, g, dx, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_grad_emit(x, g, dx, co, stream, ahead_x, ahead_g):
-    """_rows_grad over a span, whole aligned lines streamed while prefetching the next span."""
+def _rows_grad_emit(x, g, dx, co, stream):
+    """_rows_grad over a span, whole aligned lines streamed (no prefetch: see _rows_emit)."""
     h, e = _stream_bounds(dx, stream)
     _rows_grad(x[:h], g[:h], dx[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // dx.itemsize
     ph = h % t
-    n = ahead_x.shape[0]
     for f in range(h, e, per_line):
-        if f < n:
-            _prefetch(ahead_x, f)
-            _prefetch(ahead_g, f)
         _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], ph)
         ph += per_line
         if ph >= t:
@@ -801,8 +762,7 @@ def backward_rows(x, g, dx, mean, rstd, chunks, stream):
             st[:] = 0.0
             _rows_grad_sums(xf, gf, kt, gt, st)
             _rows_grad_coefs(_fold(st, cs), p, kt, gt, co, mean[i], rstd[i])
-            nxt = min(i + 1, hi - 1)
-            _rows_grad_emit(xf, gf, df, co, stream, x[nxt].reshape(-1), g[nxt].reshape(-1))
+            _rows_grad_emit(xf, gf, df, co, stream)
         _fence()
 
 
@@ -835,5 +795,5 @@ def backward_rows_split(x, g, dx, mean, rstd, chunks, stream):
         start, stop = _row_chunk(task % chunks, chunks, p, q)
         span = slice(start * cs, stop * cs)
         xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
-        _rows_grad_emit(xf, gf, df, coefs[i], stream, xf, gf)
+        _rows_grad_emit(xf, gf, df, coefs[i], stream)
         _fence()

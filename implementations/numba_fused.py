@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -15,8 +16,29 @@ from implementations import _numba_kernels as kernels
 # share is split across all threads only when it is big enough to pay for the extra parallel
 # region (~10-20 us): below this the idle thread waits less than that.
 SPLIT_MIN_BYTES = 256 * 1024
-# Outputs at least this big are written with non-temporal stores (see _numba_kernels.py).
-STREAM_MIN_BYTES = 4 * 1024 * 1024
+
+
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache in sysfs (32 MiB if it cannot be read)."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+            best = max(
+                best, int(text.rstrip("KMG")) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+            )
+        except (OSError, ValueError):
+            continue
+    return best or 32 << 20
+
+
+# A call whose tensors (inputs and output) add up to at least the last-level cache writes its
+# output with non-temporal stores (see _numba_kernels.py): the output could not stay cached anyway,
+# and skipping the read-for-ownership saves a third of the traffic. Below that, regular stores
+# leave the output in cache for whoever reads it next (and an allocator that hands the same
+# buffer back): measured at 8x64x56x56 float32 forward, 2 threads, regular stores took 0.08
+# ns/element against 0.17 streamed; at 4x64x128x128, 0.30 against 0.26.
+STREAM_MIN_BYTES = _last_level_cache_bytes()
 
 
 # Numba's OpenMP layer loads the system libgomp, a second runtime beside the one torch ships: two
@@ -87,8 +109,9 @@ def _launch(mode: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> Non
     whole_kernel, split_kernel = _KERNELS[rows, mode]
     units = arrays[0].shape[0]
     threads = numba.get_num_threads()
-    stream = arrays[0].nbytes >= STREAM_MIN_BYTES
-    whole = _whole(units, (2 if mode == "backward" else 1) * arrays[0][0].nbytes, threads)
+    inputs = 2 if mode == "backward" else 1
+    stream = (inputs + 1) * arrays[0].nbytes >= STREAM_MIN_BYTES
+    whole = _whole(units, inputs * arrays[0][0].nbytes, threads)
     if whole == units:
         whole_kernel(*arrays, *args, threads, stream)
         return
