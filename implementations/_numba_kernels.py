@@ -364,6 +364,40 @@ def _plane_grad_sums(x, g, k, g0):
     return sg, sgd
 
 
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _plane_grad_sums_f32(x, g, k, g0):
+    """_plane_grad_sums with float32 partial sums over CHUNK elements, folded into float64, and
+    sum((g - g0)^2) for the guard on g0 (see _grad_far)."""
+    kf, gf = np.float32(k), np.float32(g0)
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for start in range(0, x.shape[0], CHUNK):
+        xs, gs = x[start : start + CHUNK], g[start : start + CHUNK]
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for i in range(xs.shape[0]):
+            e = to_f32(gs[i]) - gf
+            a1 += e
+            a2 += e * (to_f32(xs[i]) - kf)
+            a3 += e * e
+        s1 += a1
+        s2 += a2
+        s3 += a3
+    return s1, s2, s3
+
+
+@nb.njit(**JIT)
+def _grad_far(sg, sgg, count, m, rs, eps):
+    """True when float32 partial sums are not accurate enough for this plane's gradient: the
+    pivot K more than 3 sigma from the mean (var from the saved rstd), or the pivot G of g more
+    than 3 standard deviations of g from its mean (see GUARD)."""
+    var = 1.0 / (rs * rs) - eps
+    mg = sg / count
+    return m * m > GUARD * var or mg * mg > GUARD * (sgg / count - mg * mg)
+
+
 @nb.njit(**JIT)
 def _plane_grad(x, g, dx, k, m, rs, g0, mg, mgx):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
@@ -430,7 +464,7 @@ def forward_planes_split(x, y, mean, rstd, eps, chunks, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_planes(x, g, dx, mean, rstd, chunks, stream):
+def backward_planes(x, g, dx, mean, rstd, eps, chunks, stream):
     """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
     rows, p = x.shape
     for task in nb.prange(chunks):
@@ -439,14 +473,16 @@ def backward_planes(x, g, dx, mean, rstd, chunks, stream):
         for r in range(lo, hi):
             k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
             m, rs = mean[r] - k, rstd[r]
-            sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
+            sg, sgd, sgg = _plane_grad_sums_f32(x[r], g[r], k, g0)
+            if _grad_far(sg, sgg, p, m, rs, eps):
+                sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
             mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
             _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream)
         _fence()
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_planes_split(x, g, dx, mean, rstd, chunks, stream):
+def backward_planes_split(x, g, dx, mean, rstd, eps, chunks, stream):
     """backward_planes with every plane split into `chunks` pieces across the threads."""
     rows, p = x.shape
     sums = np.zeros((rows * chunks, 2))
@@ -739,7 +775,7 @@ def _rows_grad_emit(x, g, dx, co, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_rows(x, g, dx, mean, rstd, chunks, stream):
+def backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
     """dx for channels_last rows, samples whole as in forward_rows."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -761,7 +797,7 @@ def backward_rows(x, g, dx, mean, rstd, chunks, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_rows_split(x, g, dx, mean, rstd, chunks, stream):
+def backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
     """backward_rows with every sample split into `chunks` runs of rows across the threads."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)

@@ -156,7 +156,7 @@ def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, to
     return y, stats_t[0], stats_t[1]
 
 
-def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray) -> torch.Tensor:
+def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray, eps: float) -> torch.Tensor:
     x, rows = _indexable(x)
     fmt = torch.channels_last if rows else torch.contiguous_format
     if dy.dtype != x.dtype or not dy.is_contiguous(memory_format=fmt):
@@ -169,14 +169,16 @@ def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray) -> torch.Ten
             "backward",
             rows,
             [_view(x, rows), _view(dy, rows), _view(dx, rows), *_unit_stats(stats, rows)],
-            (),
+            (float(eps),),
         )
     return dx
 
 
-def backward(x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
-    """dL/dx from x, dL/dy and forward's saved statistics; dx has x's memory format."""
-    return _backward(x, dy, torch.stack([mean, rstd]).to(torch.float64).numpy())
+def backward(
+    x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """dL/dx from x, dL/dy and forward's saved statistics (and its eps); dx has x's memory format."""
+    return _backward(x, dy, torch.stack([mean, rstd]).to(torch.float64).numpy(), eps)
 
 
 class NumbaInstanceNormFunction(torch.autograd.Function):
@@ -187,6 +189,7 @@ class NumbaInstanceNormFunction(torch.autograd.Function):
         y, stats = _forward(x, eps)
         ctx.save_for_backward(x)
         ctx.stats = stats  # float64 (2, N, C): mean and rstd, computed here, never modified
+        ctx.eps = eps
         return y
 
     @staticmethod
@@ -196,7 +199,7 @@ class NumbaInstanceNormFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("numba_fused has no double backward (autograd.grad with create_graph=True)")
         (x,) = ctx.saved_tensors
-        return _backward(x, dy, ctx.stats), None
+        return _backward(x, dy, ctx.stats, ctx.eps), None
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

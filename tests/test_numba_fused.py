@@ -279,3 +279,25 @@ def test_double_backward_is_refused():
     y = nf.instance_norm(x, EPS)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad((y * y).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_gradient_with_outlier_pivots(layout, path):
+    """First pixel of x and of g far out in their tails: the float32 partial sums' guard sends the
+    plane to exact float64 sums."""
+    case = Case((2, 3, 24, 20))
+    x64, g64 = make_input(case), make_upstream_grad(case)
+    x64[:, :, 0, 0] += 50.0
+    g64[:, :, 0, 0] = 1e3
+    x = to_torch(x64, layout=layout, requires_grad=True)
+    _, dx, _, dx_ref = run(x, to_torch(g64, layout=layout))
+    assert normwise(dx, dx_ref) < 1e-5
+
+
+def test_functional_forward_and_backward_match_autograd():
+    x = torch.randn(2, 3, 9, 10, requires_grad=True)
+    g = torch.randn(2, 3, 9, 10)
+    y, mean, rstd = nf.forward(x, EPS)
+    assert mean.shape == rstd.shape == (2, 3) and mean.dtype == torch.float64
+    (want,) = torch.autograd.grad(nf.instance_norm(x, EPS), x, g)
+    torch.testing.assert_close(nf.backward(x, g, mean, rstd, EPS), want)
