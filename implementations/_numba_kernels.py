@@ -8,11 +8,13 @@ bfloat16 and Numba no float16; the two integer types only tell the codecs below 
 kernel computes in float32 or float64 and rounds once on store.
 
 Numerics (notes/numba.md has the error bounds):
-  - statistics are sums shifted by a pivot K, the plane's first element, accumulated in float64:
-    d = x - K is exact in float64, and (K - mean)^2 <= P * var because K is one of the samples,
-    so S2/P - (S1/P)^2 cancels at most a factor P + 1, far inside float64's 2^-53;
+  - statistics are sums shifted by a pivot K, the plane's first element: (K - mean)^2 <= P * var
+    because K is one of the samples, so the cancellation in S2/P - (S1/P)^2 is bounded. The
+    forward's and the NCHW backward's whole units sum in float32 over short chunks, added in
+    float64, while the pivots are within 3 sigma (GUARD); every other sum is float64;
   - the output is ((x - K) - (mean - K)) * rstd in float32: x - K is exact for the 1e4 + noise
-    case (Sterbenz), and mean - K is small, so no float32 rounding of a mean near 1e4 enters.
+    case (Sterbenz), and mean - K is small, so no float32 rounding of a mean near 1e4 enters;
+  - the gradient shifts g by its own pivot G (its first value) the same way.
 Parallel plans: one thread owns a whole unit (plane or sample) and makes both passes over it
 while it is in its cache; units left over after the even share are split across all threads,
 chunk statistics merged by summing shifted sums (Chan's merge with a common shift is a sum),
