@@ -1,0 +1,830 @@
+"""Numba kernels behind numba_fused: per-plane statistics, normalize and its input gradient.
+
+Arrays arrive as zero-copy views in one of two shapes (see numba_fused.py):
+  planes (R, P):    NCHW, one contiguous plane of P = H*W elements per row, R = N*C planes;
+  rows   (N, P, C): channels_last, a sample is P rows of C channels.
+Element types: float32 as float32, float16 as uint16 bits, bfloat16 as int16 bits (NumPy has no
+bfloat16 and Numba no float16; the two integer types only tell the codecs below apart). Every
+kernel computes in float32 or float64 and rounds once on store.
+
+Numerics (notes/numba.md has the error bounds):
+  - statistics are sums shifted by a pivot K, the plane's first element: (K - mean)^2 <= P * var
+    because K is one of the samples, so the cancellation in S2/P - (S1/P)^2 is bounded. The
+    forward's and the NCHW backward's whole units sum in float32 over short chunks, added in
+    float64, while the pivots are within 3 sigma (GUARD); every other sum is float64;
+  - the output is ((x - K) - (mean - K)) * rstd in float32: x - K is exact for the 1e4 + noise
+    case (Sterbenz), and mean - K is small, so no float32 rounding of a mean near 1e4 enters;
+  - the gradient shifts g by its own pivot G (its first value) the same way.
+Parallel plans: one thread owns a whole unit (plane or sample) and makes both passes over it
+while it is in its cache; units left over after the even share are split across all threads,
+chunk statistics merged by summing shifted sums (Chan's merge with a common shift is a sum),
+then normalized chunk by chunk by the thread that read the chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+# Reassociation lets LLVM vectorise the reductions over a plane (several float64 accumulators);
+# no nnan/ninf, so NaN and inf still propagate, and nothing else is reordered.
+REDUCE_MATH = {"reassoc", "contract"}
+JIT = {"cache": True, "nogil": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# Codecs: storage type <-> float32.
+
+
+@intrinsic
+def _half_to_f32(typingctx, bits):
+    """IEEE half bits -> float32 (LLVM's fpext: one vcvtph2ps per vector with F16C)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _f32_to_half(typingctx, value):
+    """float32 -> IEEE half bits, rounded to nearest even (LLVM's fptrunc: vcvtps2ph)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+@nb.njit(inline="always")
+def _bf16_to_f32(bits):
+    return np.uint32(np.uint16(bits)) << np.uint32(16)
+
+
+def to_f32(v):
+    """Storage element -> float32."""
+
+
+def from_f32(v, like):
+    """float32 -> the storage type of the array `like`."""
+
+
+@overload(to_f32, inline="always")
+def _to_f32(v):
+    if v == types.float32:
+        return lambda v: v
+    if v == types.uint16:
+        return lambda v: _half_to_f32(v)
+    if v == types.int16:
+        return lambda v: _bits_f32(_bf16_to_f32(v))
+    raise TypeError(f"no float32 codec for {v}")
+
+
+@overload(from_f32, inline="always")
+def _from_f32(v, like):
+    dtype = like.dtype
+    if dtype == types.float32:
+        return lambda v, like: v
+    if dtype == types.uint16:
+        return lambda v, like: _f32_to_half(v)
+    if dtype == types.int16:
+
+        def bf16(v, like):
+            bits = _f32_bits(v)
+            rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+            # NaN stays a (quiet) NaN instead of rounding into inf
+            out = (bits | np.uint32(0x400000)) if v != v else rounded
+            return np.int16(np.uint16(out >> np.uint32(16)))
+
+        return bf16
+    raise TypeError(f"no float32 codec for arrays of {dtype}")
+
+
+@intrinsic
+def _bits_f32(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, value):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming stores. An output bigger than the cache is written with non-temporal stores: whole
+# 64-byte lines go straight to memory, so the core does not first read each line it is about to
+# overwrite (a regular store's read-for-ownership moves a third of the bytes of a copy). Numba has
+# no vector types, so the two emit steps below are written as LLVM vector code, one line per
+# call: load a line's worth of x (and g), compute in float32 exactly as the scalar loops do (same
+# operations, same order, no contraction), store the line non-temporally. The partial lines at
+# either end of a span use the scalar loops and regular stores.
+
+LINE_BYTES = 64
+_NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
+
+
+def _line_codegen(context, builder, signature, args):
+    """Helpers over one intrinsic call: load/decode a line of an array, splat-free coefficient
+    loads, encode/store a line (non-temporal)."""
+    f32 = ir.FloatType()
+
+    def array(pos):
+        return context.make_array(signature.args[pos])(context, builder, args[pos])
+
+    def width(pos):
+        return LINE_BYTES // context.get_abi_sizeof(context.get_data_type(signature.args[pos].dtype))
+
+    def load(pos, index, lanes):
+        dtype = signature.args[pos].dtype
+        item = context.get_data_type(dtype)
+        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        v = builder.load(ptr, align=context.get_abi_sizeof(item))
+        if dtype == types.float32:
+            return v
+        if dtype == types.uint16:  # IEEE half bits
+            return builder.fpext(
+                builder.bitcast(v, ir.VectorType(ir.HalfType(), lanes)), ir.VectorType(f32, lanes)
+            )
+        wide = builder.shl(builder.zext(v, ir.VectorType(ir.IntType(32), lanes)), _splat_int(lanes, 16))
+        return builder.bitcast(wide, ir.VectorType(f32, lanes))  # bfloat16 bits
+
+    def store(pos, index, value, lanes):
+        dtype = signature.args[pos].dtype
+        if dtype == types.uint16:
+            value = builder.bitcast(
+                builder.fptrunc(value, ir.VectorType(ir.HalfType(), lanes)),
+                ir.VectorType(ir.IntType(16), lanes),
+            )
+        elif dtype == types.int16:
+            bits = builder.bitcast(value, ir.VectorType(ir.IntType(32), lanes))
+            odd = builder.and_(builder.lshr(bits, _splat_int(lanes, 16)), _splat_int(lanes, 1))
+            rounded = builder.add(builder.add(bits, _splat_int(lanes, 0x7FFF)), odd)
+            nan = builder.fcmp_unordered("uno", value, value)
+            bits = builder.select(nan, builder.or_(bits, _splat_int(lanes, 0x400000)), rounded)
+            value = builder.trunc(
+                builder.lshr(bits, _splat_int(lanes, 16)), ir.VectorType(ir.IntType(16), lanes)
+            )
+        item = context.get_data_type(dtype)
+        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        builder.store(value, ptr, align=LINE_BYTES).set_metadata(
+            "nontemporal", builder.module.add_metadata(_NONTEMPORAL)
+        )
+
+    return width, load, store
+
+
+def _splat_int(lanes, value):
+    return ir.Constant(ir.VectorType(ir.IntType(32), lanes), [value] * lanes)
+
+
+@intrinsic
+def _affine_line(typingctx, x, xi, y, yi, kk, mm, rr, ci):
+    """y[yi:yi+W] = ((x[xi:xi+W] - kk) - mm) * rr, W = one line of y; kk, mm, rr: float32
+    arrays read at [ci:ci+W]; y + yi must be 64-byte aligned."""
+
+    def codegen(context, builder, signature, args):
+        width, load, store = _line_codegen(context, builder, signature, args)
+        lanes = width(2)
+        k, m, r = (load(pos, args[7], lanes) for pos in (4, 5, 6))
+        v = builder.fmul(builder.fsub(builder.fsub(load(0, args[1], lanes), k), m), r)
+        store(2, args[3], v, lanes)
+        return context.get_dummy_value()
+
+    return types.void(x, xi, y, yi, kk, mm, rr, ci), codegen
+
+
+@intrinsic
+def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci):
+    """dx[di:di+W] = (((g - gg) - mg) - xhat * mgx) * rr, xhat = ((x - kk) - mm) * rr, x and g
+    read at [xi:xi+W], the coefficient arrays at [ci:ci+W]; dx + di must be 64-byte aligned."""
+
+    def codegen(context, builder, signature, args):
+        width, load, store = _line_codegen(context, builder, signature, args)
+        lanes = width(3)
+        k, m, r, g0, gm, gx = (load(pos, args[11], lanes) for pos in (5, 6, 7, 8, 9, 10))
+        xhat = builder.fmul(builder.fsub(builder.fsub(load(0, args[2], lanes), k), m), r)
+        gc = builder.fsub(builder.fsub(load(1, args[2], lanes), g0), gm)
+        store(3, args[4], builder.fmul(builder.fsub(gc, builder.fmul(xhat, gx)), r), lanes)
+        return context.get_dummy_value()
+
+    return types.void(x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """Order this thread's non-temporal stores before whatever the caller does next."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@nb.njit(**JIT)
+def _stream_bounds(y, stream):
+    """(h, e): y[:h] and y[e:] take regular stores, y[h:e] whole aligned lines (h = e = n: none)."""
+    n = y.shape[0]
+    addr = y.ctypes.data
+    if not stream or addr % y.itemsize:
+        return n, n
+    h = min(n, (-addr % LINE_BYTES) // y.itemsize)
+    per_line = LINE_BYTES // y.itemsize
+    return h, h + (n - h) // per_line * per_line
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces.
+
+
+@nb.njit(**JIT)
+def _rstd(s1, s2, count, eps):
+    """(mean - K, rstd) from shifted sums over `count` elements (population variance)."""
+    m = s1 / count
+    var = max(s2 / count - m * m, 0.0)
+    return m, 1.0 / math.sqrt(var + eps)
+
+
+# Float32 partial sums carry a relative error of ~10 float32 ulps (2^-24) of the sums of |x - K|
+# and (x - K)^2; var = S2/P - (S1/P)^2 amplifies it by ~(1 + 3 (mean - K)^2 / var). While
+# (mean - K)^2 <= GUARD * var the variance keeps ~2e-5 relative error at worst (output ~1e-5,
+# 20x inside float32's tolerance); beyond it (a pivot far out in the tail, ~0.3 % of normal
+# planes) the sums are recomputed exactly in float64 from the cache.
+CHUNK = 256
+GUARD = 9.0
+
+
+@nb.njit(**JIT)
+def _far(s1, s2, count):
+    """True when the pivot sits too far from the mean for float32 partial sums (see GUARD)."""
+    m = s1 / count
+    return m * m > GUARD * (s2 / count - m * m)
+
+
+@nb.njit(**JIT)
+def _any_far(s, count):
+    """_far for any channel of per-channel sums s (2, C)."""
+    far = False
+    for c in range(s.shape[1]):
+        far |= _far(s[0, c], s[1, c], count)
+    return far
+
+
+@nb.njit(**JIT)
+def _grad_coefs(sg, sgd, count, m, rs):
+    """(mean(g) - G, mean(g * xhat)) from the sums of g - G and (g - G) * (x - K), G the plane's
+    first upstream gradient (a pivot for g as K is for x), xhat = ((x - K) - m) * rs, m = mean - K.
+
+    dx = rs * (((g - G) - (mean(g) - G)) - xhat * mean(g * xhat)), eps inside the sqrt
+    (notes/gradient.md); G drops out of mean(g * xhat) = rs * (mean((g - G)(x - K)) - m mean(g - G))
+    because mean(xhat) = 0. Shifting g keeps dx accurate when g has a large mean (g = 1 + small)."""
+    mean_g = sg / count
+    return mean_g, rs * (sgd / count - m * mean_g)
+
+
+@nb.njit(**JIT)
+def _chunk(i, chunks, count):
+    """[start, stop) of chunk i of `chunks` near-equal chunks of range(count)."""
+    return i * count // chunks, (i + 1) * count // chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# NCHW: planes (R, P), each a contiguous vector; the sums over it are horizontal reductions.
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _plane_sums(x, k):
+    """Shifted sums S1 = sum(x - k), S2 = sum((x - k)^2), in float64."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(x.shape[0]):
+        d = np.float64(to_f32(x[i])) - k
+        s1 += d
+        s2 += d * d
+    return s1, s2
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _plane_sums_f32(x, k):
+    """_plane_sums with float32 partial sums over chunks of CHUNK elements, added in float64:
+    half the vector work. Exact enough while (mean - k)^2 <= GUARD * var (see _far)."""
+    kf = np.float32(k)
+    s1 = 0.0
+    s2 = 0.0
+    for start in range(0, x.shape[0], CHUNK):
+        xs = x[start : start + CHUNK]
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        for i in range(xs.shape[0]):
+            d = to_f32(xs[i]) - kf
+            a1 += d
+            a2 += d * d
+        s1 += a1
+        s2 += a2
+    return s1, s2
+
+
+@nb.njit(**JIT)
+def _plane_affine(x, y, k, m, rs):
+    kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
+    for i in range(x.shape[0]):
+        y[i] = from_f32(((to_f32(x[i]) - kf) - mf) * rsf, y)
+
+
+@nb.njit(**JIT)
+def _plane_emit(x, y, co, k, m, rs, stream):
+    """_plane_affine over a span, whole aligned lines streamed; co: float32 scratch (3, 32)."""
+    h, e = _stream_bounds(y, stream)
+    _plane_affine(x[:h], y[:h], k, m, rs)
+    if e > h:
+        co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
+        for f in range(h, e, LINE_BYTES // y.itemsize):
+            _affine_line(x, f, y, f, co[0], co[1], co[2], 0)
+    _plane_affine(x[e:], y[e:], k, m, rs)
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _plane_grad_sums(x, g, k, g0):
+    """sum(g - g0) and sum((g - g0) * (x - k)), in float64."""
+    sg = 0.0
+    sgd = 0.0
+    for i in range(x.shape[0]):
+        gi = np.float64(to_f32(g[i])) - g0
+        sg += gi
+        sgd += gi * (np.float64(to_f32(x[i])) - k)
+    return sg, sgd
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _plane_grad_sums_f32(x, g, k, g0):
+    """_plane_grad_sums with float32 partial sums over CHUNK elements, folded into float64, and
+    sum((g - g0)^2) for the guard on g0 (see _grad_far)."""
+    kf, gf = np.float32(k), np.float32(g0)
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for start in range(0, x.shape[0], CHUNK):
+        xs, gs = x[start : start + CHUNK], g[start : start + CHUNK]
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for i in range(xs.shape[0]):
+            e = to_f32(gs[i]) - gf
+            a1 += e
+            a2 += e * (to_f32(xs[i]) - kf)
+            a3 += e * e
+        s1 += a1
+        s2 += a2
+        s3 += a3
+    return s1, s2, s3
+
+
+@nb.njit(**JIT)
+def _grad_far(sg, sgg, count, m, rs, eps):
+    """True when float32 partial sums are not accurate enough for this plane's gradient: the
+    pivot K more than 3 sigma from the mean (var from the saved rstd), or the pivot G of g more
+    than 3 standard deviations of g from its mean (see GUARD)."""
+    var = 1.0 / (rs * rs) - eps
+    mg = sg / count
+    return m * m > GUARD * var or mg * mg > GUARD * (sgg / count - mg * mg)
+
+
+@nb.njit(**JIT)
+def _plane_grad(x, g, dx, k, m, rs, g0, mg, mgx):
+    kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
+    g0f, mgf, mgxf = np.float32(g0), np.float32(mg), np.float32(mgx)
+    for i in range(x.shape[0]):
+        xhat = ((to_f32(x[i]) - kf) - mf) * rsf
+        dx[i] = from_f32((((to_f32(g[i]) - g0f) - mgf) - xhat * mgxf) * rsf, dx)
+
+
+@nb.njit(**JIT)
+def _plane_grad_emit(x, g, dx, co, k, m, rs, g0, mg, mgx, stream):
+    """_plane_grad over a span, whole aligned lines streamed; co: float32 scratch (6, 32)."""
+    h, e = _stream_bounds(dx, stream)
+    _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, g0, mg, mgx)
+    if e > h:
+        co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
+        co[3, :], co[4, :], co[5, :] = np.float32(g0), np.float32(mg), np.float32(mgx)
+        for f in range(h, e, LINE_BYTES // dx.itemsize):
+            _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], 0)
+    _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, g0, mg, mgx)
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_planes(x, y, mean, rstd, eps, chunks, stream):
+    """y = normalize(x) per plane (row of x), mean and rstd float64 (R,): `chunks` tasks (one per
+    thread) take contiguous runs of whole planes and make both passes over each."""
+    rows, p = x.shape
+    for task in nb.prange(chunks):
+        co = np.empty((3, LINE_BYTES // 2), np.float32)
+        lo, hi = _chunk(task, chunks, rows)
+        for r in range(lo, hi):
+            k = np.float64(to_f32(x[r, 0]))
+            s1, s2 = _plane_sums_f32(x[r], k)
+            if _far(s1, s2, p):
+                s1, s2 = _plane_sums(x[r], k)
+            m, rs = _rstd(s1, s2, p, eps)
+            _plane_emit(x[r], y[r], co, k, m, rs, stream)
+            mean[r], rstd[r] = k + m, rs
+        _fence()
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_planes_split(x, y, mean, rstd, eps, chunks, stream):
+    """forward_planes with every plane split into `chunks` pieces across the threads."""
+    rows, p = x.shape
+    sums = np.zeros((rows * chunks, 2))
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        sums[task, 0], sums[task, 1] = _plane_sums(x[r, start:stop], np.float64(to_f32(x[r, 0])))
+    # The same static schedule as the loop above: each piece is emitted by the thread that read it.
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
+        first = task - task % chunks
+        k = np.float64(to_f32(x[r, 0]))
+        total = sums[first : first + chunks].sum(axis=0)
+        m, rs = _rstd(total[0], total[1], p, eps)
+        start, stop = _chunk(task % chunks, chunks, p)
+        co = np.empty((3, LINE_BYTES // 2), np.float32)
+        _plane_emit(x[r, start:stop], y[r, start:stop], co, k, m, rs, stream)
+        _fence()
+        if task == first:
+            mean[r], rstd[r] = k + m, rs
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_planes(x, g, dx, mean, rstd, eps, chunks, stream):
+    """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
+    rows, p = x.shape
+    for task in nb.prange(chunks):
+        co = np.empty((6, LINE_BYTES // 2), np.float32)
+        lo, hi = _chunk(task, chunks, rows)
+        for r in range(lo, hi):
+            k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
+            m, rs = mean[r] - k, rstd[r]
+            sg, sgd, sgg = _plane_grad_sums_f32(x[r], g[r], k, g0)
+            if _grad_far(sg, sgg, p, m, rs, eps):
+                sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
+            mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
+            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream)
+        _fence()
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_planes_split(x, g, dx, mean, rstd, eps, chunks, stream):
+    """backward_planes with every plane split into `chunks` pieces across the threads."""
+    rows, p = x.shape
+    sums = np.zeros((rows * chunks, 2))
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
+        sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k, g0)
+    for task in nb.prange(rows * chunks):
+        r = task // chunks
+        first = task - task % chunks
+        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
+        m, rs = mean[r] - k, rstd[r]
+        total = sums[first : first + chunks].sum(axis=0)
+        mg, mgx = _grad_coefs(total[0], total[1], p, m, rs)
+        start, stop = _chunk(task % chunks, chunks, p)
+        co = np.empty((6, LINE_BYTES // 2), np.float32)
+        xs, gs = x[r, start:stop], g[r, start:stop]
+        _plane_grad_emit(xs, gs, dx[r, start:stop], co, k, m, rs, g0, mg, mgx, stream)
+        _fence()
+
+
+# ---------------------------------------------------------------------------------------------
+# channels_last: rows (N, P, C); a sample is the flat span of its P*C elements. It is read in
+# blocks of whole rows against per-channel vectors tiled to the block's length (for the emit pass
+# twice that, so any block-long window of them is contiguous). Every inner loop then runs over
+# contiguous elements whatever C is (C=3 or C=9 vectorise as well as C=64), without
+# reassociation, and each channel's sums keep a fixed order. Spans start at a row boundary, so
+# position j of a block is channel j % C.
+
+# Block lengths, multiples of C: the sums read blocks of about SUM_TILE elements (eight adjacent
+# blocks per step: a short window the hardware prefetcher follows; 512-element blocks, eight
+# streams 2 KB apart, read 1.3x slower from memory), the emit pass about EMIT_TILE.
+SUM_TILE = 64
+EMIT_TILE = 512
+
+
+@nb.njit(**JIT)
+def _tiles(c):
+    """(sum block, emit block) lengths for C channels."""
+    return max(1, SUM_TILE // c) * c, max(1, EMIT_TILE // c) * c
+
+
+@nb.njit(**JIT)
+def _tiled_pivot(x, kt):
+    """kt <- the sample's first row x[0, :], float64, tiled to kt's length."""
+    cs = x.shape[1]
+    for j in range(kt.shape[0]):
+        kt[j] = to_f32(x[0, j % cs])
+
+
+@nb.njit(**JIT)
+def _rows_sums(x, kt, st):
+    """st[0, j] += sum(x - kt[j]), st[1, j] += sum((x - kt[j])^2), x a flat span of whole rows,
+    j the element's position in its block (kt's length), in float64."""
+    t = kt.shape[0]
+    full = x.shape[0] // t
+    xb = x[: full * t].reshape(full, t)
+    tail = x[full * t :]
+    quads = full // 4 * 4
+    for b in range(0, quads, 4):
+        for j in range(t):
+            d0 = np.float64(to_f32(xb[b, j])) - kt[j]
+            d1 = np.float64(to_f32(xb[b + 1, j])) - kt[j]
+            d2 = np.float64(to_f32(xb[b + 2, j])) - kt[j]
+            d3 = np.float64(to_f32(xb[b + 3, j])) - kt[j]
+            st[0, j] += (d0 + d1) + (d2 + d3)
+            st[1, j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+    for b in range(quads, full):
+        for j in range(t):
+            d = np.float64(to_f32(xb[b, j])) - kt[j]
+            st[0, j] += d
+            st[1, j] += d * d
+    for j in range(tail.shape[0]):
+        d = np.float64(to_f32(tail[j])) - kt[j]
+        st[0, j] += d
+        st[1, j] += d * d
+
+
+@nb.njit(**JIT)
+def _rows_sums_f32(x, kt, st):
+    """_rows_sums with the differences, their squares and the sums of eight blocks in float32,
+    added to the float64 accumulators once per eight blocks (see GUARD)."""
+    t = kt.shape[0]
+    full = x.shape[0] // t
+    xb = x[: full * t].reshape(full, t)
+    tail = x[full * t :]
+    k32 = np.empty(t, np.float32)
+    for j in range(t):
+        k32[j] = kt[j]
+    octets = full // 8 * 8
+    for b in range(0, octets, 8):
+        for j in range(t):
+            k = k32[j]
+            d0, d1 = to_f32(xb[b, j]) - k, to_f32(xb[b + 1, j]) - k
+            d2, d3 = to_f32(xb[b + 2, j]) - k, to_f32(xb[b + 3, j]) - k
+            d4, d5 = to_f32(xb[b + 4, j]) - k, to_f32(xb[b + 5, j]) - k
+            d6, d7 = to_f32(xb[b + 6, j]) - k, to_f32(xb[b + 7, j]) - k
+            st[0, j] += np.float64(((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
+            st[1, j] += np.float64(
+                ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7))
+            )
+    for b in range(octets, full):
+        for j in range(t):
+            d = to_f32(xb[b, j]) - k32[j]
+            st[0, j] += np.float64(d)
+            st[1, j] += np.float64(d * d)
+    for j in range(tail.shape[0]):
+        d = to_f32(tail[j]) - k32[j]
+        st[0, j] += np.float64(d)
+        st[1, j] += np.float64(d * d)
+
+
+@nb.njit(**JIT)
+def _fold(st, cs):
+    """Per-channel totals (2, C) of tiled sums (2, T)."""
+    out = np.zeros((2, cs))
+    for r in range(2):
+        for j in range(st.shape[1]):
+            out[r, j % cs] += st[r, j]
+    return out
+
+
+@nb.njit(**JIT)
+def _rows_coefs(s, count, eps, kt, co, mean, rstd):
+    """mean, rstd (float64, per channel) from shifted sums s (2, C); co (3, 2T) <- float32
+    K, mean - K and rstd, tiled."""
+    cs = s.shape[1]
+    for c in range(cs):
+        m, rs = _rstd(s[0, c], s[1, c], count, eps)
+        mean[c], rstd[c] = kt[c] + m, rs
+        for j in range(c, co.shape[1], cs):
+            co[0, j], co[1, j], co[2, j] = kt[c], m, rs
+
+
+@nb.njit(**JIT)
+def _rows_affine(x, y, co, phase):
+    """y = ((x - K) - m) * rstd for a flat span whose first element sits at `phase` in a block."""
+    t = co.shape[1] // 2
+    for f in range(0, x.shape[0], t):
+        n = min(t, x.shape[0] - f)
+        ph = (phase + f) % t
+        xs, ys = x[f : f + n], y[f : f + n]
+        kk, mm, rr = co[0, ph : ph + n], co[1, ph : ph + n], co[2, ph : ph + n]
+        for u in range(n):
+            ys[u] = from_f32(((to_f32(xs[u]) - kk[u]) - mm[u]) * rr[u], y)
+
+
+@nb.njit(**JIT)
+def _rows_emit(x, y, co, stream):
+    """_rows_affine over a span, whole aligned lines streamed. (No prefetch of the next sample: a
+    sample is 0.8-4 MB, and fetching it during this pass evicted the lines this pass reads: 1.7x
+    slower at 8x64x56x56.)"""
+    h, e = _stream_bounds(y, stream)
+    _rows_affine(x[:h], y[:h], co, 0)
+    t = co.shape[1] // 2
+    per_line = LINE_BYTES // y.itemsize
+    ph = h % t
+    for f in range(h, e, per_line):
+        _affine_line(x, f, y, f, co[0], co[1], co[2], ph)
+        ph += per_line
+        if ph >= t:
+            ph -= t
+    _rows_affine(x[e:], y[e:], co, e)
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_rows(x, y, mean, rstd, eps, chunks, stream):
+    """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
+    n, p, cs = x.shape
+    ts, te = _tiles(cs)
+    for task in nb.prange(chunks):
+        kt = np.empty(ts)
+        st = np.empty((2, ts))
+        co = np.empty((3, 2 * te), np.float32)
+        lo, hi = _chunk(task, chunks, n)
+        for i in range(lo, hi):
+            xf, yf = x[i].reshape(-1), y[i].reshape(-1)
+            _tiled_pivot(x[i], kt)
+            st[:] = 0.0
+            _rows_sums_f32(xf, kt, st)
+            s = _fold(st, cs)
+            if _any_far(s, p):
+                st[:] = 0.0
+                _rows_sums(xf, kt, st)
+                s = _fold(st, cs)
+            _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i])
+            _rows_emit(xf, yf, co, stream)
+        _fence()
+
+
+@nb.njit(parallel=True, **JIT)
+def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
+    """forward_rows with every sample split into `chunks` runs of rows across the threads."""
+    n, p, cs = x.shape
+    ts, te = _tiles(cs)
+    sums = np.zeros((n * chunks, 2, ts))
+    for task in nb.prange(n * chunks):
+        i = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        kt = np.empty(ts)
+        _tiled_pivot(x[i], kt)
+        _rows_sums(x[i].reshape(-1)[start * cs : stop * cs], kt, sums[task])
+    coefs = np.empty((n, 3, 2 * te), np.float32)
+    for i in range(n):
+        kt = np.empty(ts)
+        _tiled_pivot(x[i], kt)
+        total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
+        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[i], mean[i], rstd[i])
+    for task in nb.prange(n * chunks):
+        i = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
+        _rows_emit(xf, yf, coefs[i], stream)
+        _fence()
+
+
+@nb.njit(**JIT)
+def _rows_grad_sums(x, g, kt, gt, st):
+    """st[0, j] += sum(g - gt[j]), st[1, j] += sum((g - gt[j]) * (x - kt[j])), flat spans as in
+    _rows_sums (gt: the sample's first row of g, tiled)."""
+    t = kt.shape[0]
+    full = x.shape[0] // t
+    xb, gb = x[: full * t].reshape(full, t), g[: full * t].reshape(full, t)
+    xt, gtail = x[full * t :], g[full * t :]
+    quads = full // 4 * 4
+    for b in range(0, quads, 4):
+        for j in range(t):
+            e0 = np.float64(to_f32(gb[b, j])) - gt[j]
+            e1 = np.float64(to_f32(gb[b + 1, j])) - gt[j]
+            e2 = np.float64(to_f32(gb[b + 2, j])) - gt[j]
+            e3 = np.float64(to_f32(gb[b + 3, j])) - gt[j]
+            d0 = np.float64(to_f32(xb[b, j])) - kt[j]
+            d1 = np.float64(to_f32(xb[b + 1, j])) - kt[j]
+            d2 = np.float64(to_f32(xb[b + 2, j])) - kt[j]
+            d3 = np.float64(to_f32(xb[b + 3, j])) - kt[j]
+            st[0, j] += (e0 + e1) + (e2 + e3)
+            st[1, j] += (e0 * d0 + e1 * d1) + (e2 * d2 + e3 * d3)
+    for b in range(quads, full):
+        for j in range(t):
+            e = np.float64(to_f32(gb[b, j])) - gt[j]
+            st[0, j] += e
+            st[1, j] += e * (np.float64(to_f32(xb[b, j])) - kt[j])
+    for j in range(xt.shape[0]):
+        e = np.float64(to_f32(gtail[j])) - gt[j]
+        st[0, j] += e
+        st[1, j] += e * (np.float64(to_f32(xt[j])) - kt[j])
+
+
+@nb.njit(**JIT)
+def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd):
+    """co (6, 2T) <- float32 K, mean - K, rstd, G, mean(g) - G, mean(g * xhat) per channel, tiled."""
+    cs = s.shape[1]
+    for c in range(cs):
+        m = mean[c] - kt[c]
+        mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
+        for j in range(c, co.shape[1], cs):
+            co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
+            co[3, j], co[4, j], co[5, j] = gt[c], mg, mgx
+
+
+@nb.njit(**JIT)
+def _rows_grad(x, g, dx, co, phase):
+    t = co.shape[1] // 2
+    for f in range(0, x.shape[0], t):
+        n = min(t, x.shape[0] - f)
+        ph = (phase + f) % t
+        xs, gs, ds = x[f : f + n], g[f : f + n], dx[f : f + n]
+        kk, mm, rr = co[0, ph : ph + n], co[1, ph : ph + n], co[2, ph : ph + n]
+        g0, mg, mgx = co[3, ph : ph + n], co[4, ph : ph + n], co[5, ph : ph + n]
+        for u in range(n):
+            xhat = ((to_f32(xs[u]) - kk[u]) - mm[u]) * rr[u]
+            ds[u] = from_f32((((to_f32(gs[u]) - g0[u]) - mg[u]) - xhat * mgx[u]) * rr[u], dx)
+
+
+@nb.njit(**JIT)
+def _rows_grad_emit(x, g, dx, co, stream):
+    """_rows_grad over a span, whole aligned lines streamed (no prefetch: see _rows_emit)."""
+    h, e = _stream_bounds(dx, stream)
+    _rows_grad(x[:h], g[:h], dx[:h], co, 0)
+    t = co.shape[1] // 2
+    per_line = LINE_BYTES // dx.itemsize
+    ph = h % t
+    for f in range(h, e, per_line):
+        _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], ph)
+        ph += per_line
+        if ph >= t:
+            ph -= t
+    _rows_grad(x[e:], g[e:], dx[e:], co, e)
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
+    """dx for channels_last rows, samples whole as in forward_rows."""
+    n, p, cs = x.shape
+    ts, te = _tiles(cs)
+    for task in nb.prange(chunks):
+        kt = np.empty(ts)
+        gt = np.empty(ts)
+        st = np.empty((2, ts))
+        co = np.empty((6, 2 * te), np.float32)
+        lo, hi = _chunk(task, chunks, n)
+        for i in range(lo, hi):
+            xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
+            _tiled_pivot(x[i], kt)
+            _tiled_pivot(g[i], gt)
+            st[:] = 0.0
+            _rows_grad_sums(xf, gf, kt, gt, st)
+            _rows_grad_coefs(_fold(st, cs), p, kt, gt, co, mean[i], rstd[i])
+            _rows_grad_emit(xf, gf, df, co, stream)
+        _fence()
+
+
+@nb.njit(parallel=True, **JIT)
+def backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
+    """backward_rows with every sample split into `chunks` runs of rows across the threads."""
+    n, p, cs = x.shape
+    ts, te = _tiles(cs)
+    sums = np.zeros((n * chunks, 2, ts))
+    for task in nb.prange(n * chunks):
+        i = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        kt = np.empty(ts)
+        gt = np.empty(ts)
+        _tiled_pivot(x[i], kt)
+        _tiled_pivot(g[i], gt)
+        span = slice(start * cs, stop * cs)
+        _rows_grad_sums(x[i].reshape(-1)[span], g[i].reshape(-1)[span], kt, gt, sums[task])
+    coefs = np.empty((n, 6, 2 * te), np.float32)
+    for i in range(n):
+        kt = np.empty(ts)
+        gt = np.empty(ts)
+        _tiled_pivot(x[i], kt)
+        _tiled_pivot(g[i], gt)
+        total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
+        _rows_grad_coefs(_fold(total, cs), p, kt, gt, coefs[i], mean[i], rstd[i])
+    for task in nb.prange(n * chunks):
+        i = task // chunks
+        start, stop = _chunk(task % chunks, chunks, p)
+        span = slice(start * cs, stop * cs)
+        xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
+        _rows_grad_emit(xf, gf, df, coefs[i], stream)
+        _fence()
