@@ -254,10 +254,6 @@ def test_registration_and_thread_parity():
         numba.set_num_threads(before_numba)
 
 
-@pytest.mark.skipif(
-    registry.framework_of("numba_fused") not in registry.FRAMEWORKS,
-    reason="the harness does not map the numba_ file prefix to a worker yet (bench/registry.py PREFIXES)",
-)
 def test_cli_check_passes_with_every_edge_case_safe():
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "check", "numba_fused", "--dtype", "float32", "--dtype", "float16"],
