@@ -422,10 +422,12 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         probed = memory.probe_cache(copy_gbps, adapter.cache_bytes(dev), spec.copy_bytes, spec.rotation_bytes)
         emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
     else:
-        emit(CopyResult(adapter.name, adapter.device_name(dev), copy_gbps(spec.copy_bytes, 1)))
+        gbps = copy_gbps(spec.copy_bytes, memory.copy_pieces(spec.copy_bytes))
+        emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
     for line in sys.stdin:  # a copy service: one more copy per request, until the parent closes stdin
-        request = json.loads(line)
-        emit(CopyResult(adapter.name, adapter.device_name(dev), copy_gbps(request["copy_bytes"], 1)))
+        footprint = json.loads(line)["copy_bytes"]
+        gbps = copy_gbps(footprint, memory.copy_pieces(footprint))
+        emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
 
 
 def main() -> int:
