@@ -344,21 +344,26 @@ class WorkerProcess:
         return lines[-1][:300] if lines else ""
 
     def _cap_log(self) -> None:
-        if not self.log_path:
-            return
-        try:
-            size = self.log_path.stat().st_size
-        except OSError:
-            return
-        if size <= LOG_CAP_BYTES:
-            return
-        with open(self.log_path, "r+b") as f:
-            f.seek(size - LOG_KEEP_BYTES)
-            tail = f.read()
-            f.seek(0)
-            f.truncate()
-            f.write(b"[normbench: log over 64 MiB, earlier output dropped]\n" + tail)
-        self.log_start = 0
+        if self.log_path and cap_log(self.log_path):
+            self.log_start = 0
+
+
+def cap_log(path: Path, cap_bytes: int = LOG_CAP_BYTES, keep_bytes: int = LOG_KEEP_BYTES) -> bool:
+    """Keep a workers log under `cap_bytes`: past it, only its last `keep_bytes` stay (after a line
+    saying so). Safe while a worker appends (O_APPEND writes land at the new end). True if cut."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size <= cap_bytes:
+        return False
+    with open(path, "r+b") as f:
+        f.seek(size - keep_bytes)
+        tail = f.read()
+        f.seek(0)
+        f.truncate()
+        f.write(f"[normbench: log over {cap_bytes >> 20} MiB, earlier output dropped]\n".encode() + tail)
+    return True
 
 
 # ---- supervision ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from bench.check import check
 from bench.results import read_rows
 from bench.workers import Limits
-from tests.conftest import ROOT, run_rows
+from tests.conftest import ROOT, cli, run_rows
 
 FAULTY = ROOT / "tests" / "faulty"
 SHAPE = (8, 3, 32, 32)
@@ -135,3 +135,17 @@ def test_a_file_that_dies_or_hangs_at_import_is_the_only_casualty(tmp_path):
         assert f"faulty_import/{name}.py: importing it" in proc.stderr
     env = json.loads((tmp_path / "run.env.json").read_text())
     assert env["runs"]
+
+
+def test_one_impossible_shape_is_its_own_oom_row_and_the_others_run(tmp_path):
+    proc, rows = run_rows(
+        tmp_path, "--impl", "torch_group_norm", "--shape", "2,3,8,8", "--shape", "100000,1000,1000,1000",
+        "--shape", "2,3,4,4", "--device", "cpu", "--max-time", "0.05", "--preset", "smoke", "--max-memory", "4G",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by = {r.shape: r for r in rows}
+    assert by[(100000, 1000, 1000, 1000)].status == "oom"
+    assert "over --max-memory 4.0 GiB; not run" in by[(100000, 1000, 1000, 1000)].message
+    assert by[(2, 3, 8, 8)].status == by[(2, 3, 4, 4)].status == "ok"
+    again = cli("run", "--resume", str(tmp_path / "run.jsonl"))  # the oom row is a result: nothing left
+    assert again.returncode == 0 and "nothing to resume" in again.stderr

@@ -331,3 +331,17 @@ def test_spec_and_events_round_trip_through_json():
                   CopyResult("torch", "cpu", 30.0, {"k": 1}),
                   Unloaded("s", "why"), Done(1.5, 2.0), ok_row("x", A)):  # fmt: skip
         assert decode(encode(event).strip()) == event
+
+
+def test_the_workers_log_is_capped_keeping_its_tail(tmp_path):
+    from bench.workers import cap_log
+
+    log = tmp_path / "run.workers.log"
+    log.write_bytes(b"old line\n" * 1000 + b"the last words\n")
+    assert not cap_log(log, cap_bytes=1 << 20)
+    assert cap_log(log, cap_bytes=4096, keep_bytes=64)
+    text = log.read_text()
+    assert text.startswith("[normbench: log over 0 MiB, earlier output dropped]") and text.endswith(
+        "the last words\n"
+    )
+    assert len(text) < 200
