@@ -140,7 +140,8 @@ def test_a_file_that_dies_or_hangs_at_import_is_the_only_casualty(tmp_path):
 def test_one_impossible_shape_is_its_own_oom_row_and_the_others_run(tmp_path):
     proc, rows = run_rows(
         tmp_path, "--impl", "torch_group_norm", "--shape", "2,3,8,8", "--shape", "100000,1000,1000,1000",
-        "--shape", "2,3,4,4", "--device", "cpu", "--max-time", "0.05", "--preset", "smoke", "--max-memory", "4G",
+        "--shape", "2,3,4,4", "--device", "cpu", "--max-time", "0.05", "--preset", "smoke",
+        "--max-memory", "4G",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     by = {r.shape: r for r in rows}
