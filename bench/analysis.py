@@ -1036,6 +1036,8 @@ class RunInfo:
     gpus: tuple[str, ...]
     copy: tuple[CopyBandwidth, ...]
     effective_cache_bytes: tuple[tuple[str, int], ...]
+    # device, bytes the cold policy rotated through, and whether a copy under it stayed at DRAM speed
+    cold_cache: tuple[tuple[str, int, bool], ...]
     packages: tuple[tuple[str, str], ...]
     git_commit: str
     command: str
@@ -1066,6 +1068,12 @@ def run_info(results: Results, label: str) -> RunInfo:
         for d, v in (cache.items() if isinstance(cache, Mapping) else [])
         if isinstance(v, int) and not isinstance(v, bool)
     )
+    probes = env.get("cache")
+    cold = tuple(
+        (str(d), int(p["rotation_bytes"]), bool(p.get("cold_verified")))
+        for d, p in (probes.items() if isinstance(probes, Mapping) else [])
+        if isinstance(p, Mapping) and isinstance(p.get("rotation_bytes"), int)
+    )
     gpus = []
     for g in env.get("gpu_start") or []:
         if isinstance(g, Mapping):
@@ -1078,7 +1086,7 @@ def run_info(results: Results, label: str) -> RunInfo:
         label=label, run_ids=ids, rows=len(rows), host=_text(env.get("host")),
         machine=", ".join(sorted({r.machine for r in rows if r.machine})), cpu=_text(env.get("cpu_model")),
         cpu_cores=_text(env.get("cpu_cores")), threads=_text(env.get("threads")), gpus=tuple(gpus),
-        copy=tuple(copy), effective_cache_bytes=caches,
+        copy=tuple(copy), effective_cache_bytes=caches, cold_cache=cold,
         packages=tuple((str(k), _text(v)) for k, v in packages.items()),
         git_commit=_text(env.get("git_commit")), command=_text(env.get("command")),
         started=_text(env.get("started")), finished=_text(env.get("finished")),
