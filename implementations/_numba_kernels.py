@@ -159,7 +159,7 @@ def _line_codegen(context, builder, signature, args):
         wide = builder.shl(builder.zext(v, ir.VectorType(ir.IntType(32), lanes)), _splat_int(lanes, 16))
         return builder.bitcast(wide, ir.VectorType(f32, lanes))  # bfloat16 bits
 
-    def store(pos, index, value, lanes):
+    def store(pos, index, value, lanes, nontemporal=True):
         dtype = signature.args[pos].dtype
         if dtype == types.uint16:
             value = builder.bitcast(
@@ -177,6 +177,9 @@ def _line_codegen(context, builder, signature, args):
             )
         item = context.get_data_type(dtype)
         ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        if not nontemporal:
+            builder.store(value, ptr, align=context.get_abi_sizeof(item))
+            return
         builder.store(value, ptr, align=LINE_BYTES).set_metadata(
             "nontemporal", builder.module.add_metadata(_NONTEMPORAL)
         )
@@ -219,6 +222,177 @@ def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci):
         return context.get_dummy_value()
 
     return types.void(x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci), codegen
+
+
+# Register-resident block sums. With 64-element blocks (C = 64, or any C dividing 64) the
+# per-position accumulators of a whole block fit the vector registers (<64 x double> is 8 zmm).
+# Numba keeps array accumulators in memory (a load and a store per vector per step), so the loop
+# over a span's octets of blocks is written as LLVM vector code with the accumulators as loop
+# values (phi nodes): the same operations, in the same order, as the scalar octet loop.
+REG_TILE = 64
+OCTET = 8
+
+
+def _loop(builder, count, inits, body):
+    """for i in range(count): values = body(i, values); returns the final values (inits if
+    count <= 0). `values` are SSA values carried in registers across iterations."""
+    intp = count.type
+    pre = builder.basic_block
+    loop = builder.append_basic_block("reg_loop")
+    done = builder.append_basic_block("reg_done")
+    builder.cbranch(builder.icmp_signed(">", count, ir.Constant(intp, 0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(intp)
+    carried = [builder.phi(v.type) for v in inits]
+    i.add_incoming(ir.Constant(intp, 0), pre)
+    for phi, v in zip(carried, inits):
+        phi.add_incoming(v, pre)
+    new = body(i, carried)
+    i_next = builder.add(i, ir.Constant(intp, 1))
+    end = builder.basic_block
+    i.add_incoming(i_next, end)
+    for phi, v in zip(carried, new):
+        phi.add_incoming(v, end)
+    builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
+    builder.position_at_end(done)
+    outs = []
+    for v, n in zip(inits, new):
+        phi = builder.phi(v.type)
+        phi.add_incoming(v, pre)
+        phi.add_incoming(n, end)
+        outs.append(phi)
+    return outs
+
+
+def _tree(builder, values):
+    """((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the scalar loops' order."""
+    while len(values) > 1:
+        values = [builder.fadd(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def _f64_rows(context, builder, signature, args, pos, rows):
+    """Pointers to rows of the C-contiguous float64 (R, REG_TILE) array args[pos], as
+    <REG_TILE x double>*."""
+    data = context.make_array(signature.args[pos])(context, builder, args[pos]).data
+    vd = ir.VectorType(ir.DoubleType(), REG_TILE).as_pointer()
+    return [builder.bitcast(builder.gep(data, [ir.Constant(ir.IntType(64), r * REG_TILE)]), vd) for r in rows]
+
+
+@intrinsic
+def _octet_sums(typingctx, x, k32, st, octets):
+    """st[0] += sum(x - k), st[1] += sum((x - k)^2) over the first `octets` * 8 blocks of
+    REG_TILE elements of the flat span x (k32: float32 (REG_TILE,), st: float64 (2, REG_TILE)):
+    per octet float32 differences, squares and tree sums, added to float64 as in _rows_sums_f32."""
+
+    def codegen(context, builder, signature, args):
+        _, load, _ = _line_codegen(context, builder, signature, args)
+        st_ptrs = _f64_rows(context, builder, signature, args, 2, (0, 1))
+        vd = ir.VectorType(ir.DoubleType(), REG_TILE)
+        k = load(1, ir.Constant(ir.IntType(64), 0), REG_TILE)
+
+        def body(i, acc):
+            base = builder.mul(i, ir.Constant(i.type, OCTET * REG_TILE))
+            d = [
+                builder.fsub(load(0, builder.add(base, ir.Constant(i.type, b * REG_TILE)), REG_TILE), k)
+                for b in range(OCTET)
+            ]
+            s1 = _tree(builder, d)
+            s2 = _tree(builder, [builder.fmul(v, v) for v in d])
+            return [builder.fadd(acc[0], builder.fpext(s1, vd)), builder.fadd(acc[1], builder.fpext(s2, vd))]
+
+        inits = [builder.load(p, align=8) for p in st_ptrs]
+        for p, v in zip(st_ptrs, _loop(builder, args[3], inits, body)):
+            builder.store(v, p, align=8)
+        return context.get_dummy_value()
+
+    return types.void(x, k32, st, octets), codegen
+
+
+@intrinsic
+def _octet_grad_sums(typingctx, x, g, k32, g32, st, octets):
+    """st[0] += sum(g - gk), st[1] += sum((g - gk) * (x - k)), st[2] += sum((g - gk)^2) over the
+    first `octets` * 8 blocks of REG_TILE elements of the flat spans x and g (k32, g32: float32
+    pivots (REG_TILE,), st: float64 (3, REG_TILE)): float32 products and tree sums per octet,
+    added to float64, as _octet_sums does for the forward."""
+
+    def codegen(context, builder, signature, args):
+        _, load, _ = _line_codegen(context, builder, signature, args)
+        st_ptrs = _f64_rows(context, builder, signature, args, 4, (0, 1, 2))
+        vd = ir.VectorType(ir.DoubleType(), REG_TILE)
+        zero = ir.Constant(ir.IntType(64), 0)
+        k, gk = load(2, zero, REG_TILE), load(3, zero, REG_TILE)
+
+        def body(i, acc):
+            base = builder.mul(i, ir.Constant(i.type, OCTET * REG_TILE))
+            e, ed = [], []
+            for b in range(OCTET):
+                f = builder.add(base, ir.Constant(i.type, b * REG_TILE))
+                eb = builder.fsub(load(1, f, REG_TILE), gk)
+                e.append(eb)
+                ed.append(builder.fmul(eb, builder.fsub(load(0, f, REG_TILE), k)))
+            sums = (_tree(builder, e), _tree(builder, ed), _tree(builder, [builder.fmul(v, v) for v in e]))
+            return [builder.fadd(a, builder.fpext(v, vd)) for a, v in zip(acc, sums)]
+
+        inits = [builder.load(p, align=8) for p in st_ptrs]
+        for p, v in zip(st_ptrs, _loop(builder, args[5], inits, body)):
+            builder.store(v, p, align=8)
+        return context.get_dummy_value()
+
+    return types.void(x, g, k32, g32, st, octets), codegen
+
+
+def _block_emit(nontemporal):
+    """Intrinsics over the first `blocks` blocks of REG_TILE elements of flat spans, the
+    per-position coefficients (float32 (REG_TILE,) arrays) loaded once into registers; the same
+    arithmetic as _affine_line / _grad_line. nontemporal: y + 0 must be 64-byte aligned."""
+
+    @intrinsic
+    def affine(typingctx, x, y, kk, mm, rr, blocks):
+        """y = ((x - kk) - mm) * rr, block by block."""
+
+        def codegen(context, builder, signature, args):
+            _, load, store = _line_codegen(context, builder, signature, args)
+            zero = ir.Constant(ir.IntType(64), 0)
+            k, m, r = (load(pos, zero, REG_TILE) for pos in (2, 3, 4))
+
+            def body(i, carried):
+                f = builder.mul(i, ir.Constant(i.type, REG_TILE))
+                v = builder.fmul(builder.fsub(builder.fsub(load(0, f, REG_TILE), k), m), r)
+                store(1, f, v, REG_TILE, nontemporal)
+                return []
+
+            _loop(builder, args[5], [], body)
+            return context.get_dummy_value()
+
+        return types.void(x, y, kk, mm, rr, blocks), codegen
+
+    @intrinsic
+    def grad(typingctx, x, g, dx, kk, mm, rr, gg, mg, mgx, blocks):
+        """dx = (((g - gg) - mg) - xhat * mgx) * rr, xhat = ((x - kk) - mm) * rr, block by block."""
+
+        def codegen(context, builder, signature, args):
+            _, load, store = _line_codegen(context, builder, signature, args)
+            zero = ir.Constant(ir.IntType(64), 0)
+            k, m, r, g0, gm, gx = (load(pos, zero, REG_TILE) for pos in range(3, 9))
+
+            def body(i, carried):
+                f = builder.mul(i, ir.Constant(i.type, REG_TILE))
+                xhat = builder.fmul(builder.fsub(builder.fsub(load(0, f, REG_TILE), k), m), r)
+                gc = builder.fsub(builder.fsub(load(1, f, REG_TILE), g0), gm)
+                store(2, f, builder.fmul(builder.fsub(gc, builder.fmul(xhat, gx)), r), REG_TILE, nontemporal)
+                return []
+
+            _loop(builder, args[9], [], body)
+            return context.get_dummy_value()
+
+        return types.void(x, g, dx, kk, mm, rr, gg, mg, mgx, blocks), codegen
+
+    return affine, grad
+
+
+_affine_blocks, _grad_blocks = _block_emit(False)
+_affine_blocks_nt, _grad_blocks_nt = _block_emit(True)
 
 
 @intrinsic
@@ -576,7 +750,11 @@ def _rows_sums_f32(x, kt, st):
     for j in range(t):
         k32[j] = kt[j]
     octets = full // 8 * 8
-    for b in range(0, octets, 8):
+    start = 0
+    if t == REG_TILE:
+        _octet_sums(x, k32, st, full // 8)
+        start = octets
+    for b in range(start, octets, 8):
         for j in range(t):
             k = k32[j]
             d0, d1 = to_f32(xb[b, j]) - k, to_f32(xb[b + 1, j]) - k
@@ -600,9 +778,9 @@ def _rows_sums_f32(x, kt, st):
 
 @nb.njit(**JIT)
 def _fold(st, cs):
-    """Per-channel totals (2, C) of tiled sums (2, T)."""
-    out = np.zeros((2, cs))
-    for r in range(2):
+    """Per-channel totals (R, C) of tiled sums (R, T)."""
+    out = np.zeros((st.shape[0], cs))
+    for r in range(st.shape[0]):
         for j in range(st.shape[1]):
             out[r, j % cs] += st[r, j]
     return out
@@ -634,10 +812,21 @@ def _rows_affine(x, y, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_emit(x, y, co, stream):
+def _rows_emit(x, y, co, cs, stream):
     """_rows_affine over a span, whole aligned lines streamed. (No prefetch of the next sample: a
     sample is 0.8-4 MB, and fetching it during this pass evicted the lines this pass reads: 1.7x
     slower at 8x64x56x56.)"""
+    if REG_TILE % cs == 0:
+        blocks = x.shape[0] // REG_TILE
+        done = blocks * REG_TILE
+        if not stream:
+            _affine_blocks(x, y, co[0], co[1], co[2], blocks)
+            _rows_affine(x[done:], y[done:], co, done)
+            return
+        if y.ctypes.data % LINE_BYTES == 0:
+            _affine_blocks_nt(x, y, co[0], co[1], co[2], blocks)
+            _rows_affine(x[done:], y[done:], co, done)
+            return
     h, e = _stream_bounds(y, stream)
     _rows_affine(x[:h], y[:h], co, 0)
     t = co.shape[1] // 2
@@ -672,7 +861,7 @@ def forward_rows(x, y, mean, rstd, eps, chunks, stream):
                 _rows_sums(xf, kt, st)
                 s = _fold(st, cs)
             _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i])
-            _rows_emit(xf, yf, co, stream)
+            _rows_emit(xf, yf, co, cs, stream)
         _fence()
 
 
@@ -698,7 +887,7 @@ def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
         i = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
         xf, yf = x[i].reshape(-1)[start * cs : stop * cs], y[i].reshape(-1)[start * cs : stop * cs]
-        _rows_emit(xf, yf, coefs[i], stream)
+        _rows_emit(xf, yf, coefs[i], cs, stream)
         _fence()
 
 
@@ -735,6 +924,36 @@ def _rows_grad_sums(x, g, kt, gt, st):
 
 
 @nb.njit(**JIT)
+def _rows_grad_sums_fast(x, g, kt, gt, st, count, cs, mean, rstd, eps):
+    """Per-channel (3, C) sum(g - G), sum((g - G)(x - K)), sum((g - G)^2) from float32 octets
+    (_octet_grad_sums) when the blocks fit the registers (REG_TILE % C == 0) and both pivots pass
+    the guard (_grad_far); otherwise an empty (0, C) array: the caller sums in float64."""
+    t = kt.shape[0]
+    if t != REG_TILE:
+        return np.empty((0, cs))
+    k32 = np.empty(t, np.float32)
+    g32 = np.empty(t, np.float32)
+    for j in range(t):
+        k32[j], g32[j] = kt[j], gt[j]
+    full = x.shape[0] // t
+    octets = full // OCTET
+    st[:] = 0.0
+    _octet_grad_sums(x, g, k32, g32, st, octets)
+    done = octets * OCTET * t
+    xr, gr = x[done:], g[done:]
+    for j in range(xr.shape[0]):
+        e = to_f32(gr[j]) - g32[j % t]
+        st[0, j % t] += np.float64(e)
+        st[1, j % t] += np.float64(e * (to_f32(xr[j]) - k32[j % t]))
+        st[2, j % t] += np.float64(e * e)
+    s = _fold(st, cs)
+    for c in range(cs):
+        if _grad_far(s[0, c], s[2, c], count, mean[c] - kt[c], rstd[c], eps):
+            return np.empty((0, cs))
+    return s
+
+
+@nb.njit(**JIT)
 def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd):
     """co (6, 2T) <- float32 K, mean - K, rstd, G, mean(g) - G, mean(g * xhat) per channel, tiled."""
     cs = s.shape[1]
@@ -761,8 +980,19 @@ def _rows_grad(x, g, dx, co, phase):
 
 
 @nb.njit(**JIT)
-def _rows_grad_emit(x, g, dx, co, stream):
+def _rows_grad_emit(x, g, dx, co, cs, stream):
     """_rows_grad over a span, whole aligned lines streamed (no prefetch: see _rows_emit)."""
+    if REG_TILE % cs == 0:
+        blocks = x.shape[0] // REG_TILE
+        done = blocks * REG_TILE
+        if not stream:
+            _grad_blocks(x, g, dx, co[0], co[1], co[2], co[3], co[4], co[5], blocks)
+            _rows_grad(x[done:], g[done:], dx[done:], co, done)
+            return
+        if dx.ctypes.data % LINE_BYTES == 0:
+            _grad_blocks_nt(x, g, dx, co[0], co[1], co[2], co[3], co[4], co[5], blocks)
+            _rows_grad(x[done:], g[done:], dx[done:], co, done)
+            return
     h, e = _stream_bounds(dx, stream)
     _rows_grad(x[:h], g[:h], dx[:h], co, 0)
     t = co.shape[1] // 2
@@ -785,16 +1015,20 @@ def backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
         kt = np.empty(ts)
         gt = np.empty(ts)
         st = np.empty((2, ts))
+        st3 = np.empty((3, ts))
         co = np.empty((6, 2 * te), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
             xf, gf, df = x[i].reshape(-1), g[i].reshape(-1), dx[i].reshape(-1)
             _tiled_pivot(x[i], kt)
             _tiled_pivot(g[i], gt)
-            st[:] = 0.0
-            _rows_grad_sums(xf, gf, kt, gt, st)
-            _rows_grad_coefs(_fold(st, cs), p, kt, gt, co, mean[i], rstd[i])
-            _rows_grad_emit(xf, gf, df, co, stream)
+            s = _rows_grad_sums_fast(xf, gf, kt, gt, st3, p, cs, mean[i], rstd[i], eps)
+            if s.shape[0] == 0:
+                st[:] = 0.0
+                _rows_grad_sums(xf, gf, kt, gt, st)
+                s = _fold(st, cs)
+            _rows_grad_coefs(s, p, kt, gt, co, mean[i], rstd[i])
+            _rows_grad_emit(xf, gf, df, co, cs, stream)
         _fence()
 
 
@@ -826,5 +1060,5 @@ def backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
         start, stop = _chunk(task % chunks, chunks, p)
         span = slice(start * cs, stop * cs)
         xf, gf, df = x[i].reshape(-1)[span], g[i].reshape(-1)[span], dx[i].reshape(-1)[span]
-        _rows_grad_emit(xf, gf, df, coefs[i], stream)
+        _rows_grad_emit(xf, gf, df, coefs[i], cs, stream)
         _fence()
