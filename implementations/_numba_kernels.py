@@ -230,7 +230,7 @@ def _grad_line(typingctx, x, g, xi, dx, di, kk, mm, rr, gg, mg, mgx, ci):
 # over a span's octets of blocks is written as LLVM vector code with the accumulators as loop
 # values (phi nodes): the same operations, in the same order, as the scalar octet loop.
 REG_TILE = 64
-OCTET = 8
+OCTET = 8  # blocks per float32 running sum, added to float64 once per octet
 
 
 def _loop(builder, count, inits, body):
@@ -264,13 +264,6 @@ def _loop(builder, count, inits, body):
     return outs
 
 
-def _tree(builder, values):
-    """((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the scalar loops' order."""
-    while len(values) > 1:
-        values = [builder.fadd(values[i], values[i + 1]) for i in range(0, len(values), 2)]
-    return values[0]
-
-
 def _f64_rows(context, builder, signature, args, pos, rows):
     """Pointers to rows of the C-contiguous float64 (R, REG_TILE) array args[pos], as
     <REG_TILE x double>*."""
@@ -279,31 +272,44 @@ def _f64_rows(context, builder, signature, args, pos, rows):
     return [builder.bitcast(builder.gep(data, [ir.Constant(ir.IntType(64), r * REG_TILE)]), vd) for r in rows]
 
 
+def _accumulate(builder, st_ptrs, sums):
+    """st[r] += float64(sums[r]) in memory: one load, add and store per vector an octet."""
+    vd = ir.VectorType(ir.DoubleType(), REG_TILE)
+    for p, v in zip(st_ptrs, sums):
+        builder.store(builder.fadd(builder.load(p, align=8), builder.fpext(v, vd)), p, align=8)
+
+
+def _sequential(builder, values):
+    """((v0 + v1) + v2) + ...: one running float32 sum per position."""
+    acc = values[0]
+    for v in values[1:]:
+        acc = builder.fadd(acc, v)
+    return acc
+
+
 @intrinsic
 def _octet_sums(typingctx, x, k32, st, octets):
     """st[0] += sum(x - k), st[1] += sum((x - k)^2) over the first `octets` * 8 blocks of
     REG_TILE elements of the flat span x (k32: float32 (REG_TILE,), st: float64 (2, REG_TILE)):
-    per octet float32 differences, squares and tree sums, added to float64 as in _rows_sums_f32."""
+    per octet, running float32 sums of the differences and their squares (registers), added to
+    the float64 sums in st once per octet."""
 
     def codegen(context, builder, signature, args):
         _, load, _ = _line_codegen(context, builder, signature, args)
         st_ptrs = _f64_rows(context, builder, signature, args, 2, (0, 1))
-        vd = ir.VectorType(ir.DoubleType(), REG_TILE)
         k = load(1, ir.Constant(ir.IntType(64), 0), REG_TILE)
 
-        def body(i, acc):
+        def body(i, carried):
             base = builder.mul(i, ir.Constant(i.type, OCTET * REG_TILE))
-            d = [
-                builder.fsub(load(0, builder.add(base, ir.Constant(i.type, b * REG_TILE)), REG_TILE), k)
-                for b in range(OCTET)
-            ]
-            s1 = _tree(builder, d)
-            s2 = _tree(builder, [builder.fmul(v, v) for v in d])
-            return [builder.fadd(acc[0], builder.fpext(s1, vd)), builder.fadd(acc[1], builder.fpext(s2, vd))]
+            a1 = a2 = None
+            for b in range(OCTET):
+                d = builder.fsub(load(0, builder.add(base, ir.Constant(i.type, b * REG_TILE)), REG_TILE), k)
+                d2 = builder.fmul(d, d)
+                a1, a2 = (d, d2) if b == 0 else (builder.fadd(a1, d), builder.fadd(a2, d2))
+            _accumulate(builder, st_ptrs, (a1, a2))
+            return []
 
-        inits = [builder.load(p, align=8) for p in st_ptrs]
-        for p, v in zip(st_ptrs, _loop(builder, args[3], inits, body)):
-            builder.store(v, p, align=8)
+        _loop(builder, args[3], [], body)
         return context.get_dummy_value()
 
     return types.void(x, k32, st, octets), codegen
@@ -313,30 +319,27 @@ def _octet_sums(typingctx, x, k32, st, octets):
 def _octet_grad_sums(typingctx, x, g, k32, g32, st, octets):
     """st[0] += sum(g - gk), st[1] += sum((g - gk) * (x - k)), st[2] += sum((g - gk)^2) over the
     first `octets` * 8 blocks of REG_TILE elements of the flat spans x and g (k32, g32: float32
-    pivots (REG_TILE,), st: float64 (3, REG_TILE)): float32 products and tree sums per octet,
-    added to float64, as _octet_sums does for the forward."""
+    pivots (REG_TILE,), st: float64 (3, REG_TILE)): running float32 sums per octet, added to
+    float64, as _octet_sums does for the forward."""
 
     def codegen(context, builder, signature, args):
         _, load, _ = _line_codegen(context, builder, signature, args)
         st_ptrs = _f64_rows(context, builder, signature, args, 4, (0, 1, 2))
-        vd = ir.VectorType(ir.DoubleType(), REG_TILE)
         zero = ir.Constant(ir.IntType(64), 0)
         k, gk = load(2, zero, REG_TILE), load(3, zero, REG_TILE)
 
-        def body(i, acc):
+        def body(i, carried):
             base = builder.mul(i, ir.Constant(i.type, OCTET * REG_TILE))
-            e, ed = [], []
+            acc = None
             for b in range(OCTET):
                 f = builder.add(base, ir.Constant(i.type, b * REG_TILE))
-                eb = builder.fsub(load(1, f, REG_TILE), gk)
-                e.append(eb)
-                ed.append(builder.fmul(eb, builder.fsub(load(0, f, REG_TILE), k)))
-            sums = (_tree(builder, e), _tree(builder, ed), _tree(builder, [builder.fmul(v, v) for v in e]))
-            return [builder.fadd(a, builder.fpext(v, vd)) for a, v in zip(acc, sums)]
+                e = builder.fsub(load(1, f, REG_TILE), gk)
+                terms = (e, builder.fmul(e, builder.fsub(load(0, f, REG_TILE), k)), builder.fmul(e, e))
+                acc = terms if b == 0 else [builder.fadd(a, t) for a, t in zip(acc, terms)]
+            _accumulate(builder, st_ptrs, acc)
+            return []
 
-        inits = [builder.load(p, align=8) for p in st_ptrs]
-        for p, v in zip(st_ptrs, _loop(builder, args[5], inits, body)):
-            builder.store(v, p, align=8)
+        _loop(builder, args[5], [], body)
         return context.get_dummy_value()
 
     return types.void(x, g, k32, g32, st, octets), codegen
