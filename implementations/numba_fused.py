@@ -18,18 +18,23 @@ from implementations import _numba_kernels as kernels
 SPLIT_MIN_BYTES = 256 * 1024
 
 
-def _last_level_cache_bytes() -> int:
-    """The largest CPU cache in sysfs (32 MiB if it cannot be read)."""
-    best = 0
+def _cache_bytes() -> dict[int, int]:
+    """The size of the largest CPU cache of each level in sysfs, by level ({} if unreadable)."""
+    sizes: dict[int, int] = {}
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
+            level = int((index / "level").read_text())
             text = (index / "size").read_text().strip()
-            best = max(
-                best, int(text.rstrip("KMG")) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
-            )
+            size = int(text.rstrip("KMG")) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
         except (OSError, ValueError):
             continue
-    return best or 32 << 20
+        sizes[level] = max(sizes.get(level, 0), size)
+    return sizes
+
+
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache in sysfs (32 MiB if it cannot be read)."""
+    return max(_cache_bytes().values(), default=0) or 32 << 20
 
 
 # A call whose tensors (inputs and output) add up to at least the last-level cache writes its
@@ -39,6 +44,14 @@ def _last_level_cache_bytes() -> int:
 # buffer back): measured at 8x64x56x56 float32 forward, 2 threads, regular stores took 0.08
 # ns/element against 0.17 streamed; at 4x64x128x128, 0.30 against 0.26.
 STREAM_MIN_BYTES = _last_level_cache_bytes()
+
+# channels_last: a sample's second pass reads it again from L2 while it writes the output. When a
+# sample's inputs and output do not fit L2 together, regular stores allocate the output's lines in
+# L2 and evict the input lines that the same pass is about to read (the oldest ones in LRU order
+# are those not yet re-read), so the pass reads them again from L3; streaming stores bypass L2.
+# Measured at 8x64x56x56 float32, 2 threads (800 KB samples, 1 MB L2): forward 0.336 vs 0.358
+# ns/element (10th percentiles), backward 0.428 vs 0.464.
+ROWS_STREAM_UNIT_BYTES = _cache_bytes().get(2, 1 << 20)
 
 
 # Numba's OpenMP layer loads the system libgomp, a second runtime beside the one torch ships: two
@@ -110,7 +123,9 @@ def _launch(mode: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> Non
     units = arrays[0].shape[0]
     threads = numba.get_num_threads()
     inputs = 2 if mode == "backward" else 1
-    stream = (inputs + 1) * arrays[0].nbytes >= STREAM_MIN_BYTES
+    stream = (inputs + 1) * arrays[0].nbytes >= STREAM_MIN_BYTES or (
+        rows and (inputs + 1) * arrays[0][0].nbytes > ROWS_STREAM_UNIT_BYTES
+    )
     whole = _whole(units, inputs * arrays[0][0].nbytes, threads)
     if whole == units:
         whole_kernel(*arrays, *args, threads, stream)

@@ -32,8 +32,19 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 EPS = 1e-5
 # C=1 and 1x1 planes (the layouts' strides coincide), C=9 and C=3 (no multiple of a vector),
 # 13x11 and 61x33 planes (odd lengths: partial lines at both ends), N=1 (fewer samples than
-# threads: the channels_last split path without forcing it).
-SHAPES = [(2, 3, 8, 8), (1, 9, 5, 6), (2, 1, 13, 11), (3, 5, 1, 1), (1, 3, 61, 33), (3, 16, 7, 7)]
+# threads: the channels_last split path without forcing it). C = 16, 32, 64 divide the 64-element
+# blocks of the channels_last register loops (2x64x9x7: seven octets and seven blocks; 1x32x11x5:
+# three octets, three blocks and a half-block tail).
+SHAPES = [
+    (2, 3, 8, 8),
+    (1, 9, 5, 6),
+    (2, 1, 13, 11),
+    (3, 5, 1, 1),
+    (1, 3, 61, 33),
+    (3, 16, 7, 7),
+    (2, 64, 9, 7),
+    (1, 32, 11, 5),
+]
 
 
 @pytest.fixture(params=["whole", "split", "stream"])
@@ -98,10 +109,11 @@ def test_forward_and_gradient_match_reference(shape, layout, path, poisoned):
     assert normwise(dx, dx_ref) < 1e-5
 
 
+@pytest.mark.parametrize("channels", [9, 16])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_half_precision_within_tolerance(dtype, layout, path, poisoned):
-    case = Case((2, 9, 13, 11), dtype=dtype)
+def test_half_precision_within_tolerance(dtype, layout, channels, path, poisoned):
+    case = Case((2, channels, 13, 11), dtype=dtype)
     x = to_torch(make_input(case), dtype, layout, requires_grad=True)
     g = to_torch(make_upstream_grad(case), dtype, layout)
     y, dx, y_ref, dx_ref = run(x, g)
@@ -163,13 +175,14 @@ def test_pivot_far_from_the_mean_stays_accurate():
         assert normwise(y, normalize(x.double().numpy(), EPS)) < 1e-6
 
 
+@pytest.mark.parametrize("channels", [3, 64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("sigmas", [2.9, 3.1, 30.0])
-def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout):
+def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout, channels):
     """The first pixel (the pivot) `sigmas` standard deviations from the mean: float32 partial sums
     just inside the guard (3 sigma), exact float64 sums beyond it; both accurate."""
     rng = np.random.default_rng(2)
-    x64 = rng.standard_normal((2, 3, 48, 40))
+    x64 = rng.standard_normal((2, channels, 48, 40))
     x64 -= x64.mean(axis=(2, 3), keepdims=True)
     x64 /= x64.std(axis=(2, 3), keepdims=True)
     x64[:, :, 0, 0] = sigmas
@@ -178,11 +191,12 @@ def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout):
     assert normwise(nf.instance_norm(x, EPS), normalize(x.double().numpy(), EPS)) < 2e-6
 
 
+@pytest.mark.parametrize("channels", [3, 64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_upstream_gradient_with_a_large_mean(layout, path):
+def test_upstream_gradient_with_a_large_mean(layout, channels, path):
     """g = 3 + 1e-4 * noise: dx depends only on the noise; float32 rounding of mean(g) alone
     would be 3e-7 against dx's 1e-4 scale. Shifting g by its first value keeps it exact."""
-    case = Case((2, 3, 24, 20))
+    case = Case((2, channels, 24, 20))
     x = to_torch(make_input(case), layout=layout, requires_grad=True)
     g64 = 3.0 + 1e-4 * make_upstream_grad(case)
     g = to_torch(g64, layout=layout)
@@ -277,11 +291,12 @@ def test_double_backward_is_refused():
         torch.autograd.grad((y * y).sum(), x, create_graph=True)
 
 
+@pytest.mark.parametrize("channels", [3, 64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_gradient_with_outlier_pivots(layout, path):
+def test_gradient_with_outlier_pivots(layout, channels, path):
     """First pixel of x and of g far out in their tails: the float32 partial sums' guard sends the
     plane to exact float64 sums."""
-    case = Case((2, 3, 24, 20))
+    case = Case((2, channels, 24, 20))
     x64, g64 = make_input(case), make_upstream_grad(case)
     x64[:, :, 0, 0] += 50.0
     g64[:, :, 0, 0] = 1e3
