@@ -10,8 +10,9 @@ mmap for large blocks and trimming, and re-assert it with mallopt; every timed c
 Faults are still counted (`FaultCounter`) and stored per call in each row, so a row that does
 pay them says so.
 
-**Memory of one call** (CPU): enable mmap for blocks over 256 KiB for the measured call only, so
-its large buffers come fresh from the kernel; reset the kernel's peak RSS counter (write 5 to
+**Memory of one call** (CPU): return the heap's free memory to the kernel (malloc_trim), enable
+mmap for blocks over 256 KiB for the measured call only, so its large buffers come fresh from the
+kernel; reset the kernel's peak RSS counter (write 5 to
 /proc/self/clear_refs), call, read VmHWM. The rise over the RSS before the call is what the call
 touched: output plus temporaries. Page granularity (4 KiB); `tests/test_memory.py` calibrates it
 with an implementation that allocates a known amount. GPU: the framework allocator's statistics
@@ -94,7 +95,12 @@ def measure_cpu(call: Callable[[], Any]) -> tuple[int, Any]:
         _LIBC.mallopt(M_MMAP_MAX, GLIBC_DEFAULT_MMAP_MAX)
         _LIBC.mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP_BYTES)
     try:
+        # Hand what the heap holds back to the kernel first, or the call would be served from
+        # memory an earlier call left behind and look free. Every implementation warms up after
+        # all memory measurements, so the timed calls find the heap at its high-water mark again.
         gc.collect()
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
         base = rss_bytes()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -112,25 +118,27 @@ def faults() -> tuple[int, int]:
 
 @dataclass
 class FaultCounter:
-    """Page faults over the timed calls only: `around` wraps each timed sample."""
+    """Page faults over the timed calls only: `around` wraps each timed sample.
 
-    minor: int = 0
-    major: int = 0
-    calls: int = 0
+    `per_call` is the median over samples of faults per call: what the typical call pays, as the
+    median time is what the typical call takes. A heap that grows once in a thousand calls (the
+    interpreter's own allocations moving the output's place) is not a call that pays faults."""
+
+    minor: list[float] = field(default_factory=list)  # per sample: faults per call
+    major: list[float] = field(default_factory=list)
 
     def around(self, measure: Callable[[], Any], calls: int) -> Any:
         minor0, major0 = faults()
         result = measure()
         minor1, major1 = faults()
-        self.minor += minor1 - minor0
-        self.major += major1 - major0
-        self.calls += calls
+        self.minor.append((minor1 - minor0) / calls)
+        self.major.append((major1 - major0) / calls)
         return result
 
     def per_call(self) -> tuple[float | None, float | None]:
-        if not self.calls:
+        if not self.minor:
             return None, None
-        return self.minor / self.calls, self.major / self.calls
+        return statistics.median(self.minor), statistics.median(self.major)
 
 
 def copy_bandwidth(one_pass: Callable[[], Any], bytes_per_pass: int, min_time_s: float = 0.1) -> float:

@@ -246,7 +246,7 @@ class ChildMeasurer:
             state["i"] = i
             state["out"] = out
 
-        sampler = Sampler(run, self.settings, self.clock, self.min_sample_s)
+        sampler = Sampler(run, self.settings, self.clock, self.min_sample_s, min_warmup_calls=nbuf)
         self.begin(impl, case, "memory")
         fields.update(self.memory_fields(call, case, xs))
         self.check_inputs(xs, pristine, full=True, when="the memory measurement")

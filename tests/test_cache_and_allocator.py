@@ -1,6 +1,8 @@
 """Numbers that do not depend on luck: the allocator's steady state holds whatever the neighbours do,
 the cold policy's inputs come from DRAM, and the effective cache is found from a bandwidth sweep."""
 
+import statistics
+
 import pytest
 
 from bench.memory import probe_cache
@@ -57,7 +59,9 @@ def test_a_memory_hungry_neighbour_does_not_change_the_next_ones_time(tmp_path):
 
     common = ["--shape", "4,64,64,64", "--device", "cpu", "--threads", "1", "--preset", "smoke",
               "--max-time", "1", "--impl-path", CALIBRATION]  # fmt: skip
-    best = None
+    # Alone and beside in turns, pooled: two separate processes on a shared VM differ by a few
+    # percent anyway; the question is whether the neighbour moves the median, not the noise.
+    alone_s, beside_s = [], []
     for attempt in range(3):
         _, alone = run_rows(tmp_path / f"alone{attempt}", "--impl", "torch_group_norm", *common)
         proc, beside = run_rows(
@@ -67,11 +71,12 @@ def test_a_memory_hungry_neighbour_does_not_change_the_next_ones_time(tmp_path):
         a = next(r for r in alone if r.impl == "torch_group_norm")
         b = next(r for r in beside if r.impl == "torch_group_norm")
         assert a.faults_per_call < 1 and b.faults_per_call < 1, (a.faults_per_call, b.faults_per_call)
-        ratio = b.time_median_s / a.time_median_s
-        best = ratio if best is None or abs(ratio - 1) < abs(best - 1) else best
+        alone_s.append(a.time_median_s)
+        beside_s.append(b.time_median_s)
+        ratio = statistics.median(beside_s) / statistics.median(alone_s)
         if abs(ratio - 1) <= 0.10:
             break
-    assert abs(best - 1) <= 0.10, f"beside / alone = {best:.3f}"
+    assert abs(ratio - 1) <= 0.10, f"beside / alone = {ratio:.3f} ({beside_s} / {alone_s})"
     hungry = next(r for r in beside if r.impl == "torch_hungry")
     assert hungry.extra_mem_bytes >= 300 << 20  # it really is hungry
     assert read_env(tmp_path / "beside0" / "run.jsonl")["cache"]["cpu"]["sweep"]
