@@ -21,6 +21,7 @@ CORE = [
     ("rich", "rich"),
     ("pytest", "pytest"),
     ("pytest_benchmark", "pytest-benchmark"),
+    ("xdist", "pytest-xdist"),
     ("ruff", "ruff"),
     ("mypy", "mypy"),
 ]

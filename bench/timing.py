@@ -131,15 +131,16 @@ class Sampler:
 
     def warm_up(self) -> None:
         """Run for the warm-up budget and at least one pass over the rotating inputs (every buffer
-        touched, the heap at its high-water mark: at most a second on that), then choose k so one
-        sample outlasts the timer's overhead."""
+        touched, the heap at its high-water mark; that pass may take ten budgets, at most 1 s),
+        then choose k so one sample outlasts the timer's overhead."""
         start = time.perf_counter()
         calls = 0
+        longest = min(1.0, 10 * self.settings.warmup_s)
         while True:
             self.run(1, True)
             calls += 1
             elapsed = time.perf_counter() - start
-            if elapsed >= self.settings.warmup_s and (calls >= self.min_warmup_calls or elapsed >= 1.0):
+            if elapsed >= self.settings.warmup_s and (calls >= self.min_warmup_calls or elapsed >= longest):
                 break
         per_call = elapsed / calls
         self.calls_per_sample = max(1, math.ceil(self.min_sample_s / max(per_call, 1e-9)))

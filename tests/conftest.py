@@ -27,6 +27,16 @@ def cli(
     )
 
 
+def bench_pytest(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`make bench-pytest`'s front end in a subprocess. When `make test` runs under pytest-xdist its
+    variables are removed: pytest-benchmark reads PYTEST_XDIST_WORKER and would disable itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
 def run_rows(
     tmp: Path, *args: str, timeout: float = 900
 ) -> tuple[subprocess.CompletedProcess[str], list[Row]]:

@@ -10,6 +10,8 @@ from bench.results import read_env
 from bench.workers import Collector, Limits, WorkerClient, WorkerSpec
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.serial  # they time the machine: nothing else may run beside them
+
 CALIBRATION = str(ROOT / "tests" / "calibration")
 
 

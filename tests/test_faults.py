@@ -4,15 +4,13 @@ pytest-benchmark front end (one worker client serves all three), and the real on
 import io
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from bench.check import check
 from bench.results import read_rows
 from bench.workers import Limits
-from tests.conftest import ROOT, cli, run_rows
+from tests.conftest import ROOT, bench_pytest, cli, run_rows
 
 FAULTY = ROOT / "tests" / "faulty"
 SHAPE = (8, 3, 32, 32)
@@ -84,12 +82,10 @@ def test_check_gives_the_same_rows(run_fault_rows):
 def test_the_pytest_front_end_gives_the_same_rows(run_fault_rows, tmp_path):
     rows_file = tmp_path / "rows.jsonl"
     select = " or ".join(f"{n}-cpu-forward-float32-NCHW-8x3x32x32" for n in EXPECTED)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only",
-         "--benchmark-disable-gc", "-k", select, "--normbench-impl-path", str(FAULTY),
-         "--normbench-max-time", "0.05", "--normbench-case-timeout", "10", "--normbench-max-memory-gib", "3",
-         "--normbench-rows", str(rows_file)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    proc = bench_pytest(
+        "--benchmark-disable-gc", "-k", select, "--normbench-impl-path", str(FAULTY),
+        "--normbench-max-time", "0.05", "--normbench-case-timeout", "10", "--normbench-max-memory-gib", "3",
+        "--normbench-rows", str(rows_file),
     )  # fmt: skip
     assert f"{len(EXPECTED)} failed" in proc.stdout, proc.stdout[-3000:]
     rows = {r.impl: r for r in read_rows(rows_file)}

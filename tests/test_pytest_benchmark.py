@@ -2,13 +2,11 @@
 implementation fails before it is timed."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from bench.results import read_env, read_rows
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, bench_pytest, cli
 
 
 def pytest_benchmark_doc(benchmarks):
@@ -80,11 +78,9 @@ def test_newer_schema_in_extra_info_is_an_error(tmp_path):
 
 def run_bench_pytest(tmp_path, *args):
     """`make bench-pytest`'s command, with its storage in tmp_path and only a few tests selected."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-only",
-         "--benchmark-autosave", "--benchmark-save-data", f"--benchmark-storage=file://{tmp_path}/store",
-         "--normbench-impl-path", str(ROOT / "tests" / "faulty"), "--normbench-max-time", "0.05", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    return bench_pytest(
+        "--benchmark-autosave", "--benchmark-save-data", f"--benchmark-storage=file://{tmp_path}/store",
+        "--normbench-impl-path", str(ROOT / "tests" / "faulty"), "--normbench-max-time", "0.05", *args,
     )  # fmt: skip
 
 
