@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep_ = sub.add_parser(
         "repro",
+        allow_abbrev=False,  # its own options must not swallow a run option they begin (--out)
         help="the same run in K fresh processes: the spread of the medians (then any `run` options)",
     )
     rep_.add_argument("--runs", type=int, default=5, help="processes (default 5)")
@@ -577,7 +578,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace, run_args: list[str]) -> int:
     from bench.environment import new_run_id
-    from bench.repro import print_table, run_many, spreads
+    from bench.repro import noise_floor, print_table, run_many, spreads
     from bench.runner import ROOT
 
     if not 2 <= args.runs <= 100:
@@ -586,9 +587,14 @@ def cmd_repro(args: argparse.Namespace, run_args: list[str]) -> int:
         raise BenchError(
             "repro writes its own results files: give --out-dir, not --out, --resume or --report"
         )
-    run_options(build_parser().parse_args(["run", *run_args]))  # bad run options fail before any run
+    parsed = build_parser().parse_args(["run", *run_args])  # bad run options fail before any run
+    run_options(parsed)
+    parse_seconds(parsed.max_time, "--max-time")
+    if parsed.executor or any(getattr(parsed, name) is not None for name in CLUSTER_ONLY):
+        raise BenchError("repro runs each process on this machine: no --executor or cluster options")
     out_dir = Path(args.out_dir) if args.out_dir else ROOT / "results" / f"repro-{new_run_id()}"
-    print_table(spreads(run_many(args.runs, run_args, out_dir)), out_dir)
+    paths = run_many(args.runs, run_args, out_dir)
+    print_table(spreads(paths), noise_floor(paths), out_dir)
     return 0
 
 

@@ -160,6 +160,7 @@ PLATEAU_SLACK = 1.15  # bandwidth within this of the DRAM plateau counts as "out
 # and pieces the size of a large case's tensors (one 1 GiB copy runs slower than 1 GiB of 16 MiB
 # copies, both from DRAM).
 COPY_PIECE_BYTES = 32 << 20
+PROBE_REPEATS = 3  # sweeps (and cold checks) in turns; each footprint keeps its median
 
 
 def copy_pieces(footprint: int) -> int:
@@ -175,7 +176,8 @@ class CacheProbe:
     effective_cache_bytes: int = 0  # smallest footprint from which on bandwidth is the plateau's
     rotation_bytes: int = 0  # what the cold policy rotates through: twice the effective cache
     cold_copy_gbps: float = 0.0  # the copy itself, rotating through rotation_bytes
-    cold_verified: bool = False  # cold_copy_gbps <= 1.1 x dram_gbps: inputs really come from DRAM
+    plateau_check_gbps: float = 0.0  # the largest footprint again, in turns with the cold copy
+    cold_verified: bool = False  # cold copy <= 1.1 x plateau check: inputs really come from DRAM
 
     def as_env(self) -> dict[str, Any]:
         return {
@@ -184,16 +186,27 @@ class CacheProbe:
             "effective_cache_bytes": self.effective_cache_bytes,
             "rotation_bytes": self.rotation_bytes,
             "cold_copy_gbps": round(self.cold_copy_gbps, 3),
+            "plateau_check_gbps": round(self.plateau_check_gbps, 3),
             "cold_verified": self.cold_verified,
         }
 
 
 def probe_cache(
-    copy: Callable[[int, int], float], reported_bytes: int, max_bytes: int, max_rotation_bytes: int
+    copy: Callable[[int, int], float],
+    reported_bytes: int,
+    max_bytes: int,
+    max_rotation_bytes: int,
+    repeats: int = PROBE_REPEATS,
 ) -> CacheProbe:
     """Sweep footprints from a quarter of the reported cache up to `max_bytes` (x4 a step); the
     rotation is twice the effective cache, at most `max_rotation_bytes` (then `cold_verified` says
     whether that still reaches DRAM).
+
+    A shared machine's bandwidth moves by a fifth from one second to the next, so one copy per
+    footprint can put a fast point past the plateau (or a slow one before it): the sweep runs
+    `repeats` times in turns and keeps each footprint's median; the plateau starts where two
+    footprints in a row are on it; the cold copy alternates with a copy of the largest footprint,
+    and the two medians are compared.
 
     `copy(footprint_bytes, buffers)` returns GB/s. Never timed against any implementation: it runs
     once, at the start of a run, in the copy worker.
@@ -204,19 +217,26 @@ def probe_cache(
     while size < max_bytes:
         sizes.append(size)
         size *= 4
-    for size in [*sizes, max_bytes]:
-        probe.sweep.append((size, copy(size, copy_pieces(size))))
-    if not probe.sweep:
-        return probe
-    tail = [g for _, g in probe.sweep[-2:]]
-    probe.dram_gbps = statistics.median(tail)  # the two largest footprints: both past every cache
-    effective = probe.sweep[-1][0]
-    for footprint, gbps in reversed(probe.sweep):
-        if gbps > PLATEAU_SLACK * probe.dram_gbps:
-            break
-        effective = footprint
-    probe.effective_cache_bytes = max(effective, reported_bytes)
+    sizes.append(max_bytes)
+    seen: dict[int, list[float]] = {s: [] for s in sizes}
+    for _ in range(repeats):
+        for s in sizes:
+            seen[s].append(copy(s, copy_pieces(s)))
+    probe.sweep = [(s, statistics.median(seen[s])) for s in sizes]
+    probe.dram_gbps = statistics.median(g for _, g in probe.sweep[-2:])  # both past every cache
+
+    def on_plateau(i: int) -> bool:
+        return i >= len(probe.sweep) or probe.sweep[i][1] <= PLATEAU_SLACK * probe.dram_gbps
+
+    last = len(sizes) - 1
+    first = next((i for i in range(last) if on_plateau(i) and on_plateau(i + 1)), last)
+    probe.effective_cache_bytes = max(probe.sweep[first][0], reported_bytes)
     probe.rotation_bytes = min(2 * probe.effective_cache_bytes, max_rotation_bytes)
-    probe.cold_copy_gbps = copy(probe.rotation_bytes, copy_pieces(probe.rotation_bytes))
-    probe.cold_verified = probe.cold_copy_gbps <= 1.1 * probe.dram_gbps
+    cold, plateau = [], []
+    for _ in range(repeats):
+        cold.append(copy(probe.rotation_bytes, copy_pieces(probe.rotation_bytes)))
+        plateau.append(copy(max_bytes, copy_pieces(max_bytes)))
+    probe.cold_copy_gbps = statistics.median(cold)
+    probe.plateau_check_gbps = statistics.median(plateau)
+    probe.cold_verified = probe.cold_copy_gbps <= 1.1 * probe.plateau_check_gbps
     return probe

@@ -6,7 +6,9 @@ the next process gets: allocator state, page faults, what is still in the cache.
 configuration K times, each a new `bench run` (new workers, new inputs), and reports per
 implementation and case the spread (max/min - 1) of the K medians beside whether the runs agreed
 on fault state and cache residency: a spread with equal states is noise; with unequal states it
-is the state, not the code.
+is the state, not the code. The speed-of-light copies each run measured (start, between groups,
+end) give the machine's own noise floor beside it: on a shared VM no median agrees better than
+the machine's bandwidth does.
 """
 
 from __future__ import annotations
@@ -79,6 +81,39 @@ def spreads(paths: list[Path]) -> list[Spread]:
     return out
 
 
+@dataclass(frozen=True)
+class Floor:
+    """The machine's own noise over the K runs: the speed-of-light copy, measured several times in
+    each run. Implementations' medians cannot be expected to agree better than this moved."""
+
+    device: str
+    gbps: tuple[float, ...]  # every copy measurement of every run, in order
+    spread: float  # max/min - 1 over all of them
+    worst_in_run: float  # the largest max/min - 1 within one run
+
+
+def noise_floor(paths: list[Path]) -> list[Floor]:
+    per_device: dict[str, list[list[float]]] = {}
+    for p in paths:
+        samples = read_env(p).get("copy_gbps_samples")
+        for device, values in samples.items() if isinstance(samples, dict) else ():
+            if (
+                isinstance(values, list)
+                and values
+                and all(isinstance(v, (int, float)) and v > 0 for v in values)
+            ):
+                per_device.setdefault(device, []).append([float(v) for v in values])
+    return [
+        Floor(
+            device,
+            tuple(v for run in runs for v in run),
+            max(max(run) for run in runs) / min(min(run) for run in runs) - 1,
+            max(max(run) / min(run) - 1 for run in runs),
+        )
+        for device, runs in sorted(per_device.items())
+    ]
+
+
 def run_many(runs: int, run_args: list[str], out_dir: Path) -> list[Path]:
     """`bench run RUN_ARGS --out DIR/run-k.jsonl`, K times, each in its own process."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +132,7 @@ def run_many(runs: int, run_args: list[str], out_dir: Path) -> list[Path]:
     return paths
 
 
-def print_table(found: list[Spread], out_dir: Path) -> None:
+def print_table(found: list[Spread], floors: list[Floor], out_dir: Path) -> None:
     head = f"{'implementation':28} {'case':36} {'median':>10} {'spread':>7}"
     print(f"{head}  faults/call        SOL          states")
     for s in found:
@@ -109,6 +144,12 @@ def print_table(found: list[Spread], out_dir: Path) -> None:
             f"{s.variant:28} {s.case:36} {median(s.medians_s) * 1e3:8.4g}ms {s.spread:7.1%}{mark:5} "
             f"{faults:18} {sols:12} {states}"
         )
+    for f in floors:
+        print(
+            f"the machine itself, {f.device}: copy bandwidth {min(f.gbps):.1f}-{max(f.gbps):.1f} GB/s over "
+            f"the runs (spread {f.spread:.0%}; {f.worst_in_run:.0%} within one run at worst)"
+        )
     within = sum(s.within_target for s in found)
     print(f"{within} of {len(found)} within {TARGET_SPREAD:.0%}; runs and summary in {out_dir}")
-    (out_dir / "summary.json").write_text(json.dumps([asdict(s) for s in found], indent=1))
+    summary = {"spreads": [asdict(s) for s in found], "noise_floor": [asdict(f) for f in floors]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
