@@ -316,7 +316,7 @@ class Verdict:
 
     config: Config
     fastest: str
-    per_framework: tuple[tuple[str, str], ...]  # (framework, its fastest variant)
+    per_framework: tuple[tuple[str, str], ...]  # (framework, its fastest library variant)
     torch_vs_keras: Comparison | None  # a = PyTorch's best, b = Keras's best
     small_planes: str | None  # fastest on planes < SMALL_PLANE
     large_planes: str | None
@@ -341,7 +341,7 @@ def verdict(config: Config, ms: Sequence[Measurement]) -> Verdict | None:
         return None
     per_fw = {}
     for fw in sorted({m.framework for m in ms}):
-        best = best_variant(_of(ms, framework=fw))
+        best = best_variant(_library(_of(ms, framework=fw)))
         if best:
             per_fw[fw] = best
     tvk = None
@@ -385,9 +385,11 @@ class Best:
 @dataclass(frozen=True)
 class LayoutAnswer:
     layout: str
-    torch: Best | None
+    torch: Best | None  # PyTorch's best library implementation (no "own" kernel)
     keras: Best | None
     comparison: Comparison | None  # a = PyTorch's best, b = Keras's best
+    own: Best | None = None  # the best kernel written for normbench ("own" role), any framework
+    own_vs_torch: Comparison | None = None  # a = that kernel, b = PyTorch's best
 
 
 @dataclass(frozen=True)
@@ -437,12 +439,29 @@ class Headline:
     article_edge_failures: tuple[EdgeFailure, ...]
 
 
-def _best(framework: str, ms: Sequence[Measurement]) -> Best | None:
-    variant = best_variant(_of(ms, framework=framework))
+def _library(ms: Iterable[Measurement]) -> list[Measurement]:
+    """Rows of the libraries' own implementations: the question is which library, so a kernel
+    written for normbench (role "own") never answers for the framework it is called from."""
+    return [m for m in ms if "own" not in m.roles]
+
+
+def _best(framework: str | None, ms: Sequence[Measurement]) -> Best | None:
+    """The fastest correct library variant of `framework`; with None, the fastest "own" kernel."""
+    mine = _library(_of(ms, framework=framework)) if framework else [m for m in ms if "own" in m.roles]
+    variant = best_variant(mine)
     if variant is None:
         return None
-    largest = max((m for m in ms if m.variant == variant and m.usable), key=lambda m: m.elements)
-    return Best(framework, variant, largest.sol_fraction, largest.shape, largest.cache_resident)
+    largest = max((m for m in mine if m.variant == variant and m.usable), key=lambda m: m.elements)
+    return Best(largest.framework, variant, largest.sol_fraction, largest.shape, largest.cache_resident)
+
+
+def _versus(a: Best | None, b: Best | None, ms: Sequence[Measurement]) -> Comparison | None:
+    if not (a and b):
+        return None
+    return compare(
+        a.variant, [m for m in ms if m.variant == a.variant and m.usable],
+        b.variant, [m for m in ms if m.variant == b.variant and m.usable],
+    )  # fmt: skip
 
 
 def _worst(values: Iterable[float | None]) -> float | None:
@@ -470,13 +489,10 @@ def answer(
     for layout in [lay for lay in LAYOUTS if any(m.layout == lay for m in here)]:
         g = _of(here, layout=layout)
         torch, keras = (_best(fw, g) for fw in QUESTION)
-        comparison = None
-        if torch and keras:
-            comparison = compare(
-                torch.variant, [m for m in g if m.variant == torch.variant and m.usable],
-                keras.variant, [m for m in g if m.variant == keras.variant and m.usable],
-            )  # fmt: skip
-        layouts.append(LayoutAnswer(layout, torch, keras, comparison))
+        own = _best(None, g)
+        layouts.append(
+            LayoutAnswer(layout, torch, keras, _versus(torch, keras, g), own, _versus(own, torch, g))
+        )
     snippets = {
         fw: sorted({m.variant for m in here if "article" in m.roles and m.framework == fw}) for fw in QUESTION
     }

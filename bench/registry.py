@@ -37,6 +37,8 @@ EPS_AT = ("sqrt", "std")  # eps inside the square root (added to the variance), 
 ROLES = (
     "article",  # a snippet of the article this benchmark answers (see README)
     "baseline",  # the default reference of the speedup heatmaps
+    "own",  # a kernel written for normbench, not a library's op: the answer compares libraries
+    # without it, then says how it does beside them (the limit can be reached)
 )
 
 Builder = Callable[[Any], Callable[..., Any]]

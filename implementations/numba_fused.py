@@ -246,6 +246,7 @@ class NumbaInstanceNorm2d(torch.nn.Module):
     modes=("forward", "backward", "train"),
     dtypes=("float32", "float16", "bfloat16"),
     devices=("cpu",),
+    roles=("own",),
 )
 def numba_fused(case):
     # The run's --threads reaches torch through the worker; give Numba's pool the same count.

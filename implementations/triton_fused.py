@@ -385,7 +385,14 @@ class PlaneNorm(torch.autograd.Function):
 
 # CUDA only in sweeps: on CPU the kernels run in Triton's interpreter, an emulator whose times mean
 # nothing; tests/test_triton_fused.py checks them there against the float64 reference.
-@register(framework="triton", layout=("NCHW", "NHWC"), std="population", eps_at="sqrt", devices=("cuda",))
+@register(
+    framework="triton",
+    layout=("NCHW", "NHWC"),
+    std="population",
+    eps_at="sqrt",
+    devices=("cuda",),
+    roles=("own",),
+)
 def triton_fused(case):
     eps = float(case.eps)
     return lambda x: PlaneNorm.apply(x, eps)

@@ -3,6 +3,7 @@ framework is imported, nothing is rendered."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -344,6 +345,40 @@ def test_a_v1_file_gets_roles_from_migration():
         ("torch_compile", "torch_module"),
         ("tf_function", "keras_lambda[tensorflow]"),
     }
+
+
+def test_an_own_kernel_never_answers_for_the_library_it_is_called_from(a, tmp_path):
+    """A kernel written for normbench (role "own") is not "PyTorch's best": the libraries are
+    compared without it, and it is set beside PyTorch's best in a sentence of its own."""
+    (h,) = a.headlines
+    nchw = next(la for la in h.main.layouts if la.layout == "NCHW")
+    champion = nchw.torch.variant  # PyTorch's best library variant in run_a
+    assert nchw.own is None and nchw.own_vs_torch is None
+    lines = []
+    for line in RUN_A.read_text().splitlines():
+        d = json.loads(line)
+        if d["impl"] == champion:
+            d["roles"] = ["own"]
+        lines.append(json.dumps(d))
+    own_file = tmp_path / "own.jsonl"
+    own_file.write_text("\n".join(lines) + "\n")
+    write_env(own_file, *next(iter(read_envs(RUN_A).items())))
+    b = analysis.analyse(analysis.load([own_file]))
+    (h2,) = b.headlines
+    la = next(x for x in h2.main.layouts if x.layout == "NCHW")
+    assert la.own.variant == champion and la.torch.variant not in (champion, None)
+    assert la.keras.variant == nchw.keras.variant
+    ms = config(b, "forward", "NCHW").measurements
+    ratio, n = _geomean_ratio(ms, champion, la.torch.variant)
+    assert la.own_vs_torch.ratio == pytest.approx(ratio) and la.own_vs_torch.shapes == n
+    (v,) = [v for v in b.verdicts if (v.config.mode, v.config.layout) == ("forward", "NCHW")]
+    assert dict(v.per_framework)["torch"] == la.torch.variant and v.fastest == champion
+    page = tmp_path / "report"
+    from bench.report import render
+
+    render([own_file], page)
+    text = re.sub(r"\s+", " ", html.unescape((page / "index.html").read_text()))
+    assert f"normbench's own kernel {champion} (called from PyTorch)" in text
 
 
 def test_baseline_override_and_unknown_baseline():

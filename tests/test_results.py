@@ -100,6 +100,14 @@ def test_v1_rows_migrate_to_the_roles_v1_knew_by_name(tmp_path):
     assert row.compiled_from == "torch_module" and row.schema_version == 2
 
 
+def test_own_kernels_rows_written_before_the_own_role_read_as_declaring_it(tmp_path):
+    path = tmp_path / "early.jsonl"
+    rows = [_row(impl="numba_fused", roles=()), _row(impl="torch_group_norm", roles=())]
+    path.write_text("".join(json.dumps(r.__dict__, default=list) + "\n" for r in rows))
+    got = {r.impl: r.roles for r in read_rows(path)}
+    assert got == {"numba_fused": ("own",), "torch_group_norm": ()}
+
+
 def test_a_full_disk_leaves_whole_lines_and_says_how_many_rows_are_safe(tmp_path, monkeypatch):
     import errno
     import os
