@@ -74,34 +74,40 @@ def test_the_copy_under_the_cold_policy_does_not_beat_dram():
         assert copy.gbps == pytest.approx(cache["dram_gbps"], abs=1e-3) and copy.gbps > 0
         if cache["cold_verified"]:
             break
-    assert cache["cold_copy_gbps"] <= 1.1 * cache["dram_gbps"], cache
+    assert cache["cold_copy_gbps"] <= 1.1 * cache["plateau_check_gbps"], cache
 
 
 def test_a_memory_hungry_neighbour_does_not_change_the_next_ones_time(tmp_path):
-    """Steady allocator state: torch_group_norm alone and interleaved with an implementation that
-    fills and frees 384 MiB of heap every call agree within 10 % and pay no page faults."""
+    """Steady allocator state: torch_group_norm beside an implementation that fills and frees 384 MiB
+    of heap every call runs as fast as beside that neighbour's twin without the temporaries (both
+    runs have the same interleaved rounds and differ only in what the neighbour does to the heap),
+    within 10 %, and neither pays page faults.
+
+    The statistic is each process's fastest call, pooled over the runs: on this shared VM a
+    process's median moves by up to 2x from one minute to the next whatever it runs (0.34 to 0.76
+    ms here, neighbour or not), while its fastest call stays within a few percent. A neighbour that
+    left the allocator in another state would make every call pay, the fastest included, and fail
+    the fault check at once. The runs alternate (quiet, hungry, then hungry, quiet), four pairs at
+    most, until the pooled values agree."""
     from tests.conftest import run_rows
 
-    common = ["--shape", "4,64,64,64", "--device", "cpu", "--threads", "1", "--preset", "smoke",
-              "--max-time", "1", "--impl-path", CALIBRATION]  # fmt: skip
-    # Alone and beside in turns, pooled: two separate processes on a shared VM differ by a few
-    # percent anyway; the question is whether the neighbour moves the median, not the noise.
-    alone_s, beside_s = [], []
-    for attempt in range(3):
-        _, alone = run_rows(tmp_path / f"alone{attempt}", "--impl", "torch_group_norm", *common)
-        proc, beside = run_rows(
-            tmp_path / f"beside{attempt}", "--impl", "torch_group_norm", "--impl", "torch_hungry", *common
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        a = next(r for r in alone if r.impl == "torch_group_norm")
-        b = next(r for r in beside if r.impl == "torch_group_norm")
-        assert a.faults_per_call < 1 and b.faults_per_call < 1, (a.faults_per_call, b.faults_per_call)
-        alone_s.append(a.time_median_s)
-        beside_s.append(b.time_median_s)
-        ratio = statistics.median(beside_s) / statistics.median(alone_s)
+    common = ["--impl", "torch_group_norm", "--shape", "4,64,64,64", "--device", "cpu", "--threads", "1",
+              "--preset", "smoke", "--max-time", "1", "--impl-path", CALIBRATION]  # fmt: skip
+    fastest: dict[str, list[float]] = {"torch_quiet": [], "torch_hungry": []}
+    runs = {}
+    for attempt in range(4):
+        order = ("torch_quiet", "torch_hungry") if attempt % 2 == 0 else ("torch_hungry", "torch_quiet")
+        for neighbour in order:
+            proc, rows = run_rows(tmp_path / f"{neighbour}{attempt}", "--impl", neighbour, *common)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            runs[neighbour] = {r.impl: r for r in rows if r.input_kind == "random"}
+            mine = runs[neighbour]["torch_group_norm"]
+            assert mine.status == "ok" and mine.faults_per_call < 1, (neighbour, mine.faults_per_call)
+            fastest[neighbour].append(min(mine.samples_s))
+        ratio = statistics.median(fastest["torch_hungry"]) / statistics.median(fastest["torch_quiet"])
         if abs(ratio - 1) <= 0.10:
             break
-    assert abs(ratio - 1) <= 0.10, f"beside / alone = {ratio:.3f} ({beside_s} / {alone_s})"
-    hungry = next(r for r in beside if r.impl == "torch_hungry")
-    assert hungry.extra_mem_bytes >= 300 << 20  # it really is hungry
-    assert read_env(tmp_path / "beside0" / "run.jsonl")["cache"]["cpu"]["sweep"]
+    assert abs(ratio - 1) <= 0.10, f"beside hungry / beside quiet = {ratio:.3f} ({fastest})"
+    hungry, quiet = runs["torch_hungry"]["torch_hungry"], runs["torch_quiet"]["torch_quiet"]
+    assert hungry.extra_mem_bytes >= 300 << 20 > quiet.extra_mem_bytes  # it really is hungry; its twin not
+    assert read_env(tmp_path / "torch_hungry0" / "run.jsonl")["cache"]["cpu"]["sweep"]
