@@ -32,29 +32,26 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
     return int(value)
 
 
-def parse_seconds(text: str | None, option: str) -> float | None:
-    """A positive, finite number of seconds (nan or inf would silently disable a limit)."""
+def parse_positive(text: str | None, option: str, unit: str = "") -> float | None:
+    """A positive, finite number (nan or inf would silently disable a limit or poison a result)."""
     if text is None:
         return None
+    expected = f"bad {option} {text!r}; expected a positive, finite number{unit}"
     try:
         value = float(text)
     except ValueError:
-        raise BenchError(f"bad {option} {text!r}; expected a number of seconds") from None
+        raise BenchError(expected) from None
     if not math.isfinite(value) or value <= 0:
-        raise BenchError(f"bad {option} {text!r}; expected a positive, finite number of seconds")
+        raise BenchError(expected)
     return value
+
+
+def parse_seconds(text: str | None, option: str) -> float | None:
+    return parse_positive(text, option, " of seconds")
 
 
 def parse_eps(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"bad --eps {text!r}; expected a positive number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BenchError(f"bad --eps {text!r}; expected a positive, finite number")
-    return value
+    return parse_positive(text, "--eps")
 
 
 def build_parser() -> argparse.ArgumentParser:

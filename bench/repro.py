@@ -23,7 +23,7 @@ from statistics import median
 from bench.cases import MeasurementKey
 from bench.errors import BenchError
 from bench.results import read_env, read_rows
-from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, sol_fraction
+from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, positive_numbers, sol_fraction
 
 TARGET_SPREAD = 0.10
 
@@ -97,12 +97,8 @@ def noise_floor(paths: list[Path]) -> list[Floor]:
     for p in paths:
         samples = read_env(p).get("copy_gbps_samples")
         for device, values in samples.items() if isinstance(samples, dict) else ():
-            if (
-                isinstance(values, list)
-                and values
-                and all(isinstance(v, (int, float)) and v > 0 for v in values)
-            ):
-                per_device.setdefault(device, []).append([float(v) for v in values])
+            if found := positive_numbers(values):
+                per_device.setdefault(device, []).append(found)
     return [
         Floor(
             device,

@@ -468,7 +468,7 @@ class Run(Listener):
                 self.say(
                     f"warning: {device}: copies rotating through {rotation_mib} MiB still "
                     f"ran at {event.cache['cold_copy_gbps']:.1f} GB/s, over the DRAM plateau "
-                    f"{event.cache.get('plateau_check_gbps') or event.cache['dram_gbps']:.1f} GB/s "
+                    f"{event.cache['plateau_check_gbps']:.1f} GB/s "
                     "measured in turns with them: cold-cache times may be partly cache-resident"
                 )
         self.say(f"copy bandwidth on {device}: {event.gbps:.1f} GB/s (read + write)")

@@ -44,7 +44,7 @@ FAULTING_PER_CALL = 1.0  # minor page faults per timed call from which a time in
 FAULT_FACTOR = 4.0  # two faulting rows whose faults per call differ this much are in different states
 
 
-def _positive_numbers(value: Any) -> list[float]:
+def positive_numbers(value: Any) -> list[float]:
     items = value if isinstance(value, list | tuple) else [value]
     return [
         float(v)
@@ -57,11 +57,11 @@ def copy_gbps_samples(env: Mapping[str, Any], device: str) -> list[float]:
     """The copy bandwidths (GB/s, read + write) a run measured on `device`: at start, between worker
     groups and at the end (`copy_gbps_samples`), or the one median older sidecars hold."""
     samples = env.get("copy_gbps_samples")
-    found = _positive_numbers(samples.get(device)) if isinstance(samples, Mapping) else []
+    found = positive_numbers(samples.get(device)) if isinstance(samples, Mapping) else []
     if found:
         return found
     single = env.get("copy_gbps")
-    return _positive_numbers(single.get(device)) if isinstance(single, Mapping) else []
+    return positive_numbers(single.get(device)) if isinstance(single, Mapping) else []
 
 
 def sol_fraction(achieved_gbps: float | None, env: Mapping[str, Any], device: str) -> float | None:
