@@ -1051,7 +1051,8 @@ class RunInfo:
     threads: str
     gpus: tuple[str, ...]
     copy: tuple[CopyBandwidth, ...]
-    effective_cache_bytes: tuple[tuple[str, int], ...]
+    # device, bytes, and when the sweep that found it ran when the run reused an earlier one ("")
+    effective_cache_bytes: tuple[tuple[str, int, str], ...]
     # device, bytes the cold policy rotated through, and whether a copy under it stayed at DRAM speed
     cold_cache: tuple[tuple[str, int, bool], ...]
     packages: tuple[tuple[str, str], ...]
@@ -1079,15 +1080,23 @@ def run_info(results: Results, label: str) -> RunInfo:
         if samples:
             copy.append(CopyBandwidth(d, float(np.median(samples)), min(samples), max(samples), len(samples)))
     cache = env.get("effective_cache_bytes")
+    probes = env.get("cache")
+    probes = probes if isinstance(probes, Mapping) else {}
+
+    def reused_from(device: str) -> str:
+        p = probes.get(device)
+        if not (isinstance(p, Mapping) and p.get("sweep_reused")):
+            return ""
+        return _text(p.get("swept_at")) or "an earlier run"
+
     caches = tuple(
-        (str(d), int(v))
+        (str(d), int(v), reused_from(d))
         for d, v in (cache.items() if isinstance(cache, Mapping) else [])
         if isinstance(v, int) and not isinstance(v, bool)
     )
-    probes = env.get("cache")
     cold = tuple(
         (str(d), int(p["rotation_bytes"]), bool(p.get("cold_verified")))
-        for d, p in (probes.items() if isinstance(probes, Mapping) else [])
+        for d, p in probes.items()
         if isinstance(p, Mapping) and isinstance(p.get("rotation_bytes"), int)
     )
     gpus = []

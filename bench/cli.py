@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first error row")
     run.add_argument("--report", action="store_true", help="render reports/<run_id>/ afterwards")
     run.add_argument("--edge", action="store_true", help="also check the edge cases (robustness table)")
+    run.add_argument(
+        "--reprobe",
+        action="store_true",
+        help="sweep the caches again (default: reuse this machine's sweep of the last day)",
+    )
     run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     add_source_args(run)
     add_cluster_args(run)
@@ -250,6 +255,8 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
         given["max_memory_bytes"] = parse_size(args.max_memory)
     if args.fail_fast:
         given["fail_fast"] = True
+    if args.reprobe:
+        given["reprobe"] = True
     if args.shard:
         from bench.shards import parse_shard
 
@@ -258,7 +265,7 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
 
 
 # Options that change how a run is supervised, not what it measures: --resume may change them.
-SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast")
+SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast", "reprobe")
 # run options that only a submission (--executor) takes
 CLUSTER_ONLY = ("folder", "partition", "constraint", "gpus_per_job", "time", "array_parallelism", "cpu_jobs")
 

@@ -1,9 +1,11 @@
-"""The env sidecar: versions, CPU and GPU, git commit, command line, settings of one run."""
+"""The env sidecar: versions, CPU and GPU, git commit, command line, settings of one run; and the
+machine facts kept between runs (the cache sweep)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -129,3 +131,64 @@ def cuda_device_count() -> int:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return 0
     return len([g for g in gpu_info() if g.get("name")])
+
+
+# ---- this machine's cache sweep, kept between runs ----------------------------------------------
+
+SWEEP_MAX_AGE_S = 24 * 3600
+SWEEP_FORMAT = 1  # bump when the sweep's method changes: older sweeps are then measured again
+
+
+def cache_dir() -> Path:
+    """normbench's per-user cache: $NORMBENCH_CACHE_DIR, else $XDG_CACHE_HOME/normbench, else
+    ~/.cache/normbench."""
+    if os.environ.get("NORMBENCH_CACHE_DIR"):
+        return Path(os.environ["NORMBENCH_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normbench"
+
+
+class SweepStore:
+    """Copy-bandwidth sweeps (`bench.memory.probe_cache`) by machine: host, CPU, device, threads,
+    copy method and footprints (`key`). A sweep younger than SWEEP_MAX_AGE_S is reused. The file
+    is a cache: unreadable, foreign or unwritable means "measure again", never an error."""
+
+    def __init__(self, path: Path | None = None, max_age_s: float = SWEEP_MAX_AGE_S) -> None:
+        self.path = path or cache_dir() / "cache-sweeps.json"
+        self.max_age_s = max_age_s
+
+    @staticmethod
+    def key(**facts: Any) -> str:
+        facts = {"format": SWEEP_FORMAT, "host": socket.gethostname(), "cpu": cpu_model(), **facts}
+        return json.dumps(facts, sort_keys=True)
+
+    def _entries(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def load(self, key: str) -> tuple[list[tuple[int, float]], str] | None:
+        """(sweep, swept_at) for `key` when fresh and well formed, else None."""
+        entry = self._entries().get(key)
+        if not isinstance(entry, dict):
+            return None
+        try:
+            at = str(entry["swept_at"])
+            age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(at)).total_seconds()
+            sweep = [(int(b), float(g)) for b, g in entry["sweep"]]
+        except (TypeError, KeyError, ValueError):
+            return None
+        ok = 0 <= age < self.max_age_s and sweep and all(b > 0 and 0 < g < float("inf") for b, g in sweep)
+        return (sweep, at) if ok else None
+
+    def save(self, key: str, sweep: list[tuple[int, float]], swept_at: str) -> None:
+        entries = self._entries()
+        entries[key] = {"sweep": [[b, g] for b, g in sweep], "swept_at": swept_at}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(entries, indent=1))
+            os.replace(tmp, self.path)  # two runs saving at once: one of them wins, the file stays whole
+        except OSError:
+            tmp.unlink(missing_ok=True)

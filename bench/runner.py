@@ -72,6 +72,7 @@ class RunConfig:
     fail_fast: bool = False
     shard: str = ""  # "K/N": only that part of the plan (bench.shards); empty: the whole plan
     groups: tuple[str, ...] = ()  # only these worker groups (a cluster job's); empty: every group
+    reprobe: bool = False  # sweep the caches again instead of reusing this machine's last sweep
 
     @property
     def limits(self) -> Limits:
@@ -525,6 +526,7 @@ class Run(Listener):
                     device=device,
                     threads=self.cfg.threads,
                     probe_cache=True,
+                    reuse_sweep=not self.cfg.reprobe,
                     rotation_bytes=max_rotation_bytes(device),
                 )
                 self.copiers[device] = CopyService(spec, self)

@@ -49,6 +49,7 @@ NOT_IDENTITY = (
     "import_timeout_s",
     "max_memory_bytes",
     "fail_fast",
+    "reprobe",
     "shard",
     "groups",
     "impl_paths",
@@ -77,7 +78,7 @@ def parse_shard(text: str, option: str = "--shard") -> Shard:
 
 
 def group_label(framework: str, backend: str | None, device: str) -> str:
-    """A worker group's name, as `WorkerSpec.label` writes it: `keras-jax/cpu`, `torch/cuda:0`."""
+    """A worker group's name, as `WorkerSpec.label` writes it: `torch/cuda:0`, `<framework>-<backend>/cpu`."""
     return f"{framework}{'-' + backend if backend else ''}/{device}"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import memory, reference
+from bench import environment, memory, reference
 from bench.cases import Case
 from bench.frameworks import Adapter, OutputError, buffer_count, make_adapter
 from bench.registry import Impl, format_exception, load_one
@@ -429,7 +429,18 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         return adapter.copy_bandwidth_gbps(dev, footprint // 2, buffers)
 
     if spec.probe_cache:
-        probed = memory.probe_cache(copy_gbps, adapter.cache_bytes(dev), spec.copy_bytes, spec.rotation_bytes)
+        store = environment.SweepStore()
+        key = store.key(
+            device=adapter.device_name(dev), threads=spec.threads, affinity=len(os.sched_getaffinity(0)),
+            copy=f"{adapter.name} {adapter.version()}", cache_bytes=adapter.cache_bytes(dev),
+            max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
+        )  # fmt: skip
+        known = store.load(key) if spec.reuse_sweep else None
+        probed = memory.probe_cache(
+            copy_gbps, adapter.cache_bytes(dev), spec.copy_bytes, spec.rotation_bytes, known=known
+        )
+        if not probed.sweep_reused and probed.cold_verified:  # a sweep that failed its own check is not kept
+            store.save(key, probed.sweep, probed.swept_at)
         emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
     else:
         gbps = copy_gbps(spec.copy_bytes, memory.copy_pieces(spec.copy_bytes))

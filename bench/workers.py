@@ -75,6 +75,7 @@ class WorkerSpec:
     rotation_bytes: int = 0  # cold policy: inputs rotate through at least this many bytes (0: 2x cache)
     copy_bytes: int = 0  # task "copy": footprint of the copy
     probe_cache: bool = False  # task "copy": also sweep bandwidth against footprint
+    reuse_sweep: bool = False  # task "copy": take this machine's sweep of the last day when there is one
 
     @property
     def label(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ import pytest
 from bench.results import Row, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
+# Runs started by the tests keep their machine facts (the cache sweep) beside the tests' own files,
+# not in the user's ~/.cache; one directory for every test process, so the sweep is made once.
+TEST_CACHE_DIR = Path(tempfile.gettempdir()) / f"normbench-tests-{os.getuid()}"
+os.environ.setdefault("NORMBENCH_CACHE_DIR", str(TEST_CACHE_DIR))
 
 
 def cli(
