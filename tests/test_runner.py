@@ -109,3 +109,32 @@ def test_rows_are_completed_with_the_runs_facts(tmp_path):
     done = run.complete(row)
     assert (done.run_id, done.machine, done.threads) == ("rid", "box", 2)
     assert done.achieved_gbps == pytest.approx(4.0) and done.sol_fraction == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("reprobe", [False, True])
+def test_the_copy_worker_reuses_the_machines_sweep_unless_told_to_reprobe(tmp_path, monkeypatch, reprobe):
+    import bench.runner as runner
+
+    specs = []
+
+    class FakeCopyService:
+        def __init__(self, spec, listener):
+            specs.append(spec)
+
+        def measure(self, copy_bytes):
+            return True
+
+    monkeypatch.setattr(runner, "CopyService", FakeCopyService)
+    monkeypatch.setattr(runner.Run, "write_env", lambda self: None)
+    run = Run(cfg(reprobe=reprobe), tmp_path / "r.jsonl", progress=Progress())
+    run.measure_copy()
+    (spec,) = specs
+    assert spec.task == "copy" and spec.probe_cache and spec.reuse_sweep is not reprobe
+
+
+def test_reprobe_is_a_supervision_option_that_a_resume_may_change():
+    from bench.cli import SUPERVISION, build_parser, run_options
+
+    args = build_parser().parse_args(["run", "--reprobe"])
+    assert run_options(args) == {"reprobe": True} and "reprobe" in SUPERVISION
+    assert run_options(build_parser().parse_args(["run"])) == {}
