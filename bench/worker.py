@@ -430,8 +430,9 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
 
     if spec.probe_cache:
         store = environment.SweepStore()
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         key = store.key(
-            device=adapter.device_name(dev), threads=spec.threads, affinity=len(os.sched_getaffinity(0)),
+            device=adapter.device_name(dev), threads=spec.threads, affinity=cpus,
             copy=f"{adapter.name} {adapter.version()}", cache_bytes=adapter.cache_bytes(dev),
             max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
         )  # fmt: skip
