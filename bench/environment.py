@@ -3,6 +3,7 @@ machine facts kept between runs (the cache sweep)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -191,4 +192,5 @@ class SweepStore:
             tmp.write_text(json.dumps(entries, indent=1))
             os.replace(tmp, self.path)  # two runs saving at once: one of them wins, the file stays whole
         except OSError:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the directory may not exist, or be a file
+                tmp.unlink(missing_ok=True)

@@ -85,6 +85,10 @@ def test_a_broken_or_foreign_store_means_sweep_again(tmp_path):
     assert store.load(key) is not None
     (tmp_path / "ro").mkdir(mode=0o500)
     SweepStore(tmp_path / "ro" / "sub" / "sweeps.json").save(key, SWEEP, "now")  # unwritable: no error
+    (tmp_path / "a_file").write_text("")
+    in_a_file = SweepStore(tmp_path / "a_file" / "sweeps.json")  # $NORMBENCH_CACHE_DIR names a file
+    in_a_file.save(key, SWEEP, "now")
+    assert in_a_file.load(key) is None
 
 
 def test_the_second_run_reuses_the_sweep(tmp_path, monkeypatch):
