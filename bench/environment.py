@@ -178,7 +178,7 @@ class SweepStore:
             at = str(entry["swept_at"])
             age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(at)).total_seconds()
             sweep = [(int(b), float(g)) for b, g in entry["sweep"]]
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):
             return None
         ok = 0 <= age < self.max_age_s and sweep and all(b > 0 and 0 < g < float("inf") for b, g in sweep)
         return (sweep, at) if ok else None

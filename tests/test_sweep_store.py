@@ -77,6 +77,7 @@ def test_a_broken_or_foreign_store_means_sweep_again(tmp_path):
         json.dumps({key: {"sweep": [[8, float("inf")]], "swept_at": now}}),
         json.dumps({key: {"sweep": [], "swept_at": now}}),
         json.dumps({key: {"sweep": [[8, 1.0]], "swept_at": "yesterday"}}),
+        json.dumps({key: {"sweep": [[float("inf"), 1.0]], "swept_at": now}}),  # json writes Infinity
     )
     for text in broken:
         path.write_text(text)
