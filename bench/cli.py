@@ -264,8 +264,6 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
     return given
 
 
-# Options that change how a run is supervised, not what it measures: --resume may change them.
-SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast", "reprobe")
 # run options that only a submission (--executor) takes
 CLUSTER_ONLY = ("folder", "partition", "constraint", "gpus_per_job", "time", "array_parallelism", "cpu_jobs")
 
@@ -298,6 +296,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.environment import new_run_id
     from bench.runner import ROOT, Run, config_differences, resume_config
+    from bench.shards import SUPERVISION
 
     if args.executor or (args.resume and Path(args.resume).is_dir()):
         return cmd_run_cluster(args)
@@ -389,6 +388,7 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
     from bench.cluster import ClusterOptions, ClusterRun, read_manifest
     from bench.environment import new_run_id
     from bench.runner import ROOT, RunConfig, config_differences
+    from bench.shards import SUPERVISION
 
     if args.shard:
         raise BenchError("--shard with --executor: a submission is already split, one job per worker group")

@@ -41,20 +41,13 @@ if TYPE_CHECKING:
     from bench.registry import Impl
     from bench.runner import Plan, RunConfig
 
-# RunConfig fields that do not change what is measured: supervision (the CLI's SUPERVISION, which
-# --resume may change), which part of the plan a run takes, and where implementations were found
-# (absolute paths differ between checkouts; the measurement keys say what was found).
-NOT_IDENTITY = (
-    "case_timeout_s",
-    "import_timeout_s",
-    "max_memory_bytes",
-    "fail_fast",
-    "reprobe",
-    "shard",
-    "groups",
-    "impl_paths",
-    "impl_modules",
-)
+# RunConfig fields that change how a run is supervised, not what it measures: `--resume` may change
+# them (the CLI), and they are no part of a plan's identity.
+SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_fast", "reprobe")
+# RunConfig fields that do not change what is measured: supervision, which part of the plan a run
+# takes, and where implementations were found (absolute paths differ between checkouts; the
+# measurement keys say what was found).
+NOT_IDENTITY = (*SUPERVISION, "shard", "groups", "impl_paths", "impl_modules")
 GROUP_SLACK = 0.25  # a cut moves to a group's edge within this fraction of a shard's measurements
 
 

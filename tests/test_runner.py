@@ -133,7 +133,8 @@ def test_the_copy_worker_reuses_the_machines_sweep_unless_told_to_reprobe(tmp_pa
 
 
 def test_reprobe_is_a_supervision_option_that_a_resume_may_change():
-    from bench.cli import SUPERVISION, build_parser, run_options
+    from bench.cli import build_parser, run_options
+    from bench.shards import SUPERVISION
 
     args = build_parser().parse_args(["run", "--reprobe"])
     assert run_options(args) == {"reprobe": True} and "reprobe" in SUPERVISION

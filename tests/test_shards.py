@@ -14,12 +14,12 @@ import pytest
 
 from bench import frameworks, shards
 from bench.analysis import load, run_info
-from bench.cli import SUPERVISION
 from bench.compare import compare_files
 from bench.errors import BenchError
 from bench.progress import Progress
 from bench.results import ResultsWriter, Row, read_envs, read_rows, write_env
 from bench.runner import Run, RunConfig, cases, make_plan
+from bench.shards import SUPERVISION
 from bench.timing import TimingSettings
 from tests.conftest import cli
 from tests.test_runner import impl
