@@ -429,20 +429,18 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         return adapter.copy_bandwidth_gbps(dev, footprint // 2, buffers)
 
     if spec.probe_cache:
+        name, cache_bytes = adapter.device_name(dev), adapter.cache_bytes(dev)
         store = environment.SweepStore()
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         key = store.key(
-            device=adapter.device_name(dev), threads=spec.threads, affinity=cpus,
-            copy=f"{adapter.name} {adapter.version()}", cache_bytes=adapter.cache_bytes(dev),
-            max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
+            device=name, threads=spec.threads, affinity=cpus, copy=f"{adapter.name} {adapter.version()}",
+            cache_bytes=cache_bytes, max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
         )  # fmt: skip
         known = store.load(key) if spec.reuse_sweep else None
-        probed = memory.probe_cache(
-            copy_gbps, adapter.cache_bytes(dev), spec.copy_bytes, spec.rotation_bytes, known=known
-        )
+        probed = memory.probe_cache(copy_gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known)
         if not probed.sweep_reused and probed.cold_verified:  # a sweep that failed its own check is not kept
             store.save(key, probed.sweep, probed.swept_at)
-        emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
+        emit(CopyResult(adapter.name, name, probed.dram_gbps, probed.as_env()))
     else:
         gbps = copy_gbps(spec.copy_bytes, memory.copy_pieces(spec.copy_bytes))
         emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
