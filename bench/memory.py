@@ -28,7 +28,6 @@ of both cores) is a property of the machine: a run reuses the same machine's swe
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import gc
 import os
 import resource
@@ -37,6 +36,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench import environment
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # mallopt parameters (malloc.h).
@@ -242,7 +243,7 @@ def probe_cache(
         for s in sizes:
             seen[s].append(copy(s, copy_pieces(s)))
     probe = _judge([(s, statistics.median(seen[s])) for s in sizes], reported_bytes, max_rotation_bytes)
-    probe.swept_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    probe.swept_at = environment.now()
     _check_cold(probe, copy, max_bytes, repeats)
     return probe
 
