@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--reprobe",
         action="store_true",
-        help="sweep the caches again (default: reuse this machine's sweep of the last day)",
+        help="sweep the caches and import every implementation again (default: reuse this machine's "
+        "sweep of the last day, and what unchanged files registered)",
     )
     run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     add_source_args(run)

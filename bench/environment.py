@@ -1,5 +1,5 @@
 """The env sidecar: versions, CPU and GPU, git commit, command line, settings of one run; and the
-machine facts kept between runs (the cache sweep)."""
+machine facts kept between runs (the cache sweep), in normbench's cache folder."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -148,44 +149,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "normbench"
 
 
-class SweepStore:
-    """Copy-bandwidth sweeps (`bench.memory.probe_cache`) by machine: host, CPU, device, threads,
-    copy method and footprints (`key`). A sweep younger than SWEEP_MAX_AGE_S is reused. The file
-    is a cache: unreadable, foreign or unwritable means "measure again", never an error."""
+class CacheFile:
+    """A JSON object of entries by key in normbench's cache folder. It is a cache: unreadable,
+    foreign or unwritable means "no entry" (measure or import again), never an error."""
 
-    def __init__(self, path: Path | None = None, max_age_s: float = SWEEP_MAX_AGE_S) -> None:
-        self.path = path or cache_dir() / "cache-sweeps.json"
-        self.max_age_s = max_age_s
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    @staticmethod
-    def key(**facts: Any) -> str:
-        facts = {"format": SWEEP_FORMAT, "host": socket.gethostname(), "cpu": cpu_model(), **facts}
-        return json.dumps(facts, sort_keys=True)
-
-    def _entries(self) -> dict[str, Any]:
+    def entries(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def load(self, key: str) -> tuple[list[tuple[int, float]], str] | None:
-        """(sweep, swept_at) for `key` when fresh and well formed, else None."""
-        entry = self._entries().get(key)
-        if not isinstance(entry, dict):
-            return None
-        try:
-            at = str(entry["swept_at"])
-            age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(at)).total_seconds()
-            sweep = [(int(b), float(g)) for b, g in entry["sweep"]]
-        except (TypeError, KeyError, ValueError, OverflowError):
-            return None
-        ok = 0 <= age < self.max_age_s and sweep and all(b > 0 and 0 < g < float("inf") for b, g in sweep)
-        return (sweep, at) if ok else None
-
-    def save(self, key: str, sweep: list[tuple[int, float]], swept_at: str) -> None:
-        entries = self._entries()
-        entries[key] = {"sweep": [[b, g] for b, g in sweep], "swept_at": swept_at}
+    def save(self, updates: dict[str, Any], keep: Callable[[Any], bool] = lambda entry: True) -> None:
+        """Add `updates` to the entries that `keep` accepts (the others are dropped)."""
+        entries = {k: v for k, v in self.entries().items() if keep(v)}
+        entries.update(updates)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,3 +175,42 @@ class SweepStore:
         except OSError:
             with contextlib.suppress(OSError):  # the directory may not exist, or be a file
                 tmp.unlink(missing_ok=True)
+
+
+def age_s(stamp: Any) -> float | None:
+    """Seconds since an ISO time stamp of now(); None when it is not one."""
+    try:
+        return (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(str(stamp))).total_seconds()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+class SweepStore:
+    """Copy-bandwidth sweeps (`bench.memory.probe_cache`) by machine: host, CPU, device, threads,
+    copy method and footprints (`key`). A sweep younger than SWEEP_MAX_AGE_S is reused."""
+
+    def __init__(self, path: Path | None = None, max_age_s: float = SWEEP_MAX_AGE_S) -> None:
+        self.file = CacheFile(path or cache_dir() / "cache-sweeps.json")
+        self.max_age_s = max_age_s
+
+    @staticmethod
+    def key(**facts: Any) -> str:
+        facts = {"format": SWEEP_FORMAT, "host": socket.gethostname(), "cpu": cpu_model(), **facts}
+        return json.dumps(facts, sort_keys=True)
+
+    def load(self, key: str) -> tuple[list[tuple[int, float]], str] | None:
+        """(sweep, swept_at) for `key` when fresh and well formed, else None."""
+        entry = self.file.entries().get(key)
+        if not isinstance(entry, dict):
+            return None
+        try:
+            at = str(entry["swept_at"])
+            sweep = [(int(b), float(g)) for b, g in entry["sweep"]]
+        except (TypeError, KeyError, ValueError, OverflowError):
+            return None
+        age = age_s(at)
+        ok = age is not None and 0 <= age < self.max_age_s
+        return (sweep, at) if ok and sweep and all(b > 0 and 0 < g < float("inf") for b, g in sweep) else None
+
+    def save(self, key: str, sweep: list[tuple[int, float]], swept_at: str) -> None:
+        self.file.save({key: {"sweep": [[b, g] for b, g in sweep], "swept_at": swept_at}})

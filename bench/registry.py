@@ -13,8 +13,12 @@ Lifecycle of an implementation:
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 import importlib
 import importlib.util
+import json
+import os
 import re
 import sys
 import traceback
@@ -25,6 +29,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
+from bench import environment
 from bench.cases import DTYPES, LAYOUTS, MODES
 from bench.errors import BenchError
 from bench.frameworks import frameworks
@@ -422,6 +427,108 @@ def describe_source(label: str) -> str:
         except ValueError:
             return label
     return label
+
+
+# ---- what probes found, kept between runs ---------------------------------------------------
+
+PROBE_MAX_AGE_S = 24 * 3600
+PROBE_FORMAT = 1  # bump when what a probe reports changes without a change to normbench's files
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def _digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        try:
+            h.update(f"{f}\0".encode() + f.read_bytes() + b"\0")
+        except OSError:
+            h.update(f"{f}\0unreadable\0".encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def _own_code() -> str:
+    """normbench's own code: what @register does with its arguments and the frameworks' defaults."""
+    return _digest(list(BENCH_DIR.rglob("*.py")))
+
+
+def _import_path_state() -> list[tuple[str, int]]:
+    """Each import-path folder with its modification time: installing, upgrading or removing a
+    package adds or removes entries in its site-packages folder, which changes that time."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return state
+
+
+class ProbeMemo:
+    """What a probe worker found in each source (its implementations' declarations), kept for a
+    day so that a run does not import every framework twice (once to probe, once to measure: ~20 s
+    of a full sweep's start here). An entry is used only while everything it was learnt from is
+    unchanged: the source file and the other .py files of its folder (its helpers), normbench's own
+    code, the framework and backend, the interpreter and its import path. Only sources whose every
+    declared implementation imported and registered are kept: a failure is always probed again, so
+    its reason is always current. `--reprobe` (run) ignores the memo."""
+
+    def __init__(self, path: Path | None = None, max_age_s: float = PROBE_MAX_AGE_S) -> None:
+        self.file = environment.CacheFile(path or environment.cache_dir() / "probes.json")
+        self.max_age_s = max_age_s
+        self.entries = self.file.entries()  # read once: probe threads look entries up at once
+
+    def key(self, source: Source, framework: str, backend: str | None) -> str | None:
+        """None when the source has no file to fingerprint (a module that is not a .py file)."""
+        path = Path(source.ref) if source.kind == "file" else _module_file(source.module_name)
+        if path is None or source.problem:
+            return None
+        folder = path.resolve().parent
+        in_path = any(Path(e or ".").resolve() == folder for e in sys.path if e is not None)
+        # The folder's other files are helpers, except when it is an import-path folder itself
+        # (site-packages): there the path state stands for them.
+        files = [path.resolve()] if in_path else [f for f in folder.glob("*.py")]
+        facts = {
+            "format": PROBE_FORMAT,
+            "source": source.to_json(),
+            "files": _digest(files),
+            "normbench": _own_code(),
+            "framework": framework,
+            "backend": backend,
+            "python": sys.executable,
+            "import_path": _import_path_state(),
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+    def _fresh(self, entry: Any) -> bool:
+        age = environment.age_s(entry.get("at")) if isinstance(entry, dict) else None
+        return age is not None and 0 <= age < self.max_age_s
+
+    def load(self, key: str | None) -> list[Impl] | None:
+        entry = self.entries.get(key) if key else None
+        if entry is None or not self._fresh(entry):
+            return None
+        try:
+            impls = [Impl.from_info(d) for d in entry["impls"]]
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
+        return impls if impls and all(i.unavailable is None for i in impls) else None
+
+    def save(self, found: dict[str, list[Impl]]) -> None:
+        """Keep `found` (key -> the implementations that source registered), with this time."""
+        at = environment.now()
+        updates = {k: {"impls": [i.info() for i in impls], "at": at} for k, impls in found.items()}
+        if updates:
+            self.file.save(updates, keep=self._fresh)
+            self.entries = self.file.entries()
+
+    @staticmethod
+    def complete(source: Source, framework: str, impls: list[Impl]) -> bool:
+        """Whether a probe's result for `source` may be kept: every name it declares for
+        `framework` registered, nothing unavailable."""
+        names = {i.name for i in impls}
+        declared = {d.name for d in _declared_in(source, framework)}
+        return bool(impls) and declared <= names and all(i.unavailable is None for i in impls)
 
 
 def unavailable_impl(source: Source, framework: str, reason: str, name: str | None = None) -> Impl:

@@ -72,7 +72,7 @@ class RunConfig:
     fail_fast: bool = False
     shard: str = ""  # "K/N": only that part of the plan (bench.shards); empty: the whole plan
     groups: tuple[str, ...] = ()  # only these worker groups (a cluster job's); empty: every group
-    reprobe: bool = False  # sweep the caches again instead of reusing this machine's last sweep
+    reprobe: bool = False  # sweep the caches and probe every source again (no sweep store, no probe memo)
 
     @property
     def limits(self) -> Limits:
@@ -251,7 +251,14 @@ class Run(Listener):
         found = sources(list(self.cfg.impl_paths), list(self.cfg.impl_modules))
         wanted = select_impls(declared_names(found), self.cfg.impl_globs)  # fails fast, nothing probed
         self.display.update(0, None, "importing implementations")
-        disc = discover(found, self.cfg.threads, self.cfg.limits, only=set(wanted), say=self.say)
+        disc = discover(
+            found,
+            self.cfg.threads,
+            self.cfg.limits,
+            only=set(wanted),
+            say=self.say,
+            reuse=not self.cfg.reprobe,
+        )
         for dup in disc.duplicates:
             self.say(f"warning: {dup.source}: {dup.unavailable}")
         chosen = select_impls(disc.impls, self.cfg.impl_globs)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from bench import frameworks
 from bench.cases import Case, CaseKey, MeasurementKey
 from bench.memory import steady_env
-from bench.registry import Impl, Source, unavailable_impl
+from bench.registry import Impl, ProbeMemo, Source, unavailable_impl
 from bench.results import Row, row_from_dict
 from bench.timing import TimingSettings
 
@@ -745,11 +745,15 @@ def discover(
     limits: Limits = Limits(),  # noqa: B008  frozen
     only: set[str] | None = None,
     say: Callable[[str], None] | None = None,
+    reuse: bool = True,
 ) -> Discovery:
     """Probe the sources (only those declaring a name in `only`, when given), one probe worker per
     framework, in parallel. A source that kills or hangs its probe is the only casualty: it becomes
-    unavailable with the reason, and a new probe takes the remaining sources."""
+    unavailable with the reason, and a new probe takes the remaining sources. With `reuse`, what
+    the probe memo knows of an unchanged source is used instead of importing it again."""
     from concurrent.futures import ThreadPoolExecutor
+
+    memo = ProbeMemo() if reuse else None
 
     chosen = [s for s in found if only is None or {d.name for d in s.declared} & only or s.problem]
     by_fw: dict[str, list[Source]] = {}
@@ -773,15 +777,30 @@ def discover(
         if reason:
             names = [(s, d.name) for s in group for d in s.declared if d.framework == fw_name]
             return [unavailable_impl(s, fw_name, reason, name) for s, name in names]
+        keys = {s.label(): memo.key(s, fw_name, backend) if memo else None for s in group}
+        known_impls = {label: memo.load(key) if memo else None for label, key in keys.items()}
+        todo = [s for s in group if known_impls[s.label()] is None]
+        impls = [i for s in group for i in known_impls[s.label()] or []]
+        if not todo:
+            return impls
         collector = Collector(say)
         spec = WorkerSpec(
-            task="probe", framework=fw_name, backend=backend, threads=threads, sources=tuple(group)
+            task="probe", framework=fw_name, backend=backend, threads=threads, sources=tuple(todo)
         )
         WorkerClient(spec, {}, collector, limits).run()
-        return collector.impls
+        for s in todo:
+            # by name: a source that imports another reports that one's implementations too
+            mine = list({i.name: i for i in collector.impls if i.source == s.label()}.values())
+            key = keys[s.label()]
+            if key and ProbeMemo.complete(s, fw_name, mine):
+                learnt[key] = mine
+        return impls + collector.impls
 
+    learnt: dict[str, list[Impl]] = {}  # filled by the probe threads, saved once
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, by_fw))
+    if memo:
+        memo.save(learnt)
     found_impls = broken + [i for r in results for i in r]
     order = {s.label(): k for k, s in enumerate(found)}
     found_impls.sort(key=lambda i: order.get(i.source, len(order)))
