@@ -132,6 +132,17 @@ def test_the_copy_worker_reuses_the_machines_sweep_unless_told_to_reprobe(tmp_pa
     assert spec.task == "copy" and spec.probe_cache and spec.reuse_sweep is not reprobe
 
 
+@pytest.mark.parametrize("reprobe", [False, True])
+def test_discovery_uses_the_probe_memo_unless_told_to_reprobe(tmp_path, monkeypatch, reprobe):
+    import bench.runner as runner
+    from bench.workers import Discovery
+
+    calls = []
+    monkeypatch.setattr(runner, "discover", lambda *args, **kwargs: calls.append(kwargs) or Discovery(dict(IMPLS)))
+    Run(cfg(reprobe=reprobe), tmp_path / "r.jsonl", progress=Progress()).discover()
+    assert [c["reuse"] for c in calls] == [not reprobe]
+
+
 def test_reprobe_is_a_supervision_option_that_a_resume_may_change():
     from bench.cli import build_parser, run_options
     from bench.shards import SUPERVISION
