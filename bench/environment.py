@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -14,7 +15,8 @@ import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,7 @@ def cuda_device_count() -> int:
 # ---- this machine's cache sweep, kept between runs ----------------------------------------------
 
 SWEEP_MAX_AGE_S = 24 * 3600
+SWEEP_WAIT_S = 60.0  # for another run's sweep (about 5 s here) before sweeping anyway
 SWEEP_FORMAT = 1  # bump when the sweep's method changes: older sweeps are then measured again
 
 
@@ -214,3 +217,33 @@ class SweepStore:
 
     def save(self, key: str, sweep: list[tuple[int, float]], swept_at: str) -> None:
         self.file.save({key: {"sweep": [[b, g] for b, g in sweep], "swept_at": swept_at}})
+
+    @contextlib.contextmanager
+    def turn(self, wait_s: float = SWEEP_WAIT_S) -> Iterator[bool]:
+        """One sweep or cold check at a time on this machine: two at once share its memory
+        bandwidth, so both measure too little, their cold checks fail and both sweep (runs started
+        together, or `--cpu-jobs 2`). Waits up to `wait_s` for a run already measuring, whose sweep
+        the caller then finds stored; yields whether it got the turn (without one it measures
+        anyway: a cache folder it cannot write, or a run stuck holding it)."""
+        lock = self.file.path.with_name(self.file.path.name + ".lock")
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield False
+            return
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got = True
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        got = False
+                        break
+                    time.sleep(0.05)
+            yield got
+        finally:
+            os.close(fd)  # releases the lock, as the process's death would

@@ -436,10 +436,13 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
             device=name, threads=spec.threads, affinity=cpus, copy=f"{adapter.name} {adapter.version()}",
             cache_bytes=cache_bytes, max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
         )  # fmt: skip
-        known = store.load(key) if spec.reuse_sweep else None
-        probed = memory.probe_cache(copy_gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known)
-        if not probed.sweep_reused and probed.cold_verified:  # a sweep that failed its own check is not kept
-            store.save(key, probed.sweep, probed.swept_at)
+        with store.turn():
+            known = store.load(key) if spec.reuse_sweep else None
+            probed = memory.probe_cache(
+                copy_gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known
+            )
+            if not probed.sweep_reused and probed.cold_verified:  # one that failed its own check is not kept
+                store.save(key, probed.sweep, probed.swept_at)
         emit(CopyResult(adapter.name, name, probed.dram_gbps, probed.as_env()))
     else:
         gbps = copy_gbps(spec.copy_bytes, memory.copy_pieces(spec.copy_bytes))

@@ -130,3 +130,22 @@ def test_the_second_run_reuses_the_sweep(tmp_path, monkeypatch):
     assert second["cold_verified"] and second["dram_gbps"] == second["plateau_check_gbps"] < 1000
     results = load([path])
     assert run_info(results, results.runs[0]).effective_cache_bytes[0][2] == first["swept_at"]
+
+
+def test_one_sweep_at_a_time_and_a_stuck_holder_delays_only_so_long(tmp_path):
+    """Two runs that start together must not sweep at once (each would measure half the
+    bandwidth): the second waits for the first's turn, then finds its sweep stored."""
+    import time
+
+    store = SweepStore(tmp_path / "sweeps.json")
+    with store.turn() as first:
+        assert first
+        t0 = time.monotonic()
+        with SweepStore(tmp_path / "sweeps.json").turn(wait_s=0.3) as second:
+            assert not second and time.monotonic() - t0 >= 0.3  # it measures anyway, after a while
+    with store.turn(wait_s=0) as again:
+        assert again  # released
+    in_a_file = SweepStore(tmp_path / "a_file" / "sweeps.json")
+    (tmp_path / "a_file").write_text("not a folder")
+    with in_a_file.turn() as got:
+        assert not got  # a cache folder it cannot use: no turn, no error
