@@ -271,6 +271,11 @@ class Run(Listener):
         existing = [r for r in read_rows(self.out) if r.run_id == self.run_id] if self.resume_run else []
         self.done_keys = {r.key() for r in existing}
         self.env = self._new_env(disc, found)
+        # What is left does not depend on the copy probe (the rotation only decides between a
+        # measurement and an oom row of the same key): a finished run is said so before it starts.
+        if self.resume_run and not self._keys_left(self.part_of(make_plan(cfg, disc.impls, chosen, {}))):
+            self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
+            return self.out
         self.writer = ResultsWriter(self.out)
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -283,9 +288,6 @@ class Run(Listener):
             groups = [g for g in groups if g.jobs]
             self.measured_total = sum(len(j.impls) for g in groups for j in g.jobs)
             self.total = len(direct) + self.measured_total
-            if self.resume_run and self.total == 0:
-                self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
-                return self.out
             self.say(
                 f"normbench run {self.run_id}: {self.total} measurements in {len(groups)} worker groups "
                 f"-> {self.out}"
@@ -344,6 +346,12 @@ class Run(Listener):
             self.env["groups"] = list(self.cfg.groups)
         order = [c.key() for device in self.cfg.devices for c in cases(self.cfg, device)]
         return shards.restrict(plan, order, shard=self.cfg.shard, groups=self.cfg.groups)
+
+    def _keys_left(self, plan: Plan) -> bool:
+        """Whether the plan holds a measurement or row that the results file does not."""
+        return any(r.key() not in self.done_keys for r in plan.direct) or any(
+            self._left(g).jobs for g in plan.groups
+        )
 
     def _left(self, spec: WorkerSpec) -> WorkerSpec:
         fw = frameworks.get(spec.framework)

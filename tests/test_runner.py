@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bench.cases import Case, MeasurementKey
@@ -82,6 +84,38 @@ def test_resume_leaves_out_what_the_file_already_holds(tmp_path):
     run.done_keys = {MeasurementKey("t", "eager", group.jobs[0].case.key())}
     left = run._left(group)
     assert [j.case.mode for j in left.jobs] == ["train"]
+
+
+def test_a_finished_run_is_not_resumed_and_starts_no_copy_worker(tmp_path, monkeypatch):
+    import bench.runner as runner
+    from bench.results import ResultsWriter, write_env
+    from bench.workers import Discovery, unrun_row
+
+    c = cfg(impl_globs=("t", "gone"))
+    plan = make_plan(c, IMPLS, ["t", "gone"], rotation={})
+    rows = list(plan.direct) + [
+        unrun_row(IMPLS[n], "eager", j.case, "error", "x") for g in plan.groups for j in g.jobs for n in j.impls
+    ]
+    out = tmp_path / "r.jsonl"
+
+    def write(rows):
+        out.unlink(missing_ok=True)
+        writer = ResultsWriter(out)
+        for r in rows:
+            writer.write(replace(r, run_id="r1"))
+        writer.close()
+
+    write(rows)
+    write_env(out, "r1", {"config": c.to_json()})
+    monkeypatch.setattr(runner.Run, "discover", lambda self: (Discovery(dict(IMPLS)), ["t", "gone"], []))
+    monkeypatch.setattr(runner.Run, "measure_copy", lambda self: pytest.fail("the copy worker started"))
+    said = []
+    run = Run(c, out, resume_run="r1", progress=Progress())
+    run.say = said.append
+    assert run.execute() == out and said == [f"nothing to resume: every case of run r1 in {out} is measured"]
+    write(rows[:-1])  # one measurement missing: resumed (the copy worker starts first)
+    with pytest.raises(pytest.fail.Exception, match="the copy worker started"):
+        Run(c, out, resume_run="r1", progress=Progress()).execute()
 
 
 def test_the_eta_counts_measured_rows_only(tmp_path):
