@@ -132,10 +132,12 @@ class Sampler:
     def warm_up(self) -> None:
         """Run for the warm-up budget and at least one pass over the rotating inputs (every buffer
         touched, the heap at its high-water mark; that pass may take ten budgets, at most 1 s),
-        then choose k so one sample outlasts the timer's overhead."""
+        then choose k so one sample outlasts the timer's overhead. A case sampled for at most
+        `max_time_s` is not warmed up for longer than that (a quick `--max-time`)."""
         start = time.perf_counter()
         calls = 0
-        longest = min(1.0, 10 * self.settings.warmup_s)
+        s = self.settings
+        longest = min(1.0, 10 * s.warmup_s, max(s.warmup_s, s.max_time_s))
         while True:
             self.run(1, True)
             calls += 1

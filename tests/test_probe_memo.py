@@ -20,7 +20,8 @@ FILE = textwrap.dedent('''
 
     @register(framework="numpy", layout="NCHW", std="population", eps_at="sqrt", modes=("forward",))
     def {name}(case):
-        return lambda x: (x - x.mean(axis=(2, 3), keepdims=True)) / np.sqrt(x.var(axis=(2, 3), keepdims=True) + 1e-5)
+        mean = lambda x: x.mean(axis=(2, 3), keepdims=True)
+        return lambda x: (x - mean(x)) / np.sqrt(mean((x - mean(x)) ** 2) + 1e-5)
 ''')
 
 

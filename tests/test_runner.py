@@ -94,7 +94,10 @@ def test_a_finished_run_is_not_resumed_and_starts_no_copy_worker(tmp_path, monke
     c = cfg(impl_globs=("t", "gone"))
     plan = make_plan(c, IMPLS, ["t", "gone"], rotation={})
     rows = list(plan.direct) + [
-        unrun_row(IMPLS[n], "eager", j.case, "error", "x") for g in plan.groups for j in g.jobs for n in j.impls
+        unrun_row(IMPLS[n], "eager", j.case, "error", "x")
+        for g in plan.groups
+        for j in g.jobs
+        for n in j.impls
     ]
     out = tmp_path / "r.jsonl"
 
@@ -172,7 +175,9 @@ def test_discovery_uses_the_probe_memo_unless_told_to_reprobe(tmp_path, monkeypa
     from bench.workers import Discovery
 
     calls = []
-    monkeypatch.setattr(runner, "discover", lambda *args, **kwargs: calls.append(kwargs) or Discovery(dict(IMPLS)))
+    monkeypatch.setattr(
+        runner, "discover", lambda *args, **kwargs: calls.append(kwargs) or Discovery(dict(IMPLS))
+    )
     Run(cfg(reprobe=reprobe), tmp_path / "r.jsonl", progress=Progress()).discover()
     assert [c["reuse"] for c in calls] == [not reprobe]
 

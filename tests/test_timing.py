@@ -68,3 +68,23 @@ def test_calls_batched_when_faster_than_timer():
     s = Sampler(run=lambda k, sync: None, settings=settings, min_sample_s=1e-3)
     s.warm_up()
     assert s.calls_per_sample > 10
+
+
+@pytest.mark.parametrize(("max_time_s", "calls"), [(2.0, 50), (0.02, 20)])
+def test_the_pass_over_the_rotating_inputs_is_bounded_by_the_sampling_budget(monkeypatch, max_time_s, calls):
+    """Warm-up touches every rotating buffer, for at most ten budgets, and never longer than the
+    case may sample (1 ms calls, 256 buffers: neither bound lets the pass finish)."""
+    import bench.timing
+
+    now = [0.0]
+    monkeypatch.setattr(bench.timing.time, "perf_counter", lambda: now[0])
+    made = []
+
+    def run(k, sync):
+        made.append(k)
+        now[0] += 1e-3
+
+    settings = TimingSettings(warmup_s=0.005, max_time_s=max_time_s)
+    s = Sampler(run=run, settings=settings, min_warmup_calls=256)
+    s.warm_up()
+    assert len(made) == pytest.approx(calls, abs=1)
