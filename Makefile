@@ -36,10 +36,11 @@ bench-pytest: install
 report: install
 	$(PY) -m bench report $(RESULTS) $(ARGS)
 
-# Two workers (one per test file; most tests wait on worker processes), then the tests that time
-# the machine itself alone. Exit code 5 (no test selected) of the second part is not a failure.
+# Two workers (whole test files, longest first: tests/conftest.py; most tests wait on worker
+# processes), then the tests that time the machine itself alone. Exit code 5 (no test selected) of
+# the second part is not a failure.
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" $(ARGS)
 	$(PY) -m pytest -m serial $(ARGS) || [ $$? -eq 5 ]
 
 lint: install

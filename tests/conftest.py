@@ -97,28 +97,32 @@ def smoke_report(smoke_run: tuple[Path, list[Row]], tmp_path_factory: pytest.Tem
     return out / "index.html"
 
 
-# `make test` hands whole files to two pytest-xdist workers in collection order. The longest files
-# go first (seconds on this 2-core machine, from --durations), so that none of them starts last and
-# leaves the other worker idle; order within a file is kept.
+# `make test` hands whole files to two pytest-xdist workers in collection order (the Makefile's
+# --no-loadscope-reorder: xdist's default order is by number of tests, which put the long files of
+# one or two tests last, with one worker idle for the last minute). The longest files go first
+# (seconds on this 2-core machine, fresh clone, from --durations), so that none of them starts last
+# and leaves the other worker idle; order within a file is kept.
 LONGEST_FIRST = (
-    "test_end_to_end.py",  # ~225 s: the smoke sweep of every implementation, its report
-    "test_faults.py",  # ~225 s: every fault through run, check and pytest
-    "test_interrupt_resume.py",  # ~100 s
-    "test_cluster.py",  # ~70 s
-    # ~110 s with an empty Numba cache (a fresh clone), 11 s warm; after the smoke sweep has
-    # compiled the common kernels, so the two do not compile the same ones at once
+    "test_end_to_end.py",  # ~230 s: the smoke sweep of every implementation, its report
+    "test_faults.py",  # ~170 s: every fault through run, check and pytest
+    # ~130 s with an empty Numba cache (a fresh clone), 11 s warm; it starts when the faults end,
+    # after the smoke sweep has compiled the common kernels (the two do not compile them at once)
     "test_numba_fused.py",
-    "test_pytest_benchmark.py",  # ~50 s
-    "test_threads.py",  # ~45 s
-    "test_plugins.py",  # ~40 s
-    "test_orphans.py",  # ~40 s
-    "test_check.py",  # ~30 s
-    "test_readme_example.py",  # ~25 s
-    "test_add_a_framework.py",  # ~27 s
-    "test_repro.py",  # ~20 s
-    "test_progress.py",  # ~20 s
-    "test_sweep_store.py",  # ~15 s
-    "test_memory.py",  # ~15 s
+    "test_interrupt_resume.py",  # ~75 s
+    "test_cluster.py",  # ~50 s
+    "test_orphans.py",  # ~45 s
+    "test_threads.py",  # ~40 s
+    "test_plugins.py",  # ~35 s
+    "test_browser.py",  # ~30 s
+    "test_pytest_benchmark.py",  # ~25 s
+    "test_check.py",  # ~25 s
+    "test_add_a_framework.py",  # ~22 s
+    "test_readme_example.py",  # ~20 s
+    "test_repro.py",  # ~15 s
+    "test_triton_fused.py",  # ~12 s
+    "test_sweep_store.py",  # ~10 s
+    "test_progress.py",  # ~10 s
+    "test_memory.py",  # ~8 s
 )
 
 
