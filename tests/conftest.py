@@ -105,8 +105,8 @@ def smoke_report(smoke_run: tuple[Path, list[Row]], tmp_path_factory: pytest.Tem
 LONGEST_FIRST = (
     "test_end_to_end.py",  # ~230 s: the smoke sweep of every implementation, its report
     # ~130 s with an empty Numba cache (a fresh clone), 11 s warm. At once beside the smoke sweep,
-    # so its kernels are compiled and cached before the sweep's torch group needs them: started
-    # later, the two compiled the same kernels at the same time (+2 min of CPU on a fresh clone)
+    # so its kernels are compiled and cached before the sweep's torch group needs them (started
+    # later, the two could compile the same kernels at the same time)
     "test_numba_fused.py",
     "test_faults.py",  # ~170 s: every fault through run, check and pytest
     "test_interrupt_resume.py",  # ~75 s
