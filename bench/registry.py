@@ -504,7 +504,8 @@ class ProbeMemo:
         age = environment.age_s(entry.get("at")) if isinstance(entry, dict) else None
         return age is not None and 0 <= age < self.max_age_s
 
-    def load(self, key: str | None) -> list[Impl] | None:
+    def load(self, key: str | None, source: Source, framework: str) -> list[Impl] | None:
+        """What `source` registered, if the entry is fresh and whole (as `complete` keeps them)."""
         entry = self.entries.get(key) if key else None
         if entry is None or not self._fresh(entry):
             return None
@@ -512,7 +513,8 @@ class ProbeMemo:
             impls = [Impl.from_info(d) for d in entry["impls"]]
         except (TypeError, KeyError, ValueError, AttributeError):
             return None
-        return impls if impls and all(i.unavailable is None for i in impls) else None
+        mine = all(isinstance(i.name, str) and i.source == source.label() for i in impls)
+        return impls if mine and self.complete(source, framework, impls) else None
 
     def save(self, found: dict[str, list[Impl]]) -> None:
         """Keep `found` (key -> the implementations that source registered), with this time."""

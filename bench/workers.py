@@ -778,7 +778,7 @@ def discover(
             names = [(s, d.name) for s in group for d in s.declared if d.framework == fw_name]
             return [unavailable_impl(s, fw_name, reason, name) for s, name in names]
         keys = {s.label(): memo.key(s, fw_name, backend) if memo else None for s in group}
-        known_impls = {label: memo.load(key) if memo else None for label, key in keys.items()}
+        known_impls = {s.label(): memo.load(keys[s.label()], s, fw_name) if memo else None for s in group}
         todo = [s for s in group if known_impls[s.label()] is None]
         impls = [i for s in group for i in known_impls[s.label()] or []]
         if not todo:

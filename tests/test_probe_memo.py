@@ -40,6 +40,11 @@ def probes(monkeypatch, tmp_path):
     return started
 
 
+def source_of(folder):
+    (source,) = [s for s in sources([str(folder)], plugins=False) if s.stem == "mine"]
+    return source
+
+
 def found(folder, reuse=True):
     disc = discover(sources([str(folder)], plugins=False), 1, only={"mine"}, reuse=reuse)
     return disc.impls["mine"]
@@ -100,6 +105,7 @@ def test_a_failure_is_never_kept(tmp_path, probes):
         '{"KEY": {"impls": [{"name": 1}], "at": "NOW"}}',
         '{"KEY": {"impls": [], "at": "NOW"}}',
         '{"KEY": {"impls": [{"name": "mine"}], "at": "yesterday"}}',
+        "RENAMED",  # a whole entry, edited to hold a name the file does not declare
     ],
 )
 def test_a_memo_someone_broke_means_import_again(tmp_path, probes, text):
@@ -110,9 +116,13 @@ def test_a_memo_someone_broke_means_import_again(tmp_path, probes, text):
     memo_file = tmp_path / "cache" / "probes.json"
     (key,) = json.loads(memo_file.read_text())
     now = json.loads(memo_file.read_text())[key]["at"]
+    if text == "RENAMED":
+        entries = json.loads(memo_file.read_text())
+        entries[key]["impls"][0]["name"] = "someone_else"
+        text = json.dumps(entries)
     memo_file.write_text(text.replace("KEY", key).replace("NOW", now))
     assert found(folder) == good and len(probes) == 2
-    assert ProbeMemo().load(key) == [good]  # and the next run finds it kept again
+    assert ProbeMemo().load(key, source_of(folder), "numpy") == [good]  # and the next run finds it kept again
 
 
 def test_an_old_entry_is_dropped_and_an_unwritable_memo_is_no_error(tmp_path, probes):
@@ -122,7 +132,7 @@ def test_an_old_entry_is_dropped_and_an_unwritable_memo_is_no_error(tmp_path, pr
     found(folder)
     memo = ProbeMemo(max_age_s=0)
     (key,) = memo.entries
-    assert memo.load(key) is None
+    assert memo.load(key, source_of(folder), "numpy") is None
     memo.save({})
     (tmp_path / "cache" / "probes.json").unlink()
     (tmp_path / "cache").rmdir()
