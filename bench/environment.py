@@ -166,8 +166,11 @@ class CacheFile:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def save(self, updates: dict[str, Any], keep: Callable[[Any], bool] = lambda entry: True) -> None:
-        """Add `updates` to the entries that `keep` accepts (the others are dropped)."""
+    def save(
+        self, updates: dict[str, Any], keep: Callable[[Any], bool] = lambda entry: True
+    ) -> dict[str, Any]:
+        """Add `updates` to the entries that `keep` accepts (the others are dropped); returns the
+        entries as saved (or as they would have been, when the file cannot be written)."""
         entries = {k: v for k, v in self.entries().items() if keep(v)}
         entries.update(updates)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
@@ -178,6 +181,7 @@ class CacheFile:
         except OSError:
             with contextlib.suppress(OSError):  # the directory may not exist, or be a file
                 tmp.unlink(missing_ok=True)
+        return entries
 
 
 def age_s(stamp: Any) -> float | None:

@@ -477,26 +477,34 @@ class ProbeMemo:
         self.file = environment.CacheFile(path or environment.cache_dir() / "probes.json")
         self.max_age_s = max_age_s
         self.entries = self.file.entries()  # read once: probe threads look entries up at once
+        # What every key shares, read once per discovery rather than once per source.
+        self.import_path = _import_path_state()
+        self.path_dirs = {Path(e or ".").resolve() for e in sys.path}
+        self.folder_digests: dict[Path, str] = {}
 
     def key(self, source: Source, framework: str, backend: str | None) -> str | None:
         """None when the source has no file to fingerprint (a module that is not a .py file)."""
         path = Path(source.ref) if source.kind == "file" else _module_file(source.module_name)
         if path is None or source.problem:
             return None
-        folder = path.resolve().parent
-        in_path = any(Path(e or ".").resolve() == folder for e in sys.path if e is not None)
+        path = path.resolve()
         # The folder's other files are helpers, except when it is an import-path folder itself
         # (site-packages): there the path state stands for them.
-        files = [path.resolve()] if in_path else [f for f in folder.glob("*.py")]
+        if path.parent in self.path_dirs:
+            files = _digest([path])
+        elif path.parent not in self.folder_digests:
+            files = self.folder_digests[path.parent] = _digest(list(path.parent.glob("*.py")))
+        else:
+            files = self.folder_digests[path.parent]
         facts = {
             "format": PROBE_FORMAT,
             "source": source.to_json(),
-            "files": _digest(files),
+            "files": files,
             "normbench": _own_code(),
             "framework": framework,
             "backend": backend,
             "python": sys.executable,
-            "import_path": _import_path_state(),
+            "import_path": self.import_path,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
@@ -521,8 +529,7 @@ class ProbeMemo:
         at = environment.now()
         updates = {k: {"impls": [i.info() for i in impls], "at": at} for k, impls in found.items()}
         if updates:
-            self.file.save(updates, keep=self._fresh)
-            self.entries = self.file.entries()
+            self.entries = self.file.save(updates, keep=self._fresh)
 
     @staticmethod
     def complete(source: Source, framework: str, impls: list[Impl]) -> bool:
