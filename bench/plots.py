@@ -52,7 +52,7 @@ def latency_figure(cr: ConfigResults, colors: dict[str, Any]) -> Figure | None:
     timed = [m for m in cr.measurements if m.time_median_s]
     if not timed:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(dpi=DPI, figsize=(8, 4))
     any_wrong = False
     for variant in sorted({m.variant for m in timed}):
         vm = sorted((m for m in timed if m.variant == variant), key=lambda m: m.elements)
@@ -91,7 +91,7 @@ def speedup_figure(cr: ConfigResults) -> Figure | None:
             cell = sp.cell(v, s)
             if cell is not None and cell.speedup is not None:
                 grid[i, j] = cell.speedup
-    fig, ax = plt.subplots(figsize=(1.1 * len(sp.shapes) + 3.6, 0.3 * len(variants) + 1.4))
+    fig, ax = plt.subplots(dpi=DPI, figsize=(1.1 * len(sp.shapes) + 3.6, 0.3 * len(variants) + 1.4))
     with np.errstate(invalid="ignore", divide="ignore"):
         im = ax.imshow(np.log2(grid), cmap="RdYlGn", vmin=-4, vmax=4, aspect="auto")
     ax.set_xticks(
@@ -127,7 +127,7 @@ def roofline_figure(cr: ConfigResults, colors: dict[str, Any]) -> Figure | None:
     if not bars:
         return None
     names = [m.variant + (" (WRONG)" if m.wrong else "") for m in bars]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.28 * len(bars) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, dpi=DPI, figsize=(10, 0.28 * len(bars) + 1.5), sharey=True)
     sol = np.array([m.sol_fraction or 0.0 for m in bars])
     for ax, values, xlabel in (
         (axes[0], sol, "fraction of the copy bandwidth measured in this run (speed of light)"),
@@ -159,7 +159,7 @@ def first_call_figure(cr: ConfigResults, colors: dict[str, Any]) -> Figure | Non
     firsts = cr.first_calls
     if not firsts:
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(firsts) + 1.4))
+    fig, ax = plt.subplots(dpi=DPI, figsize=(7, 0.28 * len(firsts) + 1.4))
     names = [
         f.variant + (f" (WRONG at {f.wrong_shapes}/{f.shapes} shapes)" if f.wrong_shapes else "")
         for f in firsts
@@ -180,6 +180,8 @@ def first_call_figure(cr: ConfigResults, colors: dict[str, Any]) -> Figure | Non
 
 
 def save(fig: Figure, path: Path) -> None:
+    """Laid out and drawn at one resolution: the layout's text measurements serve the drawing (a
+    figure made at another dpi than it is saved at measures every label twice)."""
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
