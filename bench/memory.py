@@ -171,6 +171,50 @@ def copy_pieces(footprint: int) -> int:
     return max(1, footprint // COPY_PIECE_BYTES)
 
 
+# (source bytes of one piece, pieces) -> copy(indices): a framework's pieces, allocated and written
+# once; the call copies the pieces at those indices into their destinations and waits for the device.
+PieceAllocator = Callable[[int, int], Callable[[Sequence[int]], None]]
+# (footprint, bytes per timed pass or None for the whole footprint) -> GB/s
+CopyGbps = Callable[[int, "int | None"], float]
+
+
+class Copier:
+    """Copies of any footprint from one set of pieces, allocated and touched once: the sweep, the
+    cold check and the plateau copies it alternates with share the largest footprint's memory
+    (1 GiB of fresh pages cost as much as the copy itself, once per copy before). A footprint is
+    the first pieces of the set; one the pieces do not divide gets its own pieces, so every
+    footprint measured is the one asked for.
+
+    A pass shorter than the footprint rotates through it: each piece was last touched a footprint
+    ago. The cold check times its plateau copies in passes as long as the cold copy's, so that a
+    neighbour on a shared machine interrupts both alike (one 1 GiB pass is preempted where a 64 MiB
+    one is not, and the cold copy looked cache-fast beside it)."""
+
+    def __init__(self, allocate: PieceAllocator, max_footprint: int) -> None:
+        self.allocate = allocate
+        self.count = copy_pieces(max_footprint)
+        self.half = max_footprint // self.count // 2 // 4 * 4  # source bytes of a piece (float32)
+        self.copy = allocate(self.half, self.count)
+
+    def gbps(self, footprint: int, pass_bytes: int | None = None) -> float:
+        piece = 2 * self.half
+        if footprint % piece or footprint > piece * self.count:
+            n = copy_pieces(footprint)
+            half = footprint // n // 2 // 4 * 4
+            own = self.allocate(half, n)
+            return copy_bandwidth(lambda: own(range(n)), 2 * half * n)
+        k = footprint // piece
+        per = k if pass_bytes is None else max(1, min(k, pass_bytes // piece))
+        start = 0
+
+        def one_pass() -> None:
+            nonlocal start
+            self.copy([(start + j) % k for j in range(per)])
+            start = (start + per) % k
+
+        return copy_bandwidth(one_pass, piece * per)
+
+
 @dataclass
 class CacheProbe:
     """Copy bandwidth against footprint (src + dst bytes), and what it says about the caches."""
@@ -200,12 +244,13 @@ class CacheProbe:
 
 
 def probe_cache(
-    copy: Callable[[int, int], float],
+    copy: CopyGbps,
     reported_bytes: int,
     max_bytes: int,
     max_rotation_bytes: int,
     repeats: int = PROBE_REPEATS,
     known: tuple[Sequence[tuple[int, float]], str] | None = None,
+    whole_plateau: bool = False,
 ) -> CacheProbe:
     """Sweep footprints from a quarter of the reported cache up to `max_bytes` (x4 a step); the
     rotation is twice the effective cache, at most `max_rotation_bytes` (then `cold_verified` says
@@ -222,8 +267,12 @@ def probe_cache(
     (the cold check's copies of the largest footprint); a known sweep whose rotation this run
     finds not cold (it was measured on a machine in another state) is measured again.
 
-    `copy(footprint_bytes, buffers)` returns GB/s. Never timed against any implementation: it runs
-    once, at the start of a run, in the copy worker.
+    The plateau copies of the cold check time passes as long as the cold copy's (a shared CPU
+    preempts a long pass where it spares a short one); `whole_plateau` times whole footprints, for
+    a device whose sync would weigh on short passes (a GPU's 100 MiB copy takes 30 us).
+
+    `copy(footprint_bytes, pass_bytes or None)` returns GB/s (`Copier.gbps`). Never timed against
+    any implementation: it runs once, at the start of a run, in the copy worker.
     """
     size = max(1 << 20, reported_bytes // 4)
     sizes = []
@@ -234,17 +283,17 @@ def probe_cache(
     if known is not None and [b for b, _ in known[0]] == sizes:
         probe = _judge([(int(b), float(g)) for b, g in known[0]], reported_bytes, max_rotation_bytes)
         probe.swept_at, probe.sweep_reused = known[1], True
-        _check_cold(probe, copy, max_bytes, repeats)
+        _check_cold(probe, copy, max_bytes, repeats, whole_plateau)
         if probe.cold_verified:
             probe.dram_gbps = probe.plateau_check_gbps
             return probe
     seen: dict[int, list[float]] = {s: [] for s in sizes}
     for _ in range(repeats):
         for s in sizes:
-            seen[s].append(copy(s, copy_pieces(s)))
+            seen[s].append(copy(s, None))
     probe = _judge([(s, statistics.median(seen[s])) for s in sizes], reported_bytes, max_rotation_bytes)
     probe.swept_at = environment.now()
-    _check_cold(probe, copy, max_bytes, repeats)
+    _check_cold(probe, copy, max_bytes, repeats, whole_plateau)
     return probe
 
 
@@ -263,12 +312,13 @@ def _judge(sweep: list[tuple[int, float]], reported_bytes: int, max_rotation_byt
     return probe
 
 
-def _check_cold(probe: CacheProbe, copy: Callable[[int, int], float], max_bytes: int, repeats: int) -> None:
-    """The cold copy in turns with the largest footprint's: is the rotation really out of cache?"""
+def _check_cold(probe: CacheProbe, copy: CopyGbps, max_bytes: int, repeats: int, whole_plateau: bool) -> None:
+    """The cold copy in turns with the largest footprint's: is the rotation really out of cache?
+    The largest footprint's passes are as long as the cold copy's (see `Copier`), or whole."""
     cold, plateau = [], []
     for _ in range(repeats):
-        cold.append(copy(probe.rotation_bytes, copy_pieces(probe.rotation_bytes)))
-        plateau.append(copy(max_bytes, copy_pieces(max_bytes)))
+        cold.append(copy(probe.rotation_bytes, None))
+        plateau.append(copy(max_bytes, None if whole_plateau else probe.rotation_bytes))
     probe.cold_copy_gbps = statistics.median(cold)
     probe.plateau_check_gbps = statistics.median(plateau)
     probe.cold_verified = probe.cold_copy_gbps <= 1.1 * probe.plateau_check_gbps

@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from bench import environment, memory, reference
-from bench.cases import Case
+from bench.cases import Case, device_kind
 from bench.frameworks import Adapter, OutputError, buffer_count, make_adapter
 from bench.registry import Impl, format_exception, load_one
 from bench.timing import HostClock, Sampler, summarize, timer_overhead_s
@@ -423,10 +424,13 @@ def probe(spec: WorkerSpec) -> None:
 
 
 def copy(spec: WorkerSpec, adapter: Adapter) -> None:
+    """The copy service: the cache probe and the first speed-of-light copy, then one more copy per
+    request on stdin. Each request's pieces are allocated for it and freed after it: between
+    requests the implementations run, and a device's memory is theirs."""
     dev = spec.device
 
-    def copy_gbps(footprint: int, buffers: int) -> float:
-        return adapter.copy_bandwidth_gbps(dev, footprint // 2, buffers)
+    def copy_gbps(footprint: int) -> float:
+        return memory.Copier(partial(adapter.copy_pieces, dev), footprint).gbps(footprint)
 
     if spec.probe_cache:
         name, cache_bytes = adapter.device_name(dev), adapter.cache_bytes(dev)
@@ -438,18 +442,21 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         )  # fmt: skip
         with store.turn():
             known = store.load(key) if spec.reuse_sweep else None
+            copier = memory.Copier(partial(adapter.copy_pieces, dev), spec.copy_bytes)
             probed = memory.probe_cache(
-                copy_gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known
-            )
+                copier.gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known,
+                whole_plateau=device_kind(dev) != "cpu",
+            )  # fmt: skip
+            del copier
             if not probed.sweep_reused and probed.cold_verified:  # one that failed its own check is not kept
                 store.save(key, probed.sweep, probed.swept_at)
         emit(CopyResult(adapter.name, name, probed.dram_gbps, probed.as_env()))
     else:
-        gbps = copy_gbps(spec.copy_bytes, memory.copy_pieces(spec.copy_bytes))
+        gbps = copy_gbps(spec.copy_bytes)
         emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
     for line in sys.stdin:  # a copy service: one more copy per request, until the parent closes stdin
         footprint = json.loads(line)["copy_bytes"]
-        gbps = copy_gbps(footprint, memory.copy_pieces(footprint))
+        gbps = copy_gbps(footprint)
         emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
 
 

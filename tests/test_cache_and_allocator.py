@@ -17,7 +17,7 @@ CALIBRATION = str(ROOT / "tests" / "calibration")
 
 def curve(cache_bytes, cache_gbps=100.0, dram_gbps=20.0):
     """A machine whose copies run at cache speed up to `cache_bytes` of footprint, DRAM speed after."""
-    return lambda footprint, buffers: cache_gbps if footprint <= cache_bytes else dram_gbps
+    return lambda footprint, pass_bytes: cache_gbps if footprint <= cache_bytes else dram_gbps
 
 
 def test_the_effective_cache_is_where_bandwidth_reaches_the_dram_plateau_not_what_the_os_reports():
@@ -37,14 +37,14 @@ def test_one_fast_copy_past_the_plateau_does_not_make_the_whole_sweep_a_cache():
     calls: dict[int, int] = {}
     real = curve(128 << 20)
 
-    def noisy(footprint, buffers):
+    def noisy(footprint, pass_bytes):
         calls[footprint] = calls.get(footprint, 0) + 1
         first = calls[footprint] == 1
         if footprint == 2 << 30 and first:
             return 30.0
         if footprint == 32 << 20 and first:
             return 19.0
-        return real(footprint, buffers)
+        return real(footprint, pass_bytes)
 
     probe = probe_cache(noisy, reported_bytes=32 << 20, max_bytes=2 << 30, max_rotation_bytes=2 << 30)
     assert probe.effective_cache_bytes == 512 << 20 and probe.dram_gbps == 20.0

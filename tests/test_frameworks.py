@@ -1,10 +1,13 @@
 """Framework descriptions and adapters: discovery, the declared interface, and details the end-to-end
 run cannot see (every timed buffer gets the right gradient; an input restored without autograd noticing)."""
 
+from functools import partial
+
 import pytest
 
 from bench import reference
 from bench.cases import Case
+from bench.memory import Copier
 
 jax_adapter = pytest.importorskip("bench.frameworks.jax_adapter").make()
 
@@ -68,6 +71,9 @@ def test_every_adapter_has_the_declared_interface(name):
     adapter = module.make()
     for member in [m for m in dir(Adapter) if not m.startswith("_")] + ["name", "mutable_inputs"]:
         assert hasattr(adapter, member), f"{name} adapter lacks {member}"
+    # Its speed-of-light copy: whole passes, and shorter ones rotating through the footprint.
+    copier = Copier(partial(adapter.copy_pieces, "cpu"), 128 << 20)
+    assert copier.gbps(64 << 20) > 0 and copier.gbps(128 << 20, 32 << 20) > 0
 
 
 def test_torch_inputs_are_restored_without_bumping_the_version_autograd_checks():

@@ -9,29 +9,59 @@ import pytest
 
 from bench.analysis import load, run_info
 from bench.environment import SweepStore
-from bench.memory import probe_cache
+from bench.memory import Copier, probe_cache
 from bench.results import read_env
 from tests.conftest import run_rows
 
 SWEEP = [(8 << 20, 100.0), (32 << 20, 100.0), (128 << 20, 100.0), (512 << 20, 20.0), (2 << 30, 20.0)]
 
 
-def counting_copy(calls, cache_bytes=128 << 20, dram_gbps=25.0):
-    def copy(footprint, buffers):
+def counting_copy(calls, cache_bytes=128 << 20, dram_gbps=25.0, passes=None):
+    def copy(footprint, pass_bytes):
         calls.append(footprint)
+        if passes is not None:
+            passes.append(pass_bytes)
         return 100.0 if footprint <= cache_bytes else dram_gbps
 
     return copy
 
 
 def test_a_known_sweep_is_not_measured_again_but_the_cold_check_and_the_bandwidth_are():
-    calls = []
+    calls, passes = [], []
     known = (SWEEP, "2026-12-01T10:00:00+00:00")
-    probe = probe_cache(counting_copy(calls), 32 << 20, 2 << 30, 2 << 30, known=known)
+    probe = probe_cache(counting_copy(calls, passes=passes), 32 << 20, 2 << 30, 2 << 30, known=known)
     assert probe.sweep_reused and probe.swept_at == "2026-12-01T10:00:00+00:00"
     assert probe.effective_cache_bytes == 512 << 20 and probe.rotation_bytes == 1 << 30
     assert calls == [1 << 30, 2 << 30] * 3  # the cold check only, in turns
+    # The plateau copies are timed in passes as long as the cold copy's whole ones.
+    assert passes == [None, 1 << 30] * 3
     assert probe.cold_verified and probe.dram_gbps == 25.0  # this run's plateau, not the stored 20
+    passes.clear()
+    probe_cache(counting_copy([], passes=passes), 32 << 20, 2 << 30, 2 << 30, known=known, whole_plateau=True)
+    assert passes == [None, None] * 3  # a GPU's: whole passes
+
+
+def test_one_set_of_pieces_serves_every_footprint_it_divides():
+    """The copy worker allocates the largest footprint's pieces once; the sweep and the cold check
+    copy the first pieces of that set (or rotate through all of it in shorter passes). A footprint
+    the pieces do not divide gets pieces of its own: the footprint measured is the one asked for."""
+    allocations, copies = [], []
+
+    def allocate(piece_bytes, count):
+        allocations.append((piece_bytes, count))
+        which = len(allocations) - 1
+        return lambda indices: copies.append((which, list(indices)))
+
+    copier = Copier(allocate, 1 << 30)
+    assert allocations == [(16 << 20, 32)]  # 32 pieces of 16 MiB source + 16 MiB destination
+    assert copier.gbps(128 << 20) > 0
+    assert {(w, tuple(i)) for w, i in copies} == {(0, (0, 1, 2, 3))}  # whole passes, first 4 pieces
+    copies.clear()
+    copier.gbps(1 << 30, 256 << 20)
+    assert [i[0] for _, i in copies[:6]] == [0, 8, 16, 24, 0, 8] and {len(i) for _, i in copies} == {8}
+    copier.gbps(8 << 20)
+    copier.gbps(48 << 20)
+    assert allocations[1:] == [(4 << 20, 1), (24 << 20, 1)]
 
 
 def test_a_known_sweep_that_this_runs_cold_check_refutes_is_measured_again():

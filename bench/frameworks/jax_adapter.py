@@ -104,16 +104,16 @@ class JaxAdapter(ImmutableInputs):
             return sum(self.nbytes(o) for o in out)
         return int(out.nbytes) if isinstance(out, jax.Array) else 0
 
-    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
-        each = max(1, nbytes // buffers // 4)
-        srcs = [jax.device_put(jnp.ones((each,), jnp.float32), _device(device)) for _ in range(buffers)]
-        copy = jax.jit(lambda a: a + 0.0)
+    def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
+        each = max(1, piece_bytes // 4)
+        srcs = [jax.device_put(jnp.ones((each,), jnp.float32), _device(device)) for _ in range(count)]
+        add_zero = jax.jit(lambda a: a + 0.0)  # a new array each call: JAX arrays are immutable
 
-        def one_pass() -> None:
-            for s in srcs:
-                copy(s).block_until_ready()
+        def copy(indices: Sequence[int]) -> None:
+            for i in indices:
+                add_zero(srcs[i]).block_until_ready()
 
-        return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
+        return copy
 
 
 def _backward_call(fn: Callable[[Any], Any], xs: Sequence[Any], g: Any) -> Callable[[int], Any]:

@@ -92,16 +92,15 @@ class NumpyAdapter:
             return sum(self.nbytes(o) for o in out)
         return int(out.nbytes) if isinstance(out, np.ndarray) else 0
 
-    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
-        each = max(1, nbytes // buffers // 4)
-        srcs = [np.ones(each, np.float32) for _ in range(buffers)]
+    def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
+        srcs = [np.ones(max(1, piece_bytes // 4), np.float32) for _ in range(count)]
         dsts = [np.empty_like(s) for s in srcs]
 
-        def one_pass() -> None:
-            for s, d in zip(srcs, dsts):
-                np.copyto(d, s)
+        def copy(indices: Sequence[int]) -> None:
+            for i in indices:
+                np.copyto(dsts[i], srcs[i])
 
-        return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
+        return copy
 
 
 def make(physical: bool = True) -> Adapter:

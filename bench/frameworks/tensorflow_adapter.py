@@ -126,18 +126,18 @@ class TensorFlowAdapter(ImmutableInputs):
             return sum(self.nbytes(o) for o in out)
         return int(np.prod(out.shape)) * out.dtype.size if tf.is_tensor(out) else 0
 
-    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
-        each = max(1, nbytes // buffers // 4)
+    def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
         with tf.device(_tf_device(device)):
-            srcs = [tf.ones((each,)) for _ in range(buffers)]
+            srcs = [tf.ones((max(1, piece_bytes // 4),)) for _ in range(count)]
 
-            def one_pass() -> None:
-                for s in srcs:
-                    out = tf.identity(s + 0.0)
+        def copy(indices: Sequence[int]) -> None:
+            with tf.device(_tf_device(device)):
+                for i in indices:
+                    out = tf.identity(srcs[i] + 0.0)
                     del out
-                sync(device)
+            sync(device)
 
-            return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
+        return copy
 
 
 def make(physical: bool = True) -> Adapter:

@@ -185,18 +185,16 @@ class TorchAdapter:
             return sum(self.nbytes(o) for o in out)
         return int(out.numel() * out.element_size()) if isinstance(out, torch.Tensor) else 0
 
-    def copy_bandwidth_gbps(self, device: str, nbytes: int, buffers: int = 1) -> float:
-        """Bytes read plus written per second by device copies of `buffers` pairs of nbytes in all."""
-        each = max(1, nbytes // buffers // 4)
-        srcs = [torch.full((each,), 1.0, device=device) for _ in range(buffers)]
+    def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
+        srcs = [torch.full((max(1, piece_bytes // 4),), 1.0, device=device) for _ in range(count)]
         dsts = [torch.empty_like(s) for s in srcs]
 
-        def one_pass() -> None:
-            for s, d in zip(srcs, dsts):
-                d.copy_(s)
+        def copy(indices: Sequence[int]) -> None:
+            for i in indices:
+                dsts[i].copy_(srcs[i])
             sync(device)
 
-        return memory.copy_bandwidth(one_pass, 2 * each * 4 * buffers)
+        return copy
 
 
 def make(physical: bool = False) -> Adapter:
