@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -452,13 +453,33 @@ def _own_code() -> str:
     return _digest(list(BENCH_DIR.rglob("*.py")))
 
 
-def _import_path_state() -> list[tuple[str, int]]:
+def worker_import_path() -> list[Path]:
+    """The import path a worker imports a source with (`bench.workers.worker_env`): this checkout
+    (its working folder, then the first entry of its PYTHONPATH), the PYTHONPATH it inherits, then
+    the interpreter's own folders (the standard library, site-packages). What only this process
+    added in front of those (pytest's rootdir, a script's folder) is not a worker's: `python -m
+    bench`, the pytest front end and an in-process `check` share what they learnt."""
+    version = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    stdlib = Path(sysconfig.get_path("stdlib")).resolve()
+    start = next(
+        (i for i, e in enumerate(sys.path) if e.endswith(version) or Path(e or ".").resolve() == stdlib), 0
+    )
+    inherited = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    folders: list[Path] = []
+    for entry in [str(BENCH_DIR.parent), str(BENCH_DIR.parent), *inherited, *sys.path[start:]]:
+        folder = Path(entry or ".").resolve()
+        if folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def _import_path_state(folders: list[Path]) -> list[tuple[str, int]]:
     """Each import-path folder with its modification time: installing, upgrading or removing a
     package adds or removes entries in its site-packages folder, which changes that time."""
     state = []
-    for entry in sys.path:
+    for folder in folders:
         try:
-            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+            state.append((str(folder), os.stat(folder).st_mtime_ns))
         except OSError:
             continue
     return state
@@ -478,8 +499,9 @@ class ProbeMemo:
         self.max_age_s = max_age_s
         self.entries = self.file.entries()  # read once: probe threads look entries up at once
         # What every key shares, read once per discovery rather than once per source.
-        self.import_path = _import_path_state()
-        self.path_dirs = {Path(e or ".").resolve() for e in sys.path}
+        folders = worker_import_path()
+        self.import_path = _import_path_state(folders)
+        self.path_dirs = set(folders)
         self.folder_digests: dict[Path, str] = {}
 
     def key(self, source: Source, framework: str, backend: str | None) -> str | None:

@@ -68,7 +68,7 @@ def test_an_unchanged_file_is_imported_once_and_any_change_imports_it_again(tmp_
 def test_a_package_installed_or_removed_imports_it_again(tmp_path, probes, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))  # a folder the workers import from
     folder = tmp_path / "impls"
     folder.mkdir()
     (folder / "mine.py").write_text(FILE.format(name="mine"))
@@ -78,6 +78,24 @@ def test_a_package_installed_or_removed_imports_it_again(tmp_path, probes, monke
     (site / "newpkg").mkdir()  # what pip does to site-packages
     found(folder)
     assert len(probes) == 2
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # another import path for the workers
+    found(folder)
+    assert len(probes) == 3
+
+
+def test_what_only_this_process_imports_from_does_not_matter(tmp_path, probes, monkeypatch):
+    """pytest puts its rootdir in front of sys.path and `python -m bench` the working folder; the
+    workers import with neither: the CLI, the pytest front end and an in-process check share."""
+    folder = tmp_path / "impls"
+    folder.mkdir()
+    (folder / "mine.py").write_text(FILE.format(name="mine"))
+    found(folder)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.syspath_prepend(str(other))
+    monkeypatch.syspath_prepend("")
+    found(folder)
+    assert len(probes) == 1
 
 
 def test_a_failure_is_never_kept(tmp_path, probes):
