@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="every implementation, its semantics and availability")
+    ls.add_argument(
+        "--impl",
+        action="append",
+        default=None,
+        metavar="GLOB",
+        help="only these (only their files are imported)",
+    )
     add_source_args(ls)
 
     run = sub.add_parser("run", help="measure implementations and append rows to a results file")
@@ -490,11 +497,16 @@ def _warn(message: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import describe_source, sources
+    from bench.registry import declared_names, describe_source, sources
+    from bench.runner import select_impls
     from bench.workers import discover
 
-    disc = discover(sources(args.impl_path, args.impl_module), os.cpu_count() or 1, say=_warn)
+    found = sources(args.impl_path, args.impl_module)
+    only = set(select_impls(declared_names(found), tuple(args.impl))) if args.impl else None
+    disc = discover(found, os.cpu_count() or 1, only=only, say=_warn)
     impls = {**disc.impls, **{f"{d.name} ({d.source})": d for d in disc.duplicates}}
+    if only is not None:
+        impls = {k: i for k, i in impls.items() if i.name in only}
     header = ("name", "framework", "backends", "layouts", "semantics", "source", "status")
     table = [header]
     for name in sorted(impls):

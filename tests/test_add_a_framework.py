@@ -53,10 +53,11 @@ def test_two_files_and_an_implementation_add_a_framework(twin_framework, tmp_pat
     impls = tmp_path / "impls"
     impls.mkdir()
     (impls / "twin.py").write_text(IMPL)
-    listed = cli("list", "--impl-path", str(impls))
+    listed = cli("list", "--impl-path", str(impls), "--impl", "twin_*")
     assert listed.returncode == 0, listed.stderr
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("twin_two_pass"))
     assert "numpy_twin" in line and line.endswith("available")
+    assert "numpy_two_pass" not in listed.stdout  # --impl: only the twin was imported and listed
     proc, rows = run_rows(
         tmp_path, "--impl-path", str(impls), "--impl", "twin_two_pass", "--shape", "2,3,8,8",
         "--mode", "forward", "--mode", "train", "--device", "cpu", "--max-time", "0.05", "--preset", "smoke",

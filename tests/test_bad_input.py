@@ -6,6 +6,7 @@ from tests.conftest import cli
 
 CASES = [
     (["run", "--impl", "nosuch_*"], "--impl 'nosuch_*' matches no implementation"),
+    (["list", "--impl", "nosuch_*"], "--impl 'nosuch_*' matches no implementation"),
     (["run", "--shape", "2,3,x,4"], "bad --shape '2,3,x,4'; expected four positive integers"),
     (["run", "--shape", "2,3,0,4"], "bad --shape '2,3,0,4'"),
     (["run", "--shape", "2,3,4"], "bad --shape '2,3,4'"),
