@@ -455,7 +455,7 @@ def _own_code() -> str:
 
 def worker_import_path() -> list[Path]:
     """The import path a worker imports a source with (`bench.workers.worker_env`): this checkout
-    (its working folder, then the first entry of its PYTHONPATH), the PYTHONPATH it inherits, then
+    (its working folder and the first entry of its PYTHONPATH), the PYTHONPATH it inherits, then
     the interpreter's own folders (the standard library, site-packages). What only this process
     added in front of those (pytest's rootdir, a script's folder) is not a worker's: `python -m
     bench`, the pytest front end and an in-process `check` share what they learnt."""
@@ -466,7 +466,7 @@ def worker_import_path() -> list[Path]:
     )
     inherited = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
     folders: list[Path] = []
-    for entry in [str(BENCH_DIR.parent), str(BENCH_DIR.parent), *inherited, *sys.path[start:]]:
+    for entry in [str(BENCH_DIR.parent), *inherited, *sys.path[start:]]:
         folder = Path(entry or ".").resolve()
         if folder not in folders:
             folders.append(folder)

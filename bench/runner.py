@@ -273,7 +273,7 @@ class Run(Listener):
         self.env = self._new_env(disc, found)
         # What is left does not depend on the copy probe (the rotation only decides between a
         # measurement and an oom row of the same key): a finished run is said so before it starts.
-        if self.resume_run and not self._keys_left(self.part_of(make_plan(cfg, disc.impls, chosen, {}))):
+        if self.resume_run and not any(self._remaining(self.part_of(make_plan(cfg, disc.impls, chosen, {})))):
             self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
             return self.out
         self.writer = ResultsWriter(self.out)
@@ -283,9 +283,7 @@ class Run(Listener):
             self.measure_copy()
             plan = self.part_of(make_plan(cfg, disc.impls, chosen, self.rotation))
             self.write_env()
-            direct = [r for r in plan.direct if r.key() not in self.done_keys]
-            groups = [self._left(g) for g in plan.groups]
-            groups = [g for g in groups if g.jobs]
+            direct, groups = self._remaining(plan)
             self.measured_total = sum(len(j.impls) for g in groups for j in g.jobs)
             self.total = len(direct) + self.measured_total
             self.say(
@@ -347,11 +345,12 @@ class Run(Listener):
         order = [c.key() for device in self.cfg.devices for c in cases(self.cfg, device)]
         return shards.restrict(plan, order, shard=self.cfg.shard, groups=self.cfg.groups)
 
-    def _keys_left(self, plan: Plan) -> bool:
-        """Whether the plan holds a measurement or row that the results file does not."""
-        return any(r.key() not in self.done_keys for r in plan.direct) or any(
-            self._left(g).jobs for g in plan.groups
-        )
+    def _remaining(self, plan: Plan) -> tuple[list[Row], list[WorkerSpec]]:
+        """What of the plan the results file does not hold yet: its rows written directly, and its
+        worker groups with only their missing measurements (groups left with none dropped)."""
+        direct = [r for r in plan.direct if r.key() not in self.done_keys]
+        groups = [g for g in (self._left(g) for g in plan.groups) if g.jobs]
+        return direct, groups
 
     def _left(self, spec: WorkerSpec) -> WorkerSpec:
         fw = frameworks.get(spec.framework)

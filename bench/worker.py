@@ -428,9 +428,10 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
     request on stdin. Each request's pieces are allocated for it and freed after it: between
     requests the implementations run, and a device's memory is theirs."""
     dev = spec.device
+    allocate = partial(adapter.copy_pieces, dev)
 
     def copy_gbps(footprint: int) -> float:
-        return memory.Copier(partial(adapter.copy_pieces, dev), footprint).gbps(footprint)
+        return memory.Copier(allocate, footprint).gbps(footprint)
 
     if spec.probe_cache:
         name, cache_bytes = adapter.device_name(dev), adapter.cache_bytes(dev)
@@ -442,7 +443,7 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         )  # fmt: skip
         with store.turn():
             known = store.load(key) if spec.reuse_sweep else None
-            copier = memory.Copier(partial(adapter.copy_pieces, dev), spec.copy_bytes)
+            copier = memory.Copier(allocate, spec.copy_bytes)
             probed = memory.probe_cache(
                 copier.gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known,
                 whole_plateau=device_kind(dev) != "cpu",
