@@ -8,8 +8,10 @@ reported and its implementations run as unavailable.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
+import sysconfig
 
 # (import name, pip requirement). CPU pins: an open torch range pulls several GB of CUDA packages.
 CORE = [
@@ -44,9 +46,29 @@ def pip_install(requirements: list[str]) -> bool:
     if not requirements:
         return True
     print(f"normbench install: pip install {' '.join(requirements)}", flush=True)
-    # --retries 0: an offline GPU box should give up in seconds, not minutes.
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "30", *requirements]
-    return subprocess.run(cmd, check=False).returncode == 0
+    # --retries 0: an offline GPU box should give up in seconds, not minutes. --no-compile: pip
+    # byte-compiles on one core; byte_compile() does it afterwards on all of them.
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--retries", "0", "--timeout", "30"]
+    return subprocess.run([*cmd, *requirements], check=False).returncode == 0
+
+
+def install_dirs() -> list[str]:
+    """Where pip installs for this interpreter: the venv's own site-packages, never the system's."""
+    paths = sysconfig.get_paths()
+    return sorted({paths["purelib"], paths["platlib"]})
+
+
+def byte_compile(dirs: list[str]) -> None:
+    """What pip would have compiled, in parallel: with PYTHONDONTWRITEBYTECODE set (as on CI),
+    nothing else ever writes the .pyc files, and every import of a framework would compile its
+    source again. Files already compiled are skipped; a file that does not compile (some packages
+    ship examples for other Pythons) is left as it is, as pip leaves it."""
+    dirs = [d for d in dirs if os.path.isdir(d)]
+    if not dirs:
+        return
+    print(f"normbench install: byte-compiling {', '.join(dirs)} (every core)", flush=True)
+    cmd = [sys.executable, "-m", "compileall", "-q", "-q", "-j", "0", *dirs]
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -56,6 +78,8 @@ def main() -> int:
         # One batch failed (offline box, or one package unreachable): try each so the reachable land.
         for _, req in core + wanted:
             pip_install([req])
+    if core + wanted:
+        byte_compile(install_dirs())
     still_core = missing(CORE)
     if still_core:
         names = ", ".join(req for _, req in still_core)
