@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -173,7 +174,8 @@ class CacheFile:
         entries as saved (or as they would have been, when the file cannot be written)."""
         entries = {k: v for k, v in self.entries().items() if keep(v)}
         entries.update(updates)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        # Per process and thread: two saving at once never write into the same temporary file.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(entries, indent=1))

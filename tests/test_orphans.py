@@ -38,19 +38,20 @@ def test_a_builder_that_forks_neither_stalls_the_run_nor_outlives_it(tmp_path, m
 
 
 def test_sigkill_of_the_parent_takes_its_busy_worker_and_the_workers_children_down(tmp_path):
+    pidfile = tmp_path / "in_the_call"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", "--impl-path", FAULTY, "--impl", "torch_hang",
          "--shape", "2,3,8,8", "--device", "cpu", "--preset", "smoke", "--out", str(tmp_path / "r.jsonl")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "NORMBENCH_TEST_PIDFILE": str(pidfile)},
     )  # fmt: skip
     parent = psutil.Process(proc.pid)
-    sidecar = tmp_path / "r.env.json"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and "copy_gbps_samples" not in (
-        sidecar.read_text() if sidecar.exists() else ""
-    ):
-        time.sleep(0.5)
-    time.sleep(8)  # past the copy measurement: the run worker is in torch_hang's first call
+    while time.monotonic() < deadline and not (pidfile.exists() and pidfile.read_text().endswith("\n")):
+        time.sleep(0.2)
+    assert pidfile.exists(), "the run worker never reached torch_hang's call"
+    (busy,) = map(int, pidfile.read_text().split())  # the run worker, inside torch_hang's first call
+    assert busy in [p.pid for p in parent.children(recursive=True)]
     assert any("bench.worker" in " ".join(p.cmdline()) for p in parent.children(recursive=True))
     family = [w.pid for w in parent.children(recursive=True)]
     os.kill(proc.pid, signal.SIGKILL)
