@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import sysconfig
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -250,10 +251,17 @@ class Source:
         return cls(d["kind"], d["ref"], declared, d["problem"])
 
 
+# CPython 3.11's AST constructor keeps its recursion depth in state shared by every thread: two
+# threads parsing at once fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905). Discovery in threads (check() from a thread pool) parses one at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def declarations(text: str, stem: str) -> tuple[tuple[Declaration, ...], str]:
     """The (name, framework) of every `@register(...)`-decorated function in a module's source."""
     try:
-        tree = ast.parse(text)
+        with _PARSE_LOCK:
+            tree = ast.parse(text)
     except SyntaxError as exc:
         return (), f"SyntaxError: {exc.msg} (line {exc.lineno})"
     found: list[Declaration] = []

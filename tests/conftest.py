@@ -81,7 +81,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
         "--dtype",
         "bfloat16",
         "--max-time",
-        "0.02",  # the wiring, not precise times: a few samples of each of ~570 rows
+        "0.01",  # the wiring, not precise times: a few samples of each of ~570 rows
         "--edge",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
