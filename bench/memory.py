@@ -171,6 +171,12 @@ def copy_pieces(footprint: int) -> int:
     return max(1, footprint // COPY_PIECE_BYTES)
 
 
+def _piece_source_bytes(footprint: int, count: int) -> int:
+    """Source bytes of each of `count` pieces that copy `footprint` (source and destination), in
+    whole float32 elements."""
+    return footprint // count // 2 // 4 * 4
+
+
 # (source bytes of one piece, pieces) -> copy(indices): a framework's pieces, allocated and written
 # once; the call copies the pieces at those indices into their destinations and waits for the device.
 PieceAllocator = Callable[[int, int], Callable[[Sequence[int]], None]]
@@ -193,14 +199,14 @@ class Copier:
     def __init__(self, allocate: PieceAllocator, max_footprint: int) -> None:
         self.allocate = allocate
         self.count = copy_pieces(max_footprint)
-        self.half = max_footprint // self.count // 2 // 4 * 4  # source bytes of a piece (float32)
+        self.half = _piece_source_bytes(max_footprint, self.count)
         self.copy = allocate(self.half, self.count)
 
     def gbps(self, footprint: int, pass_bytes: int | None = None) -> float:
         piece = 2 * self.half
         if footprint % piece or footprint > piece * self.count:
             n = copy_pieces(footprint)
-            half = footprint // n // 2 // 4 * 4
+            half = _piece_source_bytes(footprint, n)
             own = self.allocate(half, n)
             return copy_bandwidth(lambda: own(range(n)), 2 * half * n)
         k = footprint // piece
