@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep of the last day, and what unchanged files registered)",
     )
     run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
+    run.add_argument(
+        "--group",
+        action="append",
+        metavar="GLOB",
+        help="measure only these worker groups of the plan (torch/cuda:0, 'keras-*'); runs of one plan "
+        "in parts, in the order you choose, merge into one run",
+    )
     add_source_args(run)
     add_cluster_args(run)
 
@@ -269,6 +276,8 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
         from bench.shards import parse_shard
 
         given["shard"] = parse_shard(args.shard).text()
+    if args.group:
+        given["groups"] = tuple(args.group)
     return given
 
 
@@ -342,7 +351,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else ROOT / "results" / f"{run_id}.jsonl"
         check_out_path(out)
     command = " ".join(shlex.quote(a) for a in sys.argv)
-    run = Run(cfg, out, resume_run=resume_run, run_id=None if resume_run else run_id, command=command)
+    run = Run(
+        cfg, out, resume_run=resume_run, run_id=None if resume_run else run_id, command=command,
+        check_groups=bool(cfg.groups),
+    )  # fmt: skip
     try:
         path = run.execute()
     except KeyboardInterrupt as exc:
@@ -400,6 +412,8 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
 
     if args.shard:
         raise BenchError("--shard with --executor: a submission is already split, one job per worker group")
+    if args.group:
+        raise BenchError("--group with --executor: a submission is already split, one job per worker group")
     if args.device and args.device.startswith("cuda:") and args.device != "cuda:0":
         raise BenchError(
             f"--device {args.device!r} with --executor: each GPU job gets a GPU of its own; use --device "

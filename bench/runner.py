@@ -193,6 +193,19 @@ def max_rotation_bytes(device: str) -> int:
     return min(2 << 30, environment.total_memory_bytes() // 16)
 
 
+def stop_summary(reasons: Counter[str], target_rel_ci: float) -> str:
+    """`timed rows: 40 converged (median's 95 % CI within +-1 %), 3 on the time budget`: how many
+    rows reached the noise target, and how many a budget cut short (their CI is in the row)."""
+    what = {
+        "converged": f"converged (median's 95 % CI within +-{target_rel_ci:.0%})",
+        "max_time": "on the time budget (--max-time)",
+        "max_samples": "on the sample cap",
+    }
+    order = [r for r in what if r in reasons] + sorted(set(reasons) - set(what))
+    parts = [f"{reasons[r]} {what.get(r, r)}" for r in order]
+    return "timed rows: " + ", ".join(parts)
+
+
 def new_run_id() -> str:
     return environment.new_run_id()
 
@@ -217,8 +230,12 @@ class Run(Listener):
         command: str = "",
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
+        check_groups: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.check_groups = (
+            check_groups  # `--group` globs from a person: one that matches nothing is an error
+        )
         self.out = out
         self.resume_run = resume_run
         self.command = command
@@ -234,6 +251,7 @@ class Run(Listener):
         self.measured_total = 0
         self.measure_started: float | None = None
         self.group_statuses: Counter[str] = Counter()
+        self.stop_reasons: Counter[str] = Counter()  # why each timed row stopped sampling
         self.done_keys: set[MeasurementKey] = set()
         self.case_rows: dict[Any, list[Row]] = {}
         self.env: dict[str, Any] = {}
@@ -271,6 +289,8 @@ class Run(Listener):
         existing = [r for r in read_rows(self.out) if r.run_id == self.run_id] if self.resume_run else []
         self.done_keys = {r.key() for r in existing}
         self.env = self._new_env(disc, found)
+        if self.check_groups and cfg.groups:
+            shards.check_groups(make_plan(cfg, disc.impls, chosen, {}), cfg.groups)
         # What is left does not depend on the copy probe (the rotation only decides between a
         # measurement and an oom row of the same key): a finished run is said so before it starts.
         if self.resume_run and not any(self._remaining(self.part_of(make_plan(cfg, disc.impls, chosen, {})))):
@@ -332,6 +352,8 @@ class Run(Listener):
             )
             raise KeyboardInterrupt(self.stop_signal)
         self.say(f"done: {self.written} rows in {self.out} ({self.clock() - self.started:.0f} s)")
+        if self.stop_reasons:
+            self.say(stop_summary(self.stop_reasons, self.cfg.settings.target_rel_ci))
         return self.out
 
     def part_of(self, plan: Plan) -> Plan:
@@ -416,6 +438,8 @@ class Run(Listener):
         assert self.writer is not None
         row = self.complete(row)
         self.writer.write(row)
+        if row.stop_reason:
+            self.stop_reasons[row.stop_reason] += 1
         self.done_keys.add(row.key())
         self.written += 1
         self.display.update(self.written, self.eta_s())

@@ -20,6 +20,7 @@ both stay, one run per host.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -155,6 +156,22 @@ def cut(items: Sequence[Unit], count: int) -> list[list[Unit]]:
     return [list(items[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
+def in_groups(label: str, groups: Sequence[str]) -> bool:
+    """Whether a worker group's label is one of `groups`: labels (a cluster job's) or globs
+    (`--group 'keras-*'`)."""
+    return any(fnmatch.fnmatchcase(label, g) for g in groups)
+
+
+def check_groups(plan: Plan, groups: Sequence[str]) -> None:
+    """A `--group` glob that names no worker group of the plan is bad input, said before anything runs."""
+    labels = sorted({label for label, _ in labelled_keys(plan)})
+    for g in groups:
+        if not any(fnmatch.fnmatchcase(label, g) for label in labels):
+            raise BenchError(
+                f"--group {g!r} matches no worker group of this run; its groups: {', '.join(labels)}"
+            )
+
+
 def restrict(
     plan: Plan, case_order: Sequence[CaseKey], *, shard: str = "", groups: Sequence[str] = ()
 ) -> Plan:
@@ -168,7 +185,7 @@ def restrict(
         part = cut(units(plan, case_order), s.count)[s.index - 1]
         keep = {key for u in part for key in u.keys}
     if groups:
-        keep &= {key for label, key in labelled if label in groups}
+        keep &= {key for label, key in labelled if in_groups(label, groups)}
     specs = []
     for spec in plan.groups:
         cases = {job.case.key(): job.case for job in spec.jobs}

@@ -136,6 +136,7 @@ class ChildMeasurer:
             x_seen = ad.to_numpy(xs[0], case, "input")
             g_seen = ad.to_numpy(ad.to_tensor(g64, case), case, "gradient") if g64 is not None else None
             pristine = ad.snapshot(xs) if ad.mutable_inputs else None
+            ref = reference.CaseReference(x_seen, case.eps, g_seen)  # shared by every implementation
         except BaseException as exc:  # noqa: BLE001  MemoryError included: a row, not a crash
             for name in names:
                 base = self.base(self.impls[name], case)
@@ -146,10 +147,11 @@ class ChildMeasurer:
             impl = self.impls[name]
             base = self.base(impl, case)
             try:
-                prepared.append(self.prepare(impl, case, base, xs, x_seen, g_seen, pristine))
+                prepared.append(self.prepare(impl, case, base, xs, ref, g_seen, pristine))
             except BaseException as exc:  # noqa: BLE001  an implementation's failure is its row
                 self.failed(base, exc)
                 self.restore(xs, pristine)
+        del ref  # checked: its float64 arrays are not held through the timing
         active = [p for p in prepared if p.sampler is not None]
         for p in list(active):  # after every memory measurement: the heap at its high-water mark
             assert p.sampler is not None
@@ -210,7 +212,7 @@ class ChildMeasurer:
         case: Case,
         base: dict[str, Any],
         xs: list[Any],
-        x64: np.ndarray,
+        ref: reference.CaseReference,
         g64: np.ndarray | None,
         pristine: Any,
     ) -> Prepared:
@@ -226,27 +228,12 @@ class ChildMeasurer:
         self.begin(impl, case, "check")
         fields: dict[str, Any] = {"first_call_s": _sig(first_call_s)}
         self.check_inputs(xs, pristine, full=True, when="the first call")
-        fields.update(self.check(impl, fn, case, xs, x64, g64, out))
+        fields.update(self.check(impl, fn, case, xs, ref, out))
         del out
         if self.check_only or (self.require_correct and not fields["correct"]):
             return Prepared(impl, base, None, fields)
-        state: dict[str, Any] = {"i": 0, "out": None}
         nbuf = len(xs)
-
-        def run(k: int, sync_each: bool) -> None:
-            i = state["i"]
-            # Each output is freed before the next call, as timeit and torch.utils.benchmark do: the
-            # allocator can hand the same (warm) buffer back. Only the last one is kept, for the sync.
-            state["out"] = out = None
-            for _ in range(k):
-                out = None
-                out = call(i)
-                i = (i + 1) % nbuf
-                if sync_each:
-                    ad.finish(out, dev)
-            state["i"] = i
-            state["out"] = out
-
+        run = rotating(call, nbuf, ad, dev)
         sampler = Sampler(run, self.settings, self.clock, self.min_sample_s, min_warmup_calls=nbuf)
         self.begin(impl, case, "memory")
         fields.update(self.memory_fields(call, case, xs))
@@ -260,13 +247,12 @@ class ChildMeasurer:
         fn: Callable[[Any], Any],
         case: Case,
         xs: list[Any],
-        x64: np.ndarray,
-        g64: np.ndarray | None,
+        ref: reference.CaseReference,
         out: Any,
     ) -> dict[str, Any]:
         """Errors against the float64 reference of the declared semantics, what it really computes,
         and how far that is from canonical InstanceNorm."""
-        ad, eps, declared = self.adapter, case.eps, impl.semantics
+        ad, declared = self.adapter, impl.semantics
         if case.mode == "train":
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise OutputError(f"train call returned {type(out).__name__}; expected (output, gradient)")
@@ -276,17 +262,16 @@ class ChildMeasurer:
         else:
             y, dx = out, None
         y64 = ad.to_numpy(y, case, "output")
-        detected = reference.detect_semantics(x64, y64, eps, case.dtype)
+        detected = ref.detect(y64, case.dtype)
         accs = []
         if case.mode in ("forward", "train"):
-            accs.append(reference.accuracy(y64, reference.normalize(x64, eps, declared)))
+            accs.append(reference.accuracy(y64, ref.output(declared)))
         dtypes = [ad.dtype_name(y)]
         if dx is not None:
             dx64 = ad.to_numpy(dx, case, "gradient")
-            assert g64 is not None
-            accs.append(reference.accuracy(dx64, reference.normalize_grad(x64, g64, eps, declared)))
+            accs.append(reference.accuracy(dx64, ref.grad(declared)))
             dtypes.append(ad.dtype_name(dx))
-        canonical = reference.accuracy(y64, reference.normalize(x64, eps, reference.CANONICAL))
+        canonical = reference.accuracy(y64, ref.output(reference.CANONICAL))
         abs_errs = [a.max_abs_err for a in accs if a.max_abs_err is not None]
         rel_errs = [a.max_rel_err for a in accs if a.max_rel_err is not None]
         nonfinite = sum(a.nonfinite_outputs for a in accs)
@@ -382,6 +367,31 @@ class ChildMeasurer:
 
     def emit_row(self, fields: dict[str, Any]) -> None:
         emit(RowEvent(fields))
+
+
+def rotating(
+    call: Callable[[int], Any], nbuf: int, adapter: Adapter, device: str
+) -> Callable[[int, bool], None]:
+    """What a clock times: run(k, sync_each) makes k calls on the next k of `nbuf` rotating input
+    buffers, waiting for the device after each call when `sync_each` (call latency), else only
+    as the clock does after the last (device time). Each output is freed before the next call,
+    as timeit and torch.utils.benchmark do: the allocator can hand the same (warm) buffer back.
+    Only the last one is kept, for the clock's sync."""
+    state: dict[str, Any] = {"i": 0, "out": None}
+
+    def run(k: int, sync_each: bool) -> None:
+        i = state["i"]
+        state["out"] = out = None
+        for _ in range(k):
+            out = None
+            out = call(i)
+            i = (i + 1) % nbuf
+            if sync_each:
+                adapter.finish(out, device)
+        state["i"] = i
+        state["out"] = out
+
+    return run
 
 
 def set_affinity(threads: int) -> None:

@@ -136,6 +136,31 @@ def test_a_cluster_jobs_groups_are_kept_with_their_unavailable_rows():
     assert {r.impl for r in part.direct} == {"gone"}  # torch, unavailable: it would run in torch/cpu
 
 
+def test_group_globs_pick_worker_groups_and_their_parts_make_the_whole_plan():
+    c = cfg()
+    plan = make_plan(c, IMPLS, NAMES, rotation={})
+    picks = [("torch/*",), ("keras-*",), ("numpy/cpu", "keras-torch/cpu")]
+    got = [set(keys(shards.restrict(plan, order(c), groups=g))) for g in picks]
+    labels = {key: label for label, key in shards.labelled_keys(plan)}
+    assert {labels[k] for k in got[0]} == {"torch/cpu"}
+    assert {labels[k] for k in got[1]} == {"keras-tensorflow/cpu", "keras-jax/cpu", "keras-torch/cpu"}
+    assert {labels[k] for k in got[2]} == {"numpy/cpu", "keras-torch/cpu"}
+    assert got[0] | got[1] | {k for k in keys(plan) if labels[k] == "numpy/cpu"} == set(keys(plan))
+    # Runs in parts share the plan's identity, whatever groups each took: merge makes one run.
+    assert shards.plan_id(replace(c, groups=("torch/*",)), plan) == shards.plan_id(c, plan)
+
+
+def test_a_group_glob_that_matches_nothing_names_the_groups():
+    plan = make_plan(cfg(), IMPLS, NAMES, rotation={})
+    shards.check_groups(plan, ["torch/*", "keras-jax/cpu"])
+    expected = (
+        r"--group 'triton/\*' matches no worker group of this run; its groups: "
+        r"keras-jax/cpu, keras-tensorflow/cpu, keras-torch/cpu, numpy/cpu, torch/cpu"
+    )
+    with pytest.raises(BenchError, match=expected):
+        shards.check_groups(plan, ["torch/*", "triton/*"])
+
+
 # ---- merge ------------------------------------------------------------------------------------
 
 
@@ -305,6 +330,11 @@ def test_shard_and_merge_bad_input_is_one_line(tmp_path):
     for args, message in [
         (["run", "--shard", "3/2"], "bad --shard '3/2'; expected K/N with 1 <= K <= N"),
         (["run", "--shard", "x"], "bad --shard 'x'"),
+        (
+            ["run", "--impl", "numpy_two_pass", "--group", "nope/*", "--out", str(tmp_path / "g.jsonl")],
+            "--group 'nope/*' matches no worker group of this run; its groups: numpy/cpu",
+        ),  # fmt: skip
+        (["run", "--executor", "local", "--group", "torch/*"], "--group with --executor"),
         (["merge", str(tmp_path / "m.jsonl"), str(empty)], f"no usable rows in {empty}"),
         (["merge", str(tmp_path / "m.jsonl"), str(a), str(b)], f"in both {a} and {b}"),
         (["merge", str(tmp_path / "m.jsonl"), str(tmp_path / "nope.jsonl")], "does not exist"),
@@ -313,4 +343,5 @@ def test_shard_and_merge_bad_input_is_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "m.jsonl").exists()
+    assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "g.jsonl").exists()
+    assert not (tmp_path / "g.env.json").exists()

@@ -1,14 +1,22 @@
-"""triton_fused against the float64 reference, in both kernel paths, layouts and dtypes (interpreter)."""
+"""triton_fused against the float64 reference, in both kernel paths, layouts and dtypes.
+
+In Triton's interpreter on the CPU (`make test`); compiled on a GPU with NORMBENCH_TEST_DEVICE=cuda
+(tools/gpu-run.sh runs them so).
+"""
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"  # must precede the first triton import; no GPU in CI
+DEVICE = os.environ.get("NORMBENCH_TEST_DEVICE", "cpu")
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first triton import; no GPU in CI
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("triton")
 torch = pytest.importorskip("torch")
+if DEVICE != "cpu" and not torch.cuda.is_available():
+    pytest.skip(f"NORMBENCH_TEST_DEVICE={DEVICE} but torch sees no CUDA device", allow_module_level=True)
 
 from bench import registry  # noqa: E402
 from bench.cases import Case  # noqa: E402
@@ -58,11 +66,11 @@ def to_torch(x64, dtype="float32", layout="NCHW", requires_grad=False):
     t = torch.from_numpy(x64).to(TORCH_DTYPES[dtype])
     if layout == "NHWC":
         t = t.contiguous(memory_format=torch.channels_last)
-    return t.requires_grad_(requires_grad)
+    return t.to(DEVICE).requires_grad_(requires_grad)
 
 
 def normwise(out, ref):
-    out = out.detach().double().numpy()
+    out = out.detach().double().cpu().numpy()
     assert np.isfinite(out).all()
     return float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
 
@@ -72,7 +80,7 @@ def run(x, g):
     values actually passed (rounded to the dtype), so only the kernels' error is measured."""
     y = tf.PlaneNorm.apply(x, EPS)
     (dx,) = torch.autograd.grad(y, x, g)
-    x64, g64 = x.detach().double().numpy(), g.double().numpy()
+    x64, g64 = x.detach().double().cpu().numpy(), g.double().cpu().numpy()
     return y, dx, normalize(x64, EPS, CANONICAL), normalize_grad(x64, g64, EPS, CANONICAL)
 
 
@@ -175,4 +183,4 @@ def test_registered_builder():
     fn = impl.builder(case)
     with torch.no_grad():
         y = fn(to_torch(x64, layout="NHWC"))
-    assert detect_semantics(x64, y.double().numpy(), case.eps).label == CANONICAL
+    assert detect_semantics(x64, y.double().cpu().numpy(), case.eps).label == CANONICAL
