@@ -164,11 +164,14 @@ PLATEAU_SLACK = 1.15  # bandwidth within this of the DRAM plateau counts as "out
 # and pieces the size of a large case's tensors (one 1 GiB copy runs slower than 1 GiB of 16 MiB
 # copies, both from DRAM).
 COPY_PIECE_BYTES = 32 << 20
+# On a GPU a piece is one kernel: 32 MiB pieces ran at 3.0 TB/s on an H200 where one 2 GiB copy ran
+# at 4.3 (each small copy pays its ramp-up and tail), so the reference copy would flatter every row.
+GPU_COPY_PIECE_BYTES = 1 << 30
 PROBE_REPEATS = 3  # sweeps (and cold checks) in turns; each footprint keeps its median
 
 
-def copy_pieces(footprint: int) -> int:
-    return max(1, footprint // COPY_PIECE_BYTES)
+def copy_pieces(footprint: int, piece_bytes: int = COPY_PIECE_BYTES) -> int:
+    return max(1, footprint // piece_bytes)
 
 
 def _piece_source_bytes(footprint: int, count: int) -> int:
@@ -196,16 +199,17 @@ class Copier:
     neighbour on a shared machine interrupts both alike (one 1 GiB pass is preempted where a 64 MiB
     one is not, and the cold copy looked cache-fast beside it)."""
 
-    def __init__(self, allocate: PieceAllocator, max_footprint: int) -> None:
+    def __init__(self, allocate: PieceAllocator, max_footprint: int, piece_bytes: int = COPY_PIECE_BYTES) -> None:
         self.allocate = allocate
-        self.count = copy_pieces(max_footprint)
+        self.piece_bytes = piece_bytes
+        self.count = copy_pieces(max_footprint, piece_bytes)
         self.half = _piece_source_bytes(max_footprint, self.count)
         self.copy = allocate(self.half, self.count)
 
     def gbps(self, footprint: int, pass_bytes: int | None = None) -> float:
         piece = 2 * self.half
         if footprint % piece or footprint > piece * self.count:
-            n = copy_pieces(footprint)
+            n = copy_pieces(footprint, self.piece_bytes)
             half = _piece_source_bytes(footprint, n)
             own = self.allocate(half, n)
             return copy_bandwidth(lambda: own(range(n)), 2 * half * n)

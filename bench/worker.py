@@ -439,9 +439,10 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
     requests the implementations run, and a device's memory is theirs."""
     dev = spec.device
     allocate = partial(adapter.copy_pieces, dev)
+    piece = memory.COPY_PIECE_BYTES if device_kind(dev) == "cpu" else memory.GPU_COPY_PIECE_BYTES
 
     def copy_gbps(footprint: int) -> float:
-        return memory.Copier(allocate, footprint).gbps(footprint)
+        return memory.Copier(allocate, footprint, piece).gbps(footprint)
 
     if spec.probe_cache:
         name, cache_bytes = adapter.device_name(dev), adapter.cache_bytes(dev)
@@ -450,10 +451,11 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
         key = store.key(
             device=name, threads=spec.threads, affinity=cpus, copy=f"{adapter.name} {adapter.version()}",
             cache_bytes=cache_bytes, max_bytes=spec.copy_bytes, max_rotation_bytes=spec.rotation_bytes,
+            piece_bytes=piece,
         )  # fmt: skip
         with store.turn():
             known = store.load(key) if spec.reuse_sweep else None
-            copier = memory.Copier(allocate, spec.copy_bytes)
+            copier = memory.Copier(allocate, spec.copy_bytes, piece)
             probed = memory.probe_cache(
                 copier.gbps, cache_bytes, spec.copy_bytes, spec.rotation_bytes, known=known,
                 whole_plateau=device_kind(dev) != "cpu",

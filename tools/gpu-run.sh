@@ -87,7 +87,7 @@ main() {
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 &&
             export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
-    "$PYTHON" - >>"$LOG" 2>&1 <<'EOF'
+    KERAS_BACKEND=jax "$PYTHON" - >>"$LOG" 2>&1 <<'EOF'
 import importlib
 for name in ("torch", "triton", "jax", "keras", "tensorflow", "numba", "numpy", "pandas", "matplotlib", "jinja2"):
     try:
