@@ -199,7 +199,9 @@ class Copier:
     neighbour on a shared machine interrupts both alike (one 1 GiB pass is preempted where a 64 MiB
     one is not, and the cold copy looked cache-fast beside it)."""
 
-    def __init__(self, allocate: PieceAllocator, max_footprint: int, piece_bytes: int = COPY_PIECE_BYTES) -> None:
+    def __init__(
+        self, allocate: PieceAllocator, max_footprint: int, piece_bytes: int = COPY_PIECE_BYTES
+    ) -> None:
         self.allocate = allocate
         self.piece_bytes = piece_bytes
         self.count = copy_pieces(max_footprint, piece_bytes)
