@@ -154,6 +154,7 @@ class Measurement:
     cache_resident: bool
     faulting: bool
     concurrent: bool
+    timer: str = ""  # "host" | "cuda_event" | "host_pipelined"
 
     @property
     def elements(self) -> int:
@@ -217,7 +218,7 @@ def measurement(run: str, row: Row, envs: Mapping[str, Mapping[str, Any]]) -> Me
         noisy=rel_iqr is not None and rel_iqr > NOISY_REL_IQR,
         cache_resident=sol is not None and sol > CACHE_RESIDENT_SOL,
         faulting=row.faults_per_call is not None and row.faults_per_call >= FAULTING_PER_CALL,
-        concurrent=row.concurrent,
+        concurrent=row.concurrent, timer=row.timer,
     )  # fmt: skip
 
 
@@ -380,6 +381,7 @@ class Best:
     sol_fraction: float | None  # at sol_shape: the largest shape it ran
     sol_shape: Shape | None
     cache_resident: bool
+    timer: str = ""  # how its rows were timed (a comparison between two timers is said to be one)
 
 
 @dataclass(frozen=True)
@@ -452,7 +454,9 @@ def _best(framework: str | None, ms: Sequence[Measurement]) -> Best | None:
     if variant is None:
         return None
     largest = max((m for m in mine if m.variant == variant and m.usable), key=lambda m: m.elements)
-    return Best(largest.framework, variant, largest.sol_fraction, largest.shape, largest.cache_resident)
+    return Best(
+        largest.framework, variant, largest.sol_fraction, largest.shape, largest.cache_resident, largest.timer
+    )
 
 
 def _versus(a: Best | None, b: Best | None, ms: Sequence[Measurement]) -> Comparison | None:
@@ -592,7 +596,8 @@ def where(rows: Iterable[Row | Measurement]) -> tuple[Where, ...]:
 @dataclass(frozen=True)
 class Caveat:
     """kind: non_canonical | semantics_mismatch | wrong | failed | first_call | cache_resident |
-    page_faults | concurrent. `value` is the kind's number (worst distance, error, seconds, ...)."""
+    page_faults | concurrent | host_timed. `value` is the kind's number (worst distance, error,
+    seconds, ...); `detail` for host_timed: the timer."""
 
     kind: str
     run: str
@@ -667,6 +672,7 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
                     "concurrent": None,
                 }[kind]
                 out.append(Caveat(kind, run, variant, where(fm), value))
+        out += _host_timed(run, mine)
     order = (
         "wrong",
         "semantics_mismatch",
@@ -675,9 +681,30 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
         "cache_resident",
         "page_faults",
         "concurrent",
+        "host_timed",
         "first_call",
     )
     return sorted(out, key=lambda c: (c.run, _rank(order, c.kind), c.variant))
+
+
+def _host_timed(run: str, mine: Sequence[Measurement]) -> list[Caveat]:
+    """On a device where some rows time the GPU alone (CUDA events), the rows timed on the host
+    clock (JAX has no device events) include dispatch wherever it is slower than the GPU: their
+    comparisons with the others are upper bounds, said once per variant."""
+    on_device: dict[str, list[Measurement]] = defaultdict(list)
+    for m in mine:
+        on_device[m.device].append(m)
+    out = []
+    for group in on_device.values():
+        if not any(m.timer == "cuda_event" for m in group):
+            continue
+        flagged: dict[str, list[Measurement]] = defaultdict(list)
+        for m in group:
+            if m.timer and m.timer != "cuda_event":
+                flagged[m.variant].append(m)
+        for variant, fm in sorted(flagged.items()):
+            out.append(Caveat("host_timed", run, variant, where(fm), None, fm[0].timer))
+    return out
 
 
 # ---- per configuration: table rows and what the four plots draw --------------------------------

@@ -68,7 +68,7 @@ def fmt(value: Any, unit: str) -> str:
     if unit == "bytes":
         return f"{v / 2**20:.3g} MiB"
     if unit == "gbps":
-        return f"{v:.3g} GB/s"
+        return f"{v:.3g} GB/s" if abs(v) < 1000 else f"{v:,.0f} GB/s"  # a GPU's 4,067, not 4.07e+03
     if unit == "count":
         return f"{int(v):,}"
     raise ValueError(f"unknown unit {unit!r}")

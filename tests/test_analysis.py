@@ -400,3 +400,21 @@ def test_records_are_frozen(a):
     with pytest.raises(AttributeError):
         a.verdicts[0].fastest = "x"  # type: ignore[misc]
     assert Path(analysis.__file__).name == "analysis.py"
+
+
+def test_host_timed_rows_beside_gpu_timed_ones_are_named_and_the_headline_says_so():
+    """The H200 run: torch rows time the GPU alone (CUDA events), JAX and Keras-on-JAX rows time
+    the host; a comparison across the two is flagged, and a CPU run (one timer) has no such caveat."""
+    gpu = analysis.analyse(analysis.load([ROOT / "results" / "h200" / "h200.jsonl"]))
+    flagged = {c.variant for c in gpu.caveats if c.kind == "host_timed"}
+    assert {"jax_jit", "keras_layer[jax]"} <= flagged
+    assert not any(v.startswith(("torch_", "triton_")) for v in flagged)
+    (headline,) = gpu.headlines
+    assert headline.main is not None and (headline.main.mode, headline.main.dtype) == ("forward", "float32")
+    nchw = next(la for la in headline.main.layouts if la.layout == "NCHW")
+    assert nchw.torch is not None and nchw.torch.timer == "cuda_event"
+    assert nchw.keras is not None and nchw.keras.timer == "host"
+    page = (ROOT / "reports" / "h200" / "index.html").read_text()
+    assert "timed differently, cuda_event against host: see Caveats" in html.unescape(page)
+    cpu = analysis.analyse(analysis.load([ROOT / "results" / "sample" / "cpu.jsonl"]))
+    assert not [c for c in cpu.caveats if c.kind == "host_timed"]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bench import reference
 from bench.cases import Case
 from bench.reference import (
     CANONICAL,
@@ -99,3 +100,31 @@ def test_ideal_bytes_per_mode():
     for mode, passes in (("forward", 2), ("backward", 3), ("train", 5)):
         case = Case(shape=(2, 3, 4, 5), dtype="bfloat16", mode=mode)
         assert case.ideal_bytes == passes * 120 * 2
+
+
+def test_the_shared_case_reference_is_the_module_functions_computed_once():
+    """What every implementation's check reuses gives exactly what the standalone functions give."""
+    case = Case(shape=(2, 5, 7, 6), mode="train")
+    x, g = make_input(case), make_upstream_grad(case)
+    ref = reference.CaseReference(x, case.eps, g)
+    for semantics in reference.SEMANTICS:
+        np.testing.assert_array_equal(ref.output(semantics), normalize(x, case.eps, semantics))
+        np.testing.assert_array_equal(ref.grad(semantics), normalize_grad(x, g, case.eps, semantics))
+        assert ref.output(semantics) is ref.output(semantics)  # computed once
+        y = normalize(x, case.eps, semantics).astype(np.float32)
+        assert ref.detect(y).label == detect_semantics(x, y, case.eps).label == semantics
+    with pytest.raises(ValueError, match="no upstream gradient"):
+        reference.CaseReference(x, case.eps).grad()
+
+
+def test_accuracy_counts_nonfinite_outputs_and_skips_them():
+    ref = np.array([1.0, -2.0, 4.0, 0.5])
+    assert reference.accuracy(ref + 0.01, ref) == reference.Accuracy(
+        pytest.approx(0.01), pytest.approx(0.0025), 0
+    )
+    got = reference.accuracy(np.array([1.0, np.nan, 4.5, np.inf]), ref)
+    assert (
+        got.nonfinite_outputs == 2
+        and got.max_abs_err == pytest.approx(0.5)
+        and got.max_rel_err == pytest.approx(0.125)
+    )
