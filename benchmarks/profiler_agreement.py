@@ -179,6 +179,9 @@ def main() -> int:
                         records.append(rec)
                         continue
                     records.append(rec)
+                    if args.json:  # after every case: a run cut short keeps what it measured
+                        partial = {"summary": None, "records": records}
+                        Path(args.json).write_text(json.dumps(partial, indent=2))
                     large = rec["elements"] >= args.large_elements
                     if large and rec["ratio"]:
                         worst = max(worst, abs(rec["ratio"] - 1))

@@ -109,15 +109,15 @@ EOF
     # its share of the budget (within one `bench run` groups go in label order, torch before
     # triton): normbench's kernel; PyTorch (its built-ins and torch.compile); the rest. Parts of one
     # plan share its identity, so `bench merge` makes one run of them, as of a cluster's jobs.
-    step "sweep A (triton)" "$(share 14)" "$PYTHON" -m bench run "${common[@]}" --group 'triton/*' \
+    step "sweep A (triton)" "$(share 18)" "$PYTHON" -m bench run "${common[@]}" --group 'triton/*' \
         --out "$WORK/part-a.jsonl"
     pack
-    step "sweep B (PyTorch: built-ins, torch.compile)" "$(share 44)" "$PYTHON" -m bench run "${common[@]}" \
+    step "sweep B (PyTorch: built-ins, torch.compile)" "$(share 40)" "$PYTHON" -m bench run "${common[@]}" \
         --group 'torch/*' --out "$WORK/part-b.jsonl"
     pack
     # JAX, Keras on its jax and torch backends; TensorFlow and NumPy are unavailable rows on a CUDA
     # device or a box without them.
-    step "sweep C (JAX, Keras, the rest)" "$(share 22)" "$PYTHON" -m bench run "${common[@]}" \
+    step "sweep C (JAX, Keras, the rest)" "$(share 20)" "$PYTHON" -m bench run "${common[@]}" \
         --group 'jax/*' --group 'keras-*' --group 'tensorflow/*' --group 'numpy/*' --out "$WORK/part-c.jsonl"
     pack
 
@@ -131,7 +131,7 @@ EOF
     if [ "${DEVICE%%:*}" = cuda ]; then
         pshapes=()
         for s in $PROFILE_SHAPES; do pshapes+=(--shape "$s"); done
-        step "profiler agreement" "$(share 8)" "$PYTHON" benchmarks/profiler_agreement.py "${pshapes[@]}" \
+        step "profiler agreement" "$(share 10)" "$PYTHON" benchmarks/profiler_agreement.py "${pshapes[@]}" \
             --json "$WORK/profiler.json"
         cp "$WORK/profiler.json" "$DEST/" 2>/dev/null
     else
