@@ -21,6 +21,7 @@ import numpy as np
 from bench.cases import DTYPES, LAYOUTS, Shape
 from bench.compare import Change, compare_rows
 from bench.errors import BenchError
+from bench.memory import cache_state
 from bench.reference import CANONICAL, EDGE_CASES, UNSAFE_ABS_ERR
 from bench.results import Row, read_envs, read_rows
 from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, copy_gbps_samples, ratio_ci, sol_fraction
@@ -155,6 +156,10 @@ class Measurement:
     faulting: bool
     concurrent: bool
     timer: str = ""  # "host" | "cuda_event" | "host_pipelined"
+    cache_state: str = ""  # where its inputs came from: "cold" | "partly cached" | "warm" | "" (unknown)
+    rotated_bytes: int = 0
+    default_alloc_s: float | None = None  # the same call in a default process's allocator state
+    default_alloc_faults: float | None = None
 
     @property
     def elements(self) -> int:
@@ -184,7 +189,18 @@ class Measurement:
             out.append("page faults")
         if self.concurrent:
             out.append("concurrent")
+        if self.cache_state in ("partly cached", "warm"):
+            out.append(f"{self.cache_state} inputs")
+        if self.default_alloc_s is not None:
+            out.append("default process")
         return tuple(out)
+
+    @property
+    def default_alloc_factor(self) -> float | None:
+        """How much longer the call takes in a default process (fresh pages for its output)."""
+        if self.default_alloc_s and self.time_median_s:
+            return self.default_alloc_s / self.time_median_s
+        return None
 
     def timing_samples(self) -> tuple[float, ...]:
         if self.samples_s:
@@ -219,7 +235,20 @@ def measurement(run: str, row: Row, envs: Mapping[str, Mapping[str, Any]]) -> Me
         cache_resident=sol is not None and sol > CACHE_RESIDENT_SOL,
         faulting=row.faults_per_call is not None and row.faults_per_call >= FAULTING_PER_CALL,
         concurrent=row.concurrent, timer=row.timer,
+        cache_state=row.cache_state or row_cache_state(row, envs.get(row.run_id, {})),
+        rotated_bytes=row.rotated_bytes, default_alloc_s=row.default_alloc_time_median_s,
+        default_alloc_faults=row.default_alloc_faults_per_call,
     )  # fmt: skip
+
+
+def row_cache_state(row: Row, env: Mapping[str, Any]) -> str:
+    """The cache state of a row written before rows carried it: its rotated bytes against its run's
+    effective cache (sidecar), "" where either is unknown."""
+    caches = env.get("effective_cache_bytes")
+    effective = caches.get(row.device) if isinstance(caches, Mapping) else None
+    if not isinstance(effective, int) or isinstance(effective, bool):
+        return ""
+    return cache_state(row.rotated_bytes, effective)
 
 
 def measurements(results: Results) -> list[Measurement]:
@@ -596,7 +625,8 @@ def where(rows: Iterable[Row | Measurement]) -> tuple[Where, ...]:
 @dataclass(frozen=True)
 class Caveat:
     """kind: non_canonical | semantics_mismatch | wrong | failed | first_call | cache_resident |
-    page_faults | concurrent | host_timed. `value` is the kind's number (worst distance, error,
+    page_faults | concurrent | host_timed | not_cold (value: the most bytes rotated) | default_alloc
+    (value: the largest factor). `value` is the kind's number (worst distance, error,
     seconds, ...); `detail` for host_timed: the timer."""
 
     kind: str
@@ -659,6 +689,8 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
             ("cache_resident", lambda m: m.cache_resident),
             ("page_faults", lambda m: m.faulting),
             ("concurrent", lambda m: m.concurrent),
+            ("not_cold", lambda m: m.cache_state in ("partly cached", "warm")),
+            ("default_alloc", lambda m: m.default_alloc_s is not None),
         ):
             flagged: dict[str, list[Measurement]] = defaultdict(list)
             for m in mine:
@@ -670,6 +702,8 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
                     "cache_resident": _worst(m.sol_fraction for m in fm),
                     "page_faults": _worst(m.faults_per_call for m in fm),
                     "concurrent": None,
+                    "not_cold": _worst(m.rotated_bytes for m in fm),
+                    "default_alloc": _worst(m.default_alloc_factor for m in fm),
                 }[kind]
                 out.append(Caveat(kind, run, variant, where(fm), value))
         out += _host_timed(run, mine)
@@ -681,6 +715,8 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
         "cache_resident",
         "page_faults",
         "concurrent",
+        "not_cold",
+        "default_alloc",
         "host_timed",
         "first_call",
     )
@@ -1081,7 +1117,7 @@ class RunInfo:
     # device, bytes, and when the sweep that found it ran when the run reused an earlier one ("")
     effective_cache_bytes: tuple[tuple[str, int, str], ...]
     # device, bytes the cold policy rotated through, and whether a copy under it stayed at DRAM speed
-    cold_cache: tuple[tuple[str, int, bool], ...]
+    cold_cache: tuple[tuple[str, int, bool, bool], ...]  # device, rotation, verified, short of 2x cache
     packages: tuple[tuple[str, str], ...]
     git_commit: str
     command: str
@@ -1111,10 +1147,14 @@ def run_info(results: Results, label: str) -> RunInfo:
     probes = probes if isinstance(probes, Mapping) else {}
 
     def reused_from(device: str) -> str:
+        """How the effective cache was found, when not by this run's own sweep."""
         p = probes.get(device)
+        if isinstance(p, Mapping) and p.get("given"):
+            return "given with --effective-cache, not swept"
         if not (isinstance(p, Mapping) and p.get("sweep_reused")):
             return ""
-        return _text(p.get("swept_at")) or "an earlier run"
+        when = _text(p.get("swept_at")) or "an earlier run"
+        return f"from this machine's sweep of {when}; the cold check below is this run's"
 
     caches = tuple(
         (str(d), int(v), reused_from(d))
@@ -1122,7 +1162,7 @@ def run_info(results: Results, label: str) -> RunInfo:
         if isinstance(v, int) and not isinstance(v, bool)
     )
     cold = tuple(
-        (str(d), int(p["rotation_bytes"]), bool(p.get("cold_verified")))
+        (str(d), int(p["rotation_bytes"]), bool(p.get("cold_verified")), bool(p.get("rotation_short")))
         for d, p in probes.items()
         if isinstance(p, Mapping) and isinstance(p.get("rotation_bytes"), int)
     )

@@ -16,6 +16,8 @@ from bench.errors import BenchError
 from bench.registry import check_impl_paths
 from bench.timing import PRESET_TIMING
 
+MIN_SIZE_BYTES = 1 << 20
+
 
 def parse_size(text: str, option: str = "--max-memory") -> int:
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -29,6 +31,8 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
         raise BenchError(f"bad {option} {text!r}; expected a number of bytes such as 8G or 512M") from None
     if not math.isfinite(value) or not 0 < value < 2**60:
         raise BenchError(f"bad {option} {text!r}; expected a positive, finite size such as 8G")
+    if value < MIN_SIZE_BYTES:  # 0.5 or 1e-30G would round to 0 bytes: a limit switched off
+        raise BenchError(f"bad {option} {text!r}; expected at least 1M (a size such as 8G or 512M)")
     return int(value)
 
 
@@ -106,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sweep the caches and import every implementation again (default: reuse this machine's "
         "sweep of the last day, and what unchanged files registered)",
+    )
+    run.add_argument(
+        "--effective-cache",
+        default=None,
+        metavar="SIZE",
+        help="take this effective cache (64M, 1G) instead of sweeping for it: a machine whose caches "
+        "you know, or a simulated one; the cold check and the copy bandwidth are still measured",
     )
     run.add_argument("--shard", default=None, metavar="K/N", help="measure only part K of N of the plan")
     run.add_argument(
@@ -278,6 +289,8 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
         given["shard"] = parse_shard(args.shard).text()
     if args.group:
         given["groups"] = tuple(args.group)
+    if args.effective_cache is not None:
+        given["effective_cache_bytes"] = parse_size(args.effective_cache, "--effective-cache")
     return given
 
 

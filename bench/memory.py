@@ -33,7 +33,8 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 MEASURE_MMAP_BYTES = 256 * 1024
 GLIBC_DEFAULT_MMAP_MAX = 65536
 INT_MAX = 2**31 - 1
+# glibc's largest dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): in a default
+# process every block at least this large comes fresh from the kernel on every allocation.
+MMAP_CEILING_BYTES = 32 << 20
 
 
 def _libc() -> Any:
@@ -111,6 +115,68 @@ def measure_cpu(call: Callable[[], Any]) -> tuple[int, Any]:
         result = call()
         return max(0, peak_rss_bytes() - base), result
     finally:
+        steady_allocator()
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks")
+    ] + [("fordblks", ctypes.c_size_t), ("keepcost", ctypes.c_size_t)]
+
+
+def _heap_bytes() -> int | None:
+    """Bytes of heap glibc holds from the kernel (all arenas), or None without mallinfo2."""
+    fn = getattr(_LIBC, "mallinfo2", None) if _LIBC is not None else None
+    if fn is None:
+        return None
+    fn.restype = _MallInfo2
+    return int(fn().arena)
+
+
+def _plug_free_chunks(block_bytes: int, most: int = 64) -> list[int]:
+    """Allocate, from the heap, the free chunks that could serve a `block_bytes` request: a process
+    that ran with mmap off has them (a freed large output), and glibc serves a request from a free
+    chunk before it maps fresh memory, whatever its mmap threshold. A default process never put
+    such blocks in its heap. Stops when the heap must grow for the next one; that one is held too,
+    since freed it would rejoin the heap's top chunk, which a heap that outgrew its break (a large
+    one, extended by mmap) cannot hand back, and the next request would be carved from it."""
+    assert _LIBC is not None
+    _LIBC.malloc.restype = ctypes.c_void_p
+    _LIBC.free.argtypes = [ctypes.c_void_p]
+    held: list[int] = []
+    while len(held) < most:
+        before = _heap_bytes()
+        p = _LIBC.malloc(ctypes.c_size_t(block_bytes))
+        if not p:
+            break
+        held.append(p)
+        after = _heap_bytes()
+        if before is None or after is None or after > before:
+            break  # the heap grew for it: no free chunk that large was left
+    return held
+
+
+@contextmanager
+def default_allocator(block_bytes: int = MMAP_CEILING_BYTES) -> Iterator[bool]:
+    """glibc as a default process has it once its dynamic thresholds have converged: blocks from
+    32 MiB up (MMAP_CEILING_BYTES) mmapped fresh on every allocation and unmapped on free, heap tops
+    over twice that trimmed. The heap's free chunks of `block_bytes` or more (what the steady state
+    left) are held meanwhile, so they cannot serve the calls. Yields False where glibc's mallopt or
+    mallinfo2 is not there."""
+    if _LIBC is None or _heap_bytes() is None:
+        yield False
+        return
+    held = _plug_free_chunks(block_bytes)  # mmap is still off: these come from the heap
+    _LIBC.mallopt(M_MMAP_MAX, GLIBC_DEFAULT_MMAP_MAX)
+    _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_CEILING_BYTES)
+    _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_CEILING_BYTES)
+    _LIBC.malloc_trim(0)
+    try:
+        yield True
+    finally:
+        for p in held:
+            _LIBC.free(ctypes.c_void_p(p))
         steady_allocator()
 
 
@@ -240,6 +306,7 @@ class CacheProbe:
     cold_verified: bool = False  # cold copy <= 1.1 x plateau check: inputs really come from DRAM
     swept_at: str = ""  # when the sweep was measured (ISO, UTC)
     sweep_reused: bool = False  # the sweep is this machine's earlier one; the cold check is this run's
+    given: bool = False  # the effective cache came from --effective-cache: no sweep
 
     def as_env(self) -> dict[str, Any]:
         return {
@@ -252,6 +319,7 @@ class CacheProbe:
             "cold_verified": self.cold_verified,
             "swept_at": self.swept_at,
             "sweep_reused": self.sweep_reused,
+            "given": self.given,
         }
 
 
@@ -309,6 +377,27 @@ def probe_cache(
     return probe
 
 
+def given_cache(
+    copy: CopyGbps,
+    effective_bytes: int,
+    max_bytes: int,
+    max_rotation_bytes: int,
+    repeats: int = PROBE_REPEATS,
+    whole_plateau: bool = False,
+) -> CacheProbe:
+    """`--effective-cache`: the cache is given, not swept (a machine whose caches you know, or a
+    test simulating another host); the cold check and the DRAM bandwidth are still this run's."""
+    probe = CacheProbe(
+        effective_cache_bytes=effective_bytes,
+        rotation_bytes=min(2 * effective_bytes, max_rotation_bytes),
+        given=True,
+        swept_at=environment.now(),
+    )
+    _check_cold(probe, copy, max_bytes, repeats, whole_plateau)
+    probe.dram_gbps = probe.plateau_check_gbps
+    return probe
+
+
 def _judge(sweep: list[tuple[int, float]], reported_bytes: int, max_rotation_bytes: int) -> CacheProbe:
     """The plateau, the effective cache and the rotation a sweep implies."""
     probe = CacheProbe(sweep=sweep)
@@ -334,3 +423,74 @@ def _check_cold(probe: CacheProbe, copy: CopyGbps, max_bytes: int, repeats: int,
     probe.cold_copy_gbps = statistics.median(cold)
     probe.plateau_check_gbps = statistics.median(plateau)
     probe.cold_verified = probe.cold_copy_gbps <= 1.1 * probe.plateau_check_gbps
+
+
+# ---- the cold policy: what a case rotates through, and what it holds -----------------------------
+
+MAX_BUFFERS = 256  # per case: each buffer costs setup (a backward graph, a JAX linearization)
+# A worker with its framework loaded, before any case (torch ~0.5 GiB, TensorFlow ~0.9 GiB).
+WORKER_BASE_BYTES = 1 << 30
+# Per buffer, the tensors a call reads that the previous call did not touch: the input (outputs are
+# fresh each call, freed and handed back hot), and in backward the forward's output its graph saved.
+ROTATING_TENSORS = {"forward": 1, "backward": 2, "train": 1}
+# Per buffer, what the worker holds: the input and its pristine copy; backward adds the graph's
+# saved output and its own state.
+HELD_TENSORS = {"forward": 2, "backward": 4, "train": 2}
+# Float64 arrays a worker holds for one case's check: the input as made and as the dtype rounds it,
+# its centred copy, the declared and the canonical outputs and an implementation's output converted;
+# with a gradient, the upstream gradient twice, the reference gradient and the converted one.
+FLOAT64_ARRAYS = {"forward": 7, "backward": 11, "train": 11}
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """One case's input buffers under the cold policy: how many, the distinct bytes a pass over them
+    reads (what decides whether inputs come from DRAM), and what they hold in memory."""
+
+    count: int
+    rotated_bytes: int
+    held_bytes: int
+
+
+def reference_bytes(numel: int, mode: str) -> int:
+    """Host bytes of the float64 arrays one case's check holds."""
+    return FLOAT64_ARRAYS[mode] * 8 * numel
+
+
+def plan_buffers(
+    numel: int,
+    itemsize: int,
+    mode: str,
+    on_host: bool,
+    rotation_bytes: int,
+    warm_cache: bool,
+    max_memory: int,
+) -> Buffers | None:
+    """The buffers a worker makes for one case: enough to rotate through `rotation_bytes` (twice the
+    effective cache) at most MAX_BUFFERS, one with `warm_cache`; on the host (a CPU device), no more
+    than --max-memory leaves beside the worker itself and the case's float64 reference (then fewer
+    buffers, and the row's cache state says how cold it was). None: not even one buffer fits.
+    The planner and the worker both call this, so what is budgeted is what is allocated."""
+    tensor = numel * itemsize
+    rotating, held = ROTATING_TENSORS[mode] * tensor, HELD_TENSORS[mode] * tensor
+    count = 1 if warm_cache else min(MAX_BUFFERS, max(1, -(-rotation_bytes // rotating)))
+    if max_memory:
+        room = max_memory - WORKER_BASE_BYTES - reference_bytes(numel, mode)
+        if on_host:
+            if room < held:
+                return None
+            count = min(count, room // held)
+        elif room < 0:
+            return None
+    return Buffers(count, count * rotating, count * held)
+
+
+def cache_state(rotated_bytes: int, effective_cache_bytes: int) -> str:
+    """Where a row's inputs came from, by the bytes it really rotated through: "cold" from twice the
+    effective cache (each input evicted before it is read again), "warm" when they all fit in it,
+    "partly cached" between; "" when the cache is not known."""
+    if effective_cache_bytes <= 0 or rotated_bytes <= 0:
+        return ""
+    if rotated_bytes >= 2 * effective_cache_bytes:
+        return "cold"
+    return "warm" if rotated_bytes <= effective_cache_bytes else "partly cached"

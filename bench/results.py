@@ -24,7 +24,7 @@ from typing import Any
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 2  # bump on any change to Row; say why in CHANGELOG.md
+SCHEMA_VERSION = 3  # bump on any change to Row; say why in CHANGELOG.md
 ENV_SCHEMA_VERSION = 2
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "unavailable")
 MAX_WARNINGS = 5  # per file; the rest are counted, not printed
@@ -69,10 +69,15 @@ class Row:
     stop_reason: str = ""  # "converged" | "max_time" | "max_samples"
     latency_median_s: float | None = None  # what a user waits for one call, dispatch and sync included
     first_call_s: float | None = None  # compile/trace included
-    cache_policy: str = ""  # "cold" (rotating buffers larger than the effective cache) | "warm"
+    cache_policy: str = ""  # what was asked: "cold" (rotate inputs through 2x the effective cache) | "warm"
     buffers: int = 0
+    rotated_bytes: int = 0  # distinct input bytes one pass over the buffers reads
+    cache_state: str = ""  # what it got: "cold" | "partly cached" | "warm" (bench.memory.cache_state)
     faults_per_call: float | None = None  # minor page faults per timed call (whole worker process)
     major_faults_per_call: float | None = None
+    # CPU outputs over glibc's mmap ceiling: the same call in a default process's allocator state
+    default_alloc_time_median_s: float | None = None
+    default_alloc_faults_per_call: float | None = None
     # memory
     peak_mem_bytes: int | None = None  # input + output + temporaries at the call's peak
     extra_mem_bytes: int | None = None  # beyond input and output
@@ -141,7 +146,21 @@ def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "schema_version": 2}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
+    """v2 rows kept their buffer count, not the bytes it rotated: those follow from the case (their
+    cache state is judged in the report, against their run's effective cache)."""
+    from bench.cases import ITEMSIZE
+    from bench.memory import ROTATING_TENSORS
+
+    buffers, shape = d.get("buffers"), d.get("shape")
+    tensors, itemsize = ROTATING_TENSORS.get(d.get("mode", "")), ITEMSIZE.get(d.get("dtype", ""))
+    dims = [x for x in shape if isinstance(x, int)] if isinstance(shape, list) else []
+    if isinstance(buffers, int) and buffers > 0 and len(dims) == 4 and tensors and itemsize:
+        d.setdefault("rotated_bytes", buffers * tensors * itemsize * math.prod(dims))
+    return {**d, "schema_version": 3}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 # The built-in kernels written for normbench declared the "own" role only after their first rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment, frameworks, shards
+from bench import environment, frameworks, memory, shards
 from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
 from bench.progress import Progress, for_stream, group_summary
@@ -69,6 +69,7 @@ class RunConfig:
     case_timeout_s: float = 300.0
     import_timeout_s: float = 120.0
     max_memory_bytes: int = 0
+    effective_cache_bytes: int = 0  # --effective-cache: given instead of swept (0: sweep)
     fail_fast: bool = False
     shard: str = ""  # "K/N": only that part of the plan (bench.shards); empty: the whole plan
     groups: tuple[str, ...] = ()  # only these worker groups (a cluster job's); empty: every group
@@ -131,22 +132,43 @@ def cases(cfg: RunConfig, device: str) -> list[Case]:
     return found
 
 
-def case_bytes(case: Case, rotation_bytes: int) -> int:
-    """What a worker holds for one case at least: float64 input, gradient, reference copies and the
-    rotating device buffers with their pristine snapshot."""
-    float64_arrays = 8 if case.mode != "forward" else 6
-    buffers = max(rotation_bytes, case.numel * case.itemsize * (2 if case.mode == "forward" else 4))
-    return float64_arrays * 8 * case.numel + 2 * buffers
+def case_buffers(cfg: RunConfig, case: Case, rotation_bytes: int) -> memory.Buffers | None:
+    """The case's input buffers as its worker will make them (None: they cannot fit --max-memory)."""
+    return memory.plan_buffers(
+        case.numel, case.itemsize, case.mode, device_kind(case.device) == "cpu", rotation_bytes,
+        cfg.settings.warm_cache, cfg.max_memory_bytes,
+    )  # fmt: skip
 
 
-def make_plan(cfg: RunConfig, impls: dict[str, Impl], chosen: list[str], rotation: dict[str, int]) -> Plan:
-    """Every (implementation, backend, case): a job of a worker group, or a row saying why not."""
+def too_big(cfg: RunConfig, case: Case) -> str:
+    """Why a case cannot run under --max-memory, for its oom row."""
+    ref = memory.reference_bytes(case.numel, case.mode)
+    on_host = device_kind(case.device) == "cpu"
+    held = memory.HELD_TENSORS[case.mode] * case.numel * case.itemsize if on_host else 0
+    need, gib = memory.WORKER_BASE_BYTES + ref + held, 2**30
+    return (
+        f"needs about {need / gib:.1f} GiB (its float64 reference {ref / gib:.1f} GiB"
+        f"{f', one input buffer {held / gib:.1f} GiB' if held else ''} and the worker's "
+        f"{memory.WORKER_BASE_BYTES / gib:.0f} GiB), over --max-memory {cfg.max_memory_bytes / gib:.1f} GiB; "
+        "not run"
+    )
+
+
+def make_plan(
+    cfg: RunConfig,
+    impls: dict[str, Impl],
+    chosen: list[str],
+    rotation: dict[str, int],
+    caches: dict[str, int] | None = None,
+) -> Plan:
+    """Every (implementation, backend, case): a job of a worker group, or a row saying why not.
+    `rotation` and `caches`: per device, the cold policy's rotation and the effective cache."""
     known = frameworks.frameworks()
     groups: dict[tuple[str, str | None, str], list[tuple[Case, str]]] = {}
     direct: list[Row] = []
     for device in cfg.devices:
         for case in cases(cfg, device):
-            needs = case_bytes(case, rotation.get(device, 0))
+            fits = case_buffers(cfg, case, rotation.get(device, 0)) is not None
             for name in chosen:
                 impl = impls[name]
                 fw = known.get(impl.framework)
@@ -161,12 +183,8 @@ def make_plan(cfg: RunConfig, impls: dict[str, Impl], chosen: list[str], rotatio
                     if reason:
                         direct.append(unrun_row(impl, row_backend, case, "unavailable", reason))
                         continue
-                    if cfg.max_memory_bytes and needs > cfg.max_memory_bytes:
-                        message = (
-                            f"needs about {needs / 2**30:.1f} GiB for its inputs and float64 reference, "
-                            f"over --max-memory {cfg.max_memory_bytes / 2**30:.1f} GiB; not run"
-                        )
-                        direct.append(unrun_row(impl, row_backend, case, "oom", message))
+                    if not fits:
+                        direct.append(unrun_row(impl, row_backend, case, "oom", too_big(cfg, case)))
                         continue
                     groups.setdefault((impl.framework, backend, device), []).append((case, name))
     specs = [
@@ -179,18 +197,24 @@ def make_plan(cfg: RunConfig, impls: dict[str, Impl], chosen: list[str], rotatio
             jobs=group_jobs(pairs),
             settings=cfg.settings,
             rotation_bytes=rotation.get(device, 0),
+            effective_cache_bytes=(caches or {}).get(device, 0),
+            max_memory_bytes=cfg.max_memory_bytes,
         )
         for (fw_name, backend, device), pairs in groups.items()
     ]
     return Plan(specs, direct, impls)
 
 
-def max_rotation_bytes(device: str) -> int:
-    """The cold policy's rotation is held once per case plus its pristine copy: at most 1/16 of RAM
-    (CPU) and 2 GiB."""
+def max_rotation_bytes(device: str, max_memory: int = 0) -> int:
+    """The most the cold policy rotates through. On a CPU a case holds its buffers twice (with their
+    pristine copy) beside its float64 reference: 1/8 of RAM, and a quarter of --max-memory, which
+    leaves a 1 GiB cache (3D V-Cache parts hold more) its 2 GiB on a 24 GiB machine. Each case's
+    buffers are also fitted to --max-memory (`bench.memory.plan_buffers`); a row that rotates
+    less than twice the cache says so in its cache state. A GPU's cache is its L2: 2 GiB."""
     if device_kind(device) != "cpu":
         return 2 << 30
-    return min(2 << 30, environment.total_memory_bytes() // 16)
+    total = environment.total_memory_bytes()
+    return min(total // 8, max_memory // 4) if max_memory else total // 8
 
 
 def stop_summary(reasons: Counter[str], target_rel_ci: float) -> str:
@@ -259,6 +283,7 @@ class Run(Listener):
         self.last_copy_at = 0.0
         self.copy_framework: str | None = None
         self.rotation: dict[str, int] = {}
+        self.caches: dict[str, int] = {}  # effective cache per device, from the copy worker's probe
         self.copy_bytes: dict[str, int] = {}
         self.copiers: dict[str, CopyService] = {}
         self._impls: dict[str, Impl] = {}
@@ -301,7 +326,7 @@ class Run(Listener):
         try:
             self.write_env()
             self.measure_copy()
-            plan = self.part_of(make_plan(cfg, disc.impls, chosen, self.rotation))
+            plan = self.part_of(make_plan(cfg, disc.impls, chosen, self.rotation, self.caches))
             self.write_env()
             direct, groups = self._remaining(plan)
             self.measured_total = sum(len(j.impls) for g in groups for j in g.jobs)
@@ -500,6 +525,8 @@ class Run(Listener):
             self.env.setdefault("cache", {})[device] = event.cache
             self.env.setdefault("effective_cache_bytes", {})[device] = event.cache["effective_cache_bytes"]
             self.rotation[device] = int(event.cache["rotation_bytes"])
+            self.caches[device] = int(event.cache["effective_cache_bytes"])
+            self.say_cold_policy(device, event.cache)
             footprint = max(4 * int(event.cache["effective_cache_bytes"]), 512 << 20)
             self.copy_bytes[device] = min(footprint, self.copy_bytes[device])
             if not event.cache["cold_verified"]:
@@ -511,6 +538,27 @@ class Run(Listener):
                     "measured in turns with them: cold-cache times may be partly cache-resident"
                 )
         self.say(f"copy bandwidth on {device}: {event.gbps:.1f} GB/s (read + write)")
+
+    def say_cold_policy(self, device: str, cache: dict[str, Any]) -> None:
+        """What the cold policy does on this machine, once per device: in the output and the
+        sidecar (`rotation_short`), as the report says it."""
+        effective, rotation = int(cache["effective_cache_bytes"]), int(cache["rotation_bytes"])
+        cache["rotation_short"] = rotation < 2 * effective
+        if self.cfg.settings.warm_cache:
+            return
+        given = " (given with --effective-cache)" if cache.get("given") else ""
+        if cache["rotation_short"]:
+            self.say(
+                f"warning: {device}: twice the {effective >> 20} MiB effective cache{given} is over the "
+                f"rotation budget, {rotation >> 20} MiB (1/8 of RAM, a quarter of --max-memory): rows "
+                f"that rotate through less than {2 * effective >> 20} MiB are labelled partly cached or warm"
+            )
+        else:
+            self.say(
+                f"cold inputs on {device}: each case rotates through {rotation >> 20} MiB, twice the "
+                f"{effective >> 20} MiB effective cache{given} (at most {memory.MAX_BUFFERS} buffers; "
+                "each row's cache state says what it got)"
+            )
 
     def case_done(self, spec: WorkerSpec, rows: list[Row]) -> None:
         """One line per finished case, every implementation's time: on a terminal only."""
@@ -565,7 +613,8 @@ class Run(Listener):
                     threads=self.cfg.threads,
                     probe_cache=True,
                     reuse_sweep=not self.cfg.reprobe,
-                    rotation_bytes=max_rotation_bytes(device),
+                    rotation_bytes=max_rotation_bytes(device, self.cfg.max_memory_bytes),
+                    effective_cache_bytes=self.cfg.effective_cache_bytes,
                 )
                 self.copiers[device] = CopyService(spec, self)
             self.display.update(self.written, self.eta_s(), f"measuring the copy bandwidth on {device}")

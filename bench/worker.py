@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import environment, memory, reference
 from bench.cases import Case, device_kind
-from bench.frameworks import Adapter, OutputError, buffer_count, make_adapter
+from bench.frameworks import Adapter, OutputError, make_adapter
 from bench.registry import Impl, format_exception, load_one
 from bench.timing import HostClock, Sampler, summarize, timer_overhead_s
 from bench.workers import (
@@ -87,6 +87,8 @@ class ChildMeasurer:
         self.min_sample_s = max(1e-4, 1000 * timer_overhead_s())
         self.cpu_memory_unsupported = memory.supported()
         self.rotation_bytes = spec.rotation_bytes or 2 * adapter.cache_bytes(self.device)
+        self.effective_cache_bytes = spec.effective_cache_bytes or self.rotation_bytes // 2
+        self.cache_fields: dict[str, Any] = {}  # the current case's buffers and cache state
         # "check": correctness, semantics and edge cases only. require_correct: a wrong output is
         # never timed, so a fast wrong answer cannot produce a time at all.
         self.rounds = 0  # sampling rounds so far: which buffer the next cheap input check samples
@@ -130,8 +132,17 @@ class ChildMeasurer:
         try:
             x64 = reference.make_input(case)
             g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
-            nbuf = buffer_count(case, self.rotation_bytes, self.settings.warm_cache)
-            xs = [ad.to_tensor(x64, case) for _ in range(nbuf)]
+            buffers = memory.plan_buffers(
+                case.numel, case.itemsize, case.mode, device_kind(case.device) == "cpu", self.rotation_bytes,
+                self.settings.warm_cache, self.spec.max_memory_bytes,
+            ) or memory.Buffers(1, case.numel * case.itemsize, 0)  # fmt: skip
+            xs = [ad.to_tensor(x64, case) for _ in range(buffers.count)]
+            self.cache_fields = {
+                "cache_policy": "warm" if self.settings.warm_cache else "cold",
+                "buffers": buffers.count,
+                "rotated_bytes": buffers.rotated_bytes,
+                "cache_state": memory.cache_state(buffers.rotated_bytes, self.effective_cache_bytes),
+            }
             # The reference sees what the implementation sees: the input after rounding to dtype.
             x_seen = ad.to_numpy(xs[0], case, "input")
             g_seen = ad.to_numpy(ad.to_tensor(g64, case), case, "gradient") if g64 is not None else None
@@ -182,6 +193,9 @@ class ChildMeasurer:
                     active.remove(p)
         for p in prepared:
             timing = self.timing_fields(p.sampler) if p.sampler is not None else {}
+            if p.sampler is not None and self.pays_fresh_pages(case):
+                self.begin(p.impl, case, "default allocator")
+                timing.update(self.default_alloc_fields(p.sampler, case))
             self.emit_row({**p.base, **p.fields, **timing, "status": "ok"})
         del prepared, active, xs, pristine
         collect_and_freeze()
@@ -238,7 +252,7 @@ class ChildMeasurer:
         self.begin(impl, case, "memory")
         fields.update(self.memory_fields(call, case, xs))
         self.check_inputs(xs, pristine, full=True, when="the memory measurement")
-        fields.update({"cache_policy": "warm" if self.settings.warm_cache else "cold", "buffers": nbuf})
+        fields.update(self.cache_fields)
         return Prepared(impl, base, sampler, fields)
 
     def check(
@@ -349,6 +363,31 @@ class ChildMeasurer:
         inputs = ad.nbytes(xs[0]) * (1 if case.mode == "forward" else 2)
         return {"peak_mem_bytes": int(inputs + delta), "extra_mem_bytes": int(max(0, delta - ad.nbytes(out)))}
 
+    def pays_fresh_pages(self, case: Case) -> bool:
+        """A CPU case whose output a default process would get fresh from the kernel every call."""
+        return device_kind(case.device) == "cpu" and case.numel * case.itemsize >= memory.MMAP_CEILING_BYTES
+
+    def default_alloc_fields(self, timed: Sampler, case: Case) -> dict[str, Any]:
+        """The same calls in a default process's allocator state (see README, "The allocator's
+        steady state"): what a user's own timing loop pays, beside the steady-state figure. Half the
+        row's time budget, host clock, after its own sampling."""
+        settings = replace(self.settings, max_time_s=max(self.settings.max_time_s / 2, 0.05), min_samples=3)
+        timed.run(
+            0, True
+        )  # drops the last output it keeps: freed inside the block, it would serve every call
+        with memory.default_allocator(case.numel * case.itemsize) as available:
+            if not available:
+                return {}
+            sampler = Sampler(timed.run, settings, HostClock(), self.min_sample_s, min_warmup_calls=1)
+            sampler.warm_up()
+            while not sampler.stop_reason:
+                sampler.round()
+        minor, _ = sampler.faults.per_call()
+        return {
+            "default_alloc_time_median_s": summarize(sampler.device_samples).median,
+            "default_alloc_faults_per_call": _sig(minor),
+        }
+
     def timing_fields(self, sampler: Sampler) -> dict[str, Any]:
         minor, major = sampler.faults.per_call()
         return {
@@ -444,7 +483,15 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
     def copy_gbps(footprint: int) -> float:
         return memory.Copier(allocate, footprint, piece).gbps(footprint)
 
-    if spec.probe_cache:
+    if spec.probe_cache and spec.effective_cache_bytes:
+        copier = memory.Copier(allocate, spec.copy_bytes, piece)
+        probed = memory.given_cache(
+            copier.gbps, spec.effective_cache_bytes, spec.copy_bytes, spec.rotation_bytes,
+            whole_plateau=device_kind(dev) != "cpu",
+        )  # fmt: skip
+        del copier
+        emit(CopyResult(adapter.name, adapter.device_name(dev), probed.dram_gbps, probed.as_env()))
+    elif spec.probe_cache:
         name, cache_bytes = adapter.device_name(dev), adapter.cache_bytes(dev)
         store = environment.SweepStore()
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -73,6 +73,8 @@ class WorkerSpec:
     settings: TimingSettings = field(default_factory=TimingSettings)
     require_correct: bool = False  # a wrong output is not timed (pytest front end)
     rotation_bytes: int = 0  # cold policy: inputs rotate through at least this many bytes (0: 2x cache)
+    effective_cache_bytes: int = 0  # what the run's probe found: a row's cache state is judged against it
+    max_memory_bytes: int = 0  # --max-memory: a case's buffers fit beside its reference (0: no limit)
     copy_bytes: int = 0  # task "copy": footprint of the copy
     probe_cache: bool = False  # task "copy": also sweep bandwidth against footprint
     reuse_sweep: bool = False  # task "copy": take this machine's sweep of the last day when there is one

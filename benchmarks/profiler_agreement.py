@@ -32,9 +32,13 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the harness is t
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from bench import reference, registry  # noqa: E402
+from bench import (  # noqa: E402
+    memory,  # noqa: E402
+    reference,
+    registry,
+)
 from bench.cases import Case, parse_shape, shape_text  # noqa: E402
-from bench.frameworks import buffer_count, make_adapter  # noqa: E402
+from bench.frameworks import make_adapter  # noqa: E402
 from bench.timing import PRESET_TIMING, Sampler, summarize  # noqa: E402
 from bench.worker import rotating  # noqa: E402
 
@@ -94,7 +98,9 @@ def measure(name: str, case: Case, calls: int, settings: Any) -> dict[str, Any]:
     adapter.setup(torch.get_num_threads(), case.device)
     x64 = reference.make_input(case)
     g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
-    nbuf = buffer_count(case, 2 * adapter.cache_bytes(case.device), warm_cache=False)
+    nbuf = memory.plan_buffers(
+        case.numel, case.itemsize, case.mode, False, 2 * adapter.cache_bytes(case.device), False, 0
+    ).count  # type: ignore[union-attr]
     xs = [adapter.to_tensor(x64, case) for _ in range(nbuf)]
     assert impl.builder is not None
     call = adapter.make_call(impl.builder(case), case, xs, g64)

@@ -83,6 +83,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
         "--max-time",
         "0.01",  # the wiring, not precise times: a few samples of each of ~570 rows
         "--edge",
+        "--effective-cache",
+        "32M",  # a simulated small-cache host: no row depends on the caches of the machine running this
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "run.jsonl", rows

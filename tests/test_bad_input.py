@@ -23,6 +23,11 @@ CASES = [
     (["run", "--max-memory", "infG"], "bad --max-memory 'infG'; expected a positive, finite size"),
     (["run", "--max-memory", "nanG"], "bad --max-memory 'nanG'"),
     (["run", "--max-memory", "1e400"], "bad --max-memory '1e400'"),
+    # a size that rounds to 0 bytes would switch the memory watchdog off, as 0 does
+    (["run", "--max-memory", "0.5"], "bad --max-memory '0.5'; expected at least 1M"),
+    (["run", "--max-memory", "1e-30G"], "bad --max-memory '1e-30G'; expected at least 1M"),
+    (["run", "--effective-cache", "0.5"], "bad --effective-cache '0.5'; expected at least 1M"),
+    (["run", "--effective-cache", "big"], "bad --effective-cache 'big'"),
     (
         ["run", "--case-timeout", "nan"],
         "bad --case-timeout 'nan'; expected a positive, finite number of seconds",

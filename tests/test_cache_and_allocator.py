@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from bench.frameworks import cpu_cache_bytes
 from bench.memory import probe_cache
 from bench.results import read_env
 from bench.workers import Collector, Limits, WorkerClient, WorkerSpec
@@ -70,7 +71,9 @@ def test_the_copy_under_the_cold_policy_does_not_beat_dram():
         WorkerClient(spec, {}, got, Limits(120, 120)).run()
         (copy,) = got.copies
         cache = copy.cache
-        assert cache["sweep"] and cache["effective_cache_bytes"] >= 32 << 20
+        # Whatever this host's caches: never less than the OS reports, and where the sweep says.
+        assert cache["sweep"] and cache["effective_cache_bytes"] >= cpu_cache_bytes()
+        assert cache["effective_cache_bytes"] in [b for b, _ in cache["sweep"]] + [cpu_cache_bytes()]
         assert copy.gbps == pytest.approx(cache["dram_gbps"], abs=1e-3) and copy.gbps > 0
         if cache["cold_verified"]:
             break

@@ -1,12 +1,13 @@
 """One smoke sweep through the real CLI; every implementation is judged from its own rows."""
 
+import html
 import json
 
 import pytest
 
 from bench.registry import sources
 from bench.results import STATUSES, read_env
-from tests.conftest import cli
+from tests.conftest import cli, run_rows
 
 BUILT_IN = sorted(s.stem for s in sources(plugins=False))
 
@@ -111,9 +112,9 @@ def test_env_sidecar_and_speed_of_light(smoke_run):
     assert env["copy_gbps"]["cpu"] > 0 and len(env["copy_gbps_samples"]["cpu"]) >= 2
     cache = env["cache"]["cpu"]
     assert (
-        cache["effective_cache_bytes"] >= 32 << 20
-        and cache["rotation_bytes"] >= cache["effective_cache_bytes"]
+        cache["given"] and cache["effective_cache_bytes"] == 32 << 20 and cache["rotation_bytes"] == 64 << 20
     )
+    assert not cache["sweep"] and not cache["rotation_short"] and cache["plateau_check_gbps"] > 0
     assert env["config"]["modes"] == ["forward", "backward", "train"]
     assert env["packages"]["python"] and env["cpu_model"] and env["finished"]
     assert "torch" in env["versions"]
@@ -147,3 +148,31 @@ def test_compare_same_run_is_same_and_slowed_copy_is_slower(smoke_run, tmp_path)
     assert worse.returncode == 1
     slower = [ln for ln in worse.stdout.splitlines() if ln.rstrip().endswith("slower")]
     assert slower and all(ln.startswith("torch_group_norm") for ln in slower)
+
+
+@pytest.mark.parametrize(
+    "effective, rotated, state",
+    [("32M", 11 * (6 << 20), "cold"), ("1G", 256 * (6 << 20), "partly cached")],
+    ids=["small-cache-host", "big-cache-host"],
+)
+def test_a_rows_cache_state_is_what_it_rotated_on_a_simulated_host(tmp_path, effective, rotated, state):
+    """6 MiB inputs: a 32 MiB cache is cold at 11 buffers (66 MiB); a 1 GiB cache would need 342,
+    over the 256-buffer cap (1.5 GiB), so the row says partly cached; the run, its sidecar and its
+    report say what the cold policy did."""
+    proc, rows = run_rows(
+        tmp_path, "--impl", "torch_group_norm", "--shape", "1,96,128,128", "--device", "cpu",
+        "--max-time", "0.02", "--preset", "smoke", "--effective-cache", effective, "--threads", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = rows
+    assert (row.cache_policy, row.rotated_bytes, row.cache_state) == ("cold", rotated, state)
+    env = read_env(tmp_path / "run.jsonl")
+    assert env["cache"]["cpu"]["given"] and env["effective_cache_bytes"]["cpu"] == (
+        32 << 20 if effective == "32M" else 1 << 30
+    )
+    assert "twice the" in proc.stderr and "effective cache (given with --effective-cache)" in proc.stderr
+    report = cli("report", str(tmp_path / "run.jsonl"), "--out", str(tmp_path / "rep"))
+    assert report.returncode == 0, report.stderr
+    page = html.unescape((tmp_path / "rep" / "index.html").read_text())
+    assert "given with --effective-cache, not swept" in page
+    assert ("Inputs not cold" in page) == (state != "cold")

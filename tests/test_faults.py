@@ -18,8 +18,8 @@ SHAPE = (8, 3, 32, 32)
 # torch_hog must reach the memory limit before the case timeout: this VM populates pages at about
 # 1.5 GB/s when quiet and several times slower under a loaded make test, where growing a worker by
 # 2.6 GiB to a 3 GiB limit once took over 10 s (a timeout). So the limit is low (a small torch worker
-# holds ~0.5 GiB) and the run keeps warm inputs: the cold policy's rotating buffers (~1.5 GiB here)
-# would not fit under it, and check and the pytest front end have none.
+# holds ~0.5 GiB). The cold policy's buffers are fitted under it, whatever the host's cache: the runs
+# below simulate a 1 GiB and a 32 MiB effective cache (a 480 MiB one once made every case an oom row).
 MAX_MEMORY_GIB = 1.5
 LIMITS = ["--case-timeout", "10", "--max-memory", f"{MAX_MEMORY_GIB}G"]
 # fault -> (status, what its message must say)
@@ -52,17 +52,29 @@ def same(row):
     return row.status, masked(row.message)
 
 
-@pytest.fixture(scope="module")
-def run_fault_rows(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults")
+def fault_run(tmp, effective_cache):
     names = [a for n in EXPECTED for a in ("--impl", n)]
     proc, rows = run_rows(
         tmp, "--impl-path", str(FAULTY), *names, "--impl", "torch_group_norm", "--impl", "torch_module",
         "--shape", ",".join(map(str, SHAPE)), "--device", "cpu", *LIMITS, "--max-time", "0.05",
-        "--preset", "smoke", "--warm-cache", timeout=600,
+        "--preset", "smoke", "--effective-cache", effective_cache, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {r.impl: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def run_fault_rows(tmp_path_factory):
+    """A big-cache host (1 GiB): the rotation it wants is over what --max-memory leaves."""
+    return fault_run(tmp_path_factory.mktemp("faults"), "1G")
+
+
+def test_a_small_cache_host_gives_the_same_rows(run_fault_rows, tmp_path):
+    small = fault_run(tmp_path, "32M")
+    assert {n: same(r) for n, r in small.items()} == {n: same(r) for n, r in run_fault_rows.items()}
+    measured = [r for r in small.values() if r.status == "ok"]
+    assert measured and {r.cache_state for r in measured} == {"warm"}  # 256 x 96 KiB: far under 32 MiB
+    assert all(r.buffers == 256 and r.cache_policy == "cold" for r in measured)
 
 
 def test_each_fault_ends_with_its_status_and_the_real_ones_are_measured(run_fault_rows):

@@ -97,7 +97,31 @@ def test_v1_rows_migrate_to_the_roles_v1_knew_by_name(tmp_path):
     d = {k: v for k, v in d.items() if k not in ("roles", "compiled_from", "machine")}
     path.write_text(json.dumps(d, default=list) + "\n")
     (row,) = read_rows(path)
-    assert row.compiled_from == "torch_module" and row.schema_version == 2
+    assert row.compiled_from == "torch_module" and row.schema_version == 3
+
+
+def test_v2_rows_get_the_bytes_their_buffers_rotated_and_the_report_judges_their_cache_state(tmp_path):
+    """The committed CPU sample is schema 2: each row's rotated bytes follow from its buffers and
+    case, and its cache state from its run's effective cache (128 MiB there)."""
+    from bench import analysis
+    from tests.conftest import ROOT
+
+    sample = ROOT / "results" / "sample" / "cpu.jsonl"
+    rows = [r for r in read_rows(sample) if r.status == "ok" and r.input_kind == "random"]
+    assert rows and all(r.schema_version == 3 and r.cache_state == "" for r in rows)
+    small = next(
+        r for r in rows if r.shape == (8, 3, 32, 32) and r.mode == "forward" and r.dtype == "float32"
+    )
+    assert small.rotated_bytes == small.buffers * 8 * 3 * 32 * 32 * 4 == 256 * 96 << 10  # the cap: 24 MiB
+    train = next(r for r in rows if r.shape == (4, 64, 128, 128) and r.mode == "train")
+    assert train.rotated_bytes == train.buffers * 4 * 64 * 128 * 128 * 4
+    ms = {
+        (m.variant, m.shape, m.mode, m.dtype, m.layout): m
+        for m in analysis.measurements(analysis.load([sample]))
+    }
+    assert ms[(small.variant, small.shape, "forward", "float32", small.layout)].cache_state == "warm"
+    big_fwd = next(m for k, m in ms.items() if k[1] == (4, 64, 128, 128) and k[2] == "forward")
+    assert big_fwd.cache_state == "cold" and "partly cached inputs" not in big_fwd.flags
 
 
 def test_own_kernels_rows_written_before_the_own_role_read_as_declaring_it(tmp_path):

@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import pytest
 
+from bench import memory
 from bench.cases import Case, MeasurementKey
 from bench.errors import BenchError
 from bench.progress import Progress
 from bench.registry import Impl
 from bench.results import Row
-from bench.runner import Run, RunConfig, case_bytes, config_differences, make_plan, select_impls
+from bench.runner import Run, RunConfig, case_buffers, cases, config_differences, make_plan, select_impls
 from bench.timing import TimingSettings
 
 
@@ -55,7 +56,57 @@ def test_a_case_too_large_for_memory_is_an_oom_row_not_a_crash():
     assert oom.status == "oom" and oom.shape == huge and "over --max-memory 8.0 GiB; not run" in oom.message
     (group,) = plan.groups
     assert [j.case.shape for j in group.jobs] == [(2, 3, 8, 8), (2, 3, 4, 4)]
-    assert case_bytes(Case(shape=huge), 0) > 8 << 30
+    assert case_buffers(config, Case(shape=huge), 0) is None
+    assert "its float64 reference" in oom.message and "one input buffer" in oom.message
+
+
+# Hosts simulated: what the planner budgets must not depend on the machine that runs the suite.
+SMALL_CACHE, BIG_CACHE = 32 << 20, 1 << 30
+
+
+@pytest.mark.parametrize("effective", [SMALL_CACHE, BIG_CACHE], ids=["32MiB-cache", "1GiB-cache"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_a_small_case_runs_under_a_small_memory_limit_on_any_host(effective, warm):
+    """The Xeon failure: a 480 MiB cache made the planner budget a cold rotation for a --warm-cache
+    run, and the 256-buffer cap was ignored: 2x3x8x8 was refused as needing 1.9 GiB under 1 GiB."""
+    settings = TimingSettings(warm_cache=warm)
+    c = cfg(
+        shapes=((2, 3, 8, 8),),
+        modes=("forward", "train"),
+        max_memory_bytes=int(1.5 * 2**30),
+        settings=settings,
+    )
+    plan = make_plan(c, IMPLS, ["t"], rotation={"cpu": 2 * effective}, caches={"cpu": effective})
+    assert not [r for r in plan.direct if r.status == "oom"]
+    for case in cases(c, "cpu"):
+        b = case_buffers(c, case, 2 * effective)
+        assert b is not None
+        assert b.count == (1 if warm else memory.MAX_BUFFERS)  # 1.5 KiB buffers: the cap, not the cache
+        assert (
+            b.held_bytes == b.count * memory.HELD_TENSORS[case.mode] * case.numel * 4 < 1 << 20
+        )  # KiB, not GiB
+
+
+def test_buffers_fit_the_memory_limit_and_the_state_says_what_was_rotated():
+    case = Case(shape=(4, 64, 128, 128))  # 16 MiB per float32 tensor
+    one = 16 << 20
+    # A 1 GiB cache wants 2 GiB of rotating inputs: 128 buffers, held twice.
+    b = memory.plan_buffers(case.numel, 4, "forward", True, 2 << 30, False, 0)
+    assert (b.count, b.rotated_bytes, b.held_bytes) == (128, 128 * one, 256 * one)
+    # Under 4 GiB the buffers get what is left beside the worker and the float64 reference.
+    room = (4 << 30) - memory.WORKER_BASE_BYTES - memory.reference_bytes(case.numel, "forward")
+    small = memory.plan_buffers(case.numel, 4, "forward", True, 2 << 30, False, 4 << 30)
+    assert small.count == room // (2 * one) < 128
+    assert memory.cache_state(small.rotated_bytes, 1 << 30) == "partly cached"
+    assert memory.cache_state(b.rotated_bytes, 1 << 30) == "cold"
+    assert memory.cache_state(memory.MAX_BUFFERS * 96 << 10, 128 << 20) == "warm"  # 8x3x32x32: 24 MiB
+    assert memory.cache_state(one, 0) == ""
+    # Backward rotates the input and the forward's saved output of each buffer.
+    bw = memory.plan_buffers(case.numel, 4, "backward", True, 2 << 30, False, 0)
+    assert bw.rotated_bytes == bw.count * 2 * one and bw.count == 64
+    # On a GPU the buffers are on the device: the host holds only the reference.
+    assert memory.plan_buffers(case.numel, 4, "forward", False, 2 << 30, False, 3 << 30).count == 128
+    assert memory.plan_buffers(case.numel, 4, "forward", True, 0, False, 1 << 30) is None
 
 
 def test_globs_select_in_order_and_a_bad_one_names_the_known():

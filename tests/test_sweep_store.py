@@ -166,7 +166,8 @@ def test_the_second_run_reuses_the_sweep(tmp_path, monkeypatch):
     assert second["cold_verified"] and second["dram_gbps"] == second["plateau_check_gbps"] < 1000
     assert second["effective_cache_bytes"] == entry["sweep"][-1][0]  # judged from the stored sweep
     results = load([path])
-    assert run_info(results, results.runs[0]).effective_cache_bytes[0][2] == first["swept_at"]
+    note = run_info(results, results.runs[0]).effective_cache_bytes[0][2]
+    assert note == f"from this machine's sweep of {first['swept_at']}; the cold check below is this run's"
 
 
 def test_one_sweep_at_a_time_and_a_stuck_holder_delays_only_so_long(tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import pkgutil
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -200,12 +199,3 @@ def cpu_cache_bytes() -> int:
         mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1], 1)
         best = max(best, int(text.rstrip("KMG")) * mult)
     return best or 32 * 1024**2
-
-
-def buffer_count(case: Case, cache_bytes: int, warm_cache: bool) -> int:
-    """How many input copies to rotate through so consecutive calls miss the cache (cold policy):
-    the copies together hold at least twice the cache, so each call's input was evicted."""
-    if warm_cache:
-        return 1
-    per_buffer = case.numel * case.itemsize * (2 if case.mode == "forward" else 4)
-    return min(256, max(1, math.ceil(2 * cache_bytes / per_buffer)))
