@@ -15,11 +15,13 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import hmac
 import importlib
 import importlib.util
 import json
 import os
 import re
+import secrets
 import sys
 import sysconfig
 import threading
@@ -461,6 +463,17 @@ def _own_code() -> str:
     return _digest(list(BENCH_DIR.rglob("*.py")))
 
 
+def interpreter_folders() -> set[Path]:
+    """The interpreter's own import folders (the standard library, site-packages): installing or
+    removing a package changes their modification time, which a probe memo key holds."""
+    version = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    stdlib = Path(sysconfig.get_path("stdlib")).resolve()
+    start = next(
+        (i for i, e in enumerate(sys.path) if e.endswith(version) or Path(e or ".").resolve() == stdlib), 0
+    )
+    return {Path(e or ".").resolve() for e in sys.path[start:]}
+
+
 def worker_import_path() -> list[Path]:
     """The import path a worker imports a source with (`bench.workers.worker_env`): this checkout
     (its working folder and the first entry of its PYTHONPATH), the PYTHONPATH it inherits, then
@@ -509,8 +522,9 @@ class ProbeMemo:
         # What every key shares, read once per discovery rather than once per source.
         folders = worker_import_path()
         self.import_path = _import_path_state(folders)
-        self.path_dirs = set(folders)
+        self.path_dirs = interpreter_folders() & set(folders)
         self.folder_digests: dict[Path, str] = {}
+        self.secret = _memo_secret(self.file.path.parent)
 
     def key(self, source: Source, framework: str, backend: str | None) -> str | None:
         """None when the source has no file to fingerprint (a module that is not a .py file)."""
@@ -518,8 +532,9 @@ class ProbeMemo:
         if path is None or source.problem:
             return None
         path = path.resolve()
-        # The folder's other files are helpers, except when it is an import-path folder itself
-        # (site-packages): there the path state stands for them.
+        # The folder's other files are helpers (also in a folder on PYTHONPATH: a helper edited in
+        # place there changes the key), except in the interpreter's own folders (site-packages),
+        # where the path state stands for them.
         if path.parent in self.path_dirs:
             files = _digest([path])
         elif path.parent not in self.folder_digests:
@@ -542,10 +557,20 @@ class ProbeMemo:
         age = environment.age_s(entry.get("at")) if isinstance(entry, dict) else None
         return age is not None and 0 <= age < self.max_age_s
 
+    def _mac(self, key: str, impls: Any, at: Any) -> str:
+        body = json.dumps([key, impls, at], sort_keys=True, default=str).encode()
+        return hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+
     def load(self, key: str | None, source: Source, framework: str) -> list[Impl] | None:
-        """What `source` registered, if the entry is fresh and whole (as `complete` keeps them)."""
+        """What `source` registered, if the entry is fresh, whole (as `complete` keeps them) and as
+        this machine's normbench wrote it: an entry edited by hand fails its MAC and is probed again."""
         entry = self.entries.get(key) if key else None
-        if entry is None or not self._fresh(entry):
+        if entry is None or key is None or not self._fresh(entry):
+            return None
+        mac = entry.get("mac")
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            mac, self._mac(key, entry.get("impls"), entry.get("at"))
+        ):
             return None
         try:
             impls = [Impl.from_info(d) for d in entry["impls"]]
@@ -557,7 +582,14 @@ class ProbeMemo:
     def save(self, found: dict[str, list[Impl]]) -> None:
         """Keep `found` (key -> the implementations that source registered), with this time."""
         at = environment.now()
-        updates = {k: {"impls": [i.info() for i in impls], "at": at} for k, impls in found.items()}
+        updates = {}
+        for k, impls in found.items():
+            infos = [i.info() for i in impls]
+            updates[k] = {
+                "impls": infos,
+                "at": at,
+                "mac": self._mac(k, json.loads(json.dumps(infos, default=str)), at),
+            }
         if updates:
             self.entries = self.file.save(updates, keep=self._fresh)
 
@@ -568,6 +600,29 @@ class ProbeMemo:
         names = {i.name for i in impls}
         declared = {d.name for d in _declared_in(source, framework)}
         return bool(impls) and declared <= names and all(i.unavailable is None for i in impls)
+
+
+def _memo_secret(folder: Path) -> bytes:
+    """This machine's key for the probe memo's MACs, made once (readable by its user only)."""
+    path = folder / "probe-key"
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except OSError:
+        pass
+    data = secrets.token_bytes(32)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            path.with_name(f"{path.name}.{os.getpid()}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        )
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(path.with_name(f"{path.name}.{os.getpid()}"), path)
+        return path.read_bytes()
+    except OSError:
+        return data  # an unwritable cache: entries this run writes cannot be verified later
 
 
 def unavailable_impl(source: Source, framework: str, reason: str, name: str | None = None) -> Impl:

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import environment, memory, reference
+from bench import environment, memory, reference, verify
 from bench.cases import Case, device_kind
 from bench.frameworks import Adapter, OutputError, make_adapter
+from bench.guard import Guard, Tampered
 from bench.registry import Impl, format_exception, load_one
-from bench.timing import HostClock, Sampler, summarize, timer_overhead_s
+from bench.timing import HostClock, Sampler, read_clock, summarize, timer_overhead_s
 from bench.workers import (
     Begin,
     CopyResult,
@@ -35,6 +36,7 @@ from bench.workers import (
     Hello,
     Probed,
     RowEvent,
+    Sample,
     Unloaded,
     WorkerSpec,
     encode,
@@ -63,6 +65,8 @@ class Prepared:
     base: dict[str, Any]
     sampler: Sampler | None  # None: checked, not timed (task "check", or wrong under require_correct)
     fields: dict[str, Any]
+    run: Rotation | None = None
+    rounds: int = 0  # sampling rounds so far: which positions the next sample for the parent holds
 
 
 class ChildMeasurer:
@@ -76,8 +80,11 @@ class ChildMeasurer:
     row per implementation. An implementation's failure is its own row; the case goes on.
     """
 
-    def __init__(self, spec: WorkerSpec, adapter: Adapter, impls: dict[str, Impl]) -> None:
+    def __init__(
+        self, spec: WorkerSpec, adapter: Adapter, impls: dict[str, Impl], guard: Guard | None = None
+    ) -> None:
         self.spec = spec
+        self.guard = guard or Guard(adapter.guarded(), adapter.global_state, adapter.set_global_state)
         self.adapter = adapter
         self.impls = impls
         self.device = spec.device
@@ -89,6 +96,10 @@ class ChildMeasurer:
         self.rotation_bytes = spec.rotation_bytes or 2 * adapter.cache_bytes(self.device)
         self.effective_cache_bytes = spec.effective_cache_bytes or self.rotation_bytes // 2
         self.cache_fields: dict[str, Any] = {}  # the current case's buffers and cache state
+        self.layouts: list[int] = []
+        self.fresh_layouts = 0
+        self.x64: np.ndarray | None = None
+        self.pristine: Any = None
         # "check": correctness, semantics and edge cases only. require_correct: a wrong output is
         # never timed, so a fast wrong answer cannot produce a time at all.
         self.rounds = 0  # sampling rounds so far: which buffer the next cheap input check samples
@@ -120,7 +131,7 @@ class ChildMeasurer:
 
     def failed(self, base: dict[str, Any], exc: BaseException, extra: dict[str, Any] | None = None) -> None:
         status = "oom" if self.adapter.is_oom(exc) else "error"
-        message = str(exc) if isinstance(exc, MutatedInput) else format_exception(exc)
+        message = str(exc) if isinstance(exc, (MutatedInput, Tampered)) else format_exception(exc)
         self.emit_row({**base, **(extra or {}), "status": status, "message": message})
 
     def run_case(self, case: Case, names: list[str]) -> None:
@@ -136,7 +147,8 @@ class ChildMeasurer:
                 case.numel, case.itemsize, case.mode, device_kind(case.device) == "cpu", self.rotation_bytes,
                 self.settings.warm_cache, self.spec.max_memory_bytes,
             ) or memory.Buffers(1, case.numel * case.itemsize, 0)  # fmt: skip
-            xs = [ad.to_tensor(x64, case) for _ in range(buffers.count)]
+            # Each buffer holds other values (bench.verify): an answer kept from an earlier call is wrong.
+            xs = [ad.to_tensor(verify.buffer_input(x64, i), case) for i in range(buffers.count)]
             self.cache_fields = {
                 "cache_policy": "warm" if self.settings.warm_cache else "cold",
                 "buffers": buffers.count,
@@ -147,6 +159,9 @@ class ChildMeasurer:
             x_seen = ad.to_numpy(xs[0], case, "input")
             g_seen = ad.to_numpy(ad.to_tensor(g64, case), case, "gradient") if g64 is not None else None
             pristine = ad.snapshot(xs) if ad.mutable_inputs else None
+            self.layouts = list(range(len(xs)))  # which of bench.verify's layouts each buffer holds
+            self.fresh_layouts = 0
+            self.x64, self.pristine = x64, pristine
             ref = reference.CaseReference(x_seen, case.eps, g_seen)  # shared by every implementation
         except BaseException as exc:  # noqa: BLE001  MemoryError included: a row, not a crash
             for name in names:
@@ -169,6 +184,7 @@ class ChildMeasurer:
             self.begin(p.impl, case, "warmup")
             try:
                 p.sampler.warm_up()
+                self.guard.raise_if_changed("while warming up")
                 self.check_inputs(xs, pristine, full=True, when="warm-up")
             except BaseException as exc:  # noqa: BLE001
                 self.failed(p.base, exc, p.fields)
@@ -181,7 +197,12 @@ class ChildMeasurer:
                 assert p.sampler is not None
                 self.begin(p.impl, case, "sample")
                 try:
+                    before = len(p.sampler.latency_samples)
                     p.sampler.round()
+                    self.guard.raise_if_changed("while being timed")
+                    self.sampled_round(p, case, before)
+                    if p.sampler.stop_reason and case.mode != "backward":
+                        self.fresh_call(p, case, xs)
                     self.check_inputs(xs, pristine, full=bool(p.sampler.stop_reason), when="timing")
                 except BaseException as exc:  # noqa: BLE001
                     self.failed(p.base, exc, p.fields)
@@ -198,6 +219,7 @@ class ChildMeasurer:
                 timing.update(self.default_alloc_fields(p.sampler, case))
             self.emit_row({**p.base, **p.fields, **timing, "status": "ok"})
         del prepared, active, xs, pristine
+        self.x64 = self.pristine = None
         collect_and_freeze()
 
     def check_inputs(self, xs: list[Any], pristine: Any, full: bool, when: str) -> None:
@@ -234,26 +256,104 @@ class ChildMeasurer:
         self.begin(impl, case, "build")
         assert impl.builder is not None
         fn = impl.builder(case)
+        self.guard.raise_if_changed("when built")
         call = ad.make_call(fn, case, xs, g64)
         self.begin(impl, case, "first_call")
-        t0 = time.perf_counter()
+        t0 = read_clock()
         out = ad.finish(call(0), dev)
-        first_call_s = time.perf_counter() - t0
+        first_call_s = read_clock() - t0
+        self.guard.raise_if_changed("in its first call")
         self.begin(impl, case, "check")
         fields: dict[str, Any] = {"first_call_s": _sig(first_call_s)}
         self.check_inputs(xs, pristine, full=True, when="the first call")
         fields.update(self.check(impl, fn, case, xs, ref, out))
+        self.send_sample(impl, case, out, "first", self.layouts[0], 0)
         del out
-        if self.check_only or (self.require_correct and not fields["correct"]):
+        if self.check_only:  # untimed, but later calls are checked as a timed one's would be
+            unchecked = Prepared(impl, base, None, fields, Rotation(call, len(xs), ad, dev))
+            self.verify_later_calls(unchecked, case, xs)
+            return unchecked
+        if self.require_correct and not fields["correct"]:
             return Prepared(impl, base, None, fields)
         nbuf = len(xs)
-        run = rotating(call, nbuf, ad, dev)
+        run = Rotation(call, nbuf, ad, dev)
         sampler = Sampler(run, self.settings, self.clock, self.min_sample_s, min_warmup_calls=nbuf)
         self.begin(impl, case, "memory")
         fields.update(self.memory_fields(call, case, xs))
+        self.guard.raise_if_changed("while its memory was measured")
         self.check_inputs(xs, pristine, full=True, when="the memory measurement")
         fields.update(self.cache_fields)
-        return Prepared(impl, base, sampler, fields)
+        return Prepared(impl, base, sampler, fields, run)
+
+    def send_sample(self, impl: Impl, case: Case, out: Any, when: str, buffer: int, round_no: int,
+                    claimed_s: float = 0.0) -> None:  # fmt: skip
+        """Sampled values of an output, for the parent to check against its own reference."""
+        idx = verify.sample_index(case.shape, round_no)
+        if case.mode == "train":
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise OutputError(f"train call returned {type(out).__name__}; expected (output, gradient)")
+            y, dx = out
+        else:
+            y, dx = (None, out) if case.mode == "backward" else (out, None)
+        ad = self.adapter
+        emit(
+            Sample(
+                impl.name, case.key(), when, buffer, round_no,
+                y=ad.gather(y, case, idx) if y is not None else None,
+                dx=ad.gather(dx, case, idx, "gradient") if dx is not None else None,
+                claimed_s=claimed_s,
+            )
+        )  # fmt: skip
+
+    def sampled_round(self, p: Prepared, case: Case, samples_before: int) -> None:
+        """After a sampling round: the round's last timed output and the time the round claimed go
+        to the parent at once (an answer finished later, by a thread, is caught here); then one more
+        call on the next buffer, and the same output again (one that a later call overwrote, a view
+        of a persistent buffer, is caught there)."""
+        assert p.sampler is not None and p.run is not None
+        p.rounds += 1
+        s = p.sampler
+        claimed = sum(s.latency_samples[samples_before:]) * s.calls_per_sample
+        held, layout = p.run.out, self.layouts[p.run.last_buffer]
+        self.send_sample(p.impl, case, held, "timed", layout, p.rounds, claimed)
+        p.run(1, True)
+        self.send_sample(p.impl, case, held, "held", layout, p.rounds)
+        del held
+
+    def verify_later_calls(self, p: Prepared, case: Case, xs: list[Any]) -> None:
+        """`check`: the calls after the first, as a sampling round's are checked (an answer right
+        only on the first call is wrong here too)."""
+        assert p.run is not None
+        p.run(min(3, len(xs)), True)
+        p.rounds += 1
+        held, layout = p.run.out, self.layouts[p.run.last_buffer]
+        self.send_sample(p.impl, case, held, "timed", layout, p.rounds)
+        p.run(1, True)
+        self.send_sample(p.impl, case, held, "held", layout, p.rounds)
+        del held
+        if case.mode != "backward":
+            self.fresh_call(p, case, xs)
+        self.guard.raise_if_changed("in its later calls")
+
+    def fresh_call(self, p: Prepared, case: Case, xs: list[Any]) -> None:
+        """After a row's last round: the next buffer gets values no call has seen (a new layout,
+        written in place where the framework's arrays are mutable), and the next call's answer goes
+        to the parent. An answer kept per input address, or any answer not computed from the input
+        the call was given, is caught. (Backward's graphs hold their inputs' forward: not there.)"""
+        assert p.run is not None
+        i = p.run.i = p.run.last_buffer  # a buffer it was called on: new values at a known address
+        self.fresh_layouts += 1
+        layout = len(xs) + self.fresh_layouts  # one no buffer has held
+        assert self.x64 is not None
+        new = self.adapter.to_tensor(verify.buffer_input(self.x64, layout), case)
+        if self.adapter.mutable_inputs:
+            self.adapter.restore([xs[i]], [new])
+            self.pristine[i] = self.adapter.snapshot([xs[i]])[0]
+        else:
+            xs[i] = new
+        self.layouts[i] = layout
+        p.run(1, True)
+        self.send_sample(p.impl, case, p.run.out, "fresh", layout, p.rounds)
 
     def check(
         self,
@@ -328,6 +428,7 @@ class ChildMeasurer:
                 x = ad.to_tensor(x64, case)
                 x_seen = ad.to_numpy(x, case, "input")
                 y64 = ad.to_numpy(ad.finish(ad.forward_once(impl.builder(case), x), self.device), case)
+                self.guard.raise_if_changed("on an edge case")
                 acc = reference.accuracy(y64, reference.edge_reference(x_seen, case.eps, impl.semantics))
                 tol = reference.edge_tolerance(case.input_kind, case.dtype)
                 err = acc.max_abs_err
@@ -408,29 +509,34 @@ class ChildMeasurer:
         emit(RowEvent(fields))
 
 
-def rotating(
-    call: Callable[[int], Any], nbuf: int, adapter: Adapter, device: str
-) -> Callable[[int, bool], None]:
+class Rotation:
     """What a clock times: run(k, sync_each) makes k calls on the next k of `nbuf` rotating input
     buffers, waiting for the device after each call when `sync_each` (call latency), else only
     as the clock does after the last (device time). Each output is freed before the next call,
     as timeit and torch.utils.benchmark do: the allocator can hand the same (warm) buffer back.
-    Only the last one is kept, for the clock's sync."""
-    state: dict[str, Any] = {"i": 0, "out": None}
+    Only the last one is kept (`out`, from buffer `last_buffer`): for the clock's sync, and for
+    the parent to check what a timed call returned."""
 
-    def run(k: int, sync_each: bool) -> None:
-        i = state["i"]
-        state["out"] = out = None
+    def __init__(self, call: Callable[[int], Any], nbuf: int, adapter: Adapter, device: str) -> None:
+        self.call, self.nbuf, self.adapter, self.device = call, nbuf, adapter, device
+        self.i = 0
+        self.out: Any = None
+
+    @property
+    def last_buffer(self) -> int:
+        return (self.i - 1) % self.nbuf
+
+    def __call__(self, k: int, sync_each: bool) -> None:
+        i = self.i
+        self.out = out = None
         for _ in range(k):
             out = None
-            out = call(i)
-            i = (i + 1) % nbuf
+            out = self.call(i)
+            i = (i + 1) % self.nbuf
             if sync_each:
-                adapter.finish(out, device)
-        state["i"] = i
-        state["out"] = out
-
-    return run
+                self.adapter.finish(out, self.device)
+        self.i = i
+        self.out = out
 
 
 def set_affinity(threads: int) -> None:
@@ -539,9 +645,16 @@ def main() -> int:
         copy(spec, adapter)
         return 0
     loaded: dict[str, Impl] = {}
+    guard = Guard(adapter.guarded(), adapter.global_state, adapter.set_global_state)
     for source in spec.sources:
         emit(Begin("import", source=source.label()))
         impls = load_one(source, spec.framework)
+        changed = guard.check()
+        if changed:  # put back; its implementations are not measured
+            emit(
+                Unloaded(source.label(), f"changes what other implementations run with, at import: {changed}")
+            )
+            continue
         loaded.update({i.name: i for i in impls if not i.unavailable})
         failed = [i for i in impls if i.unavailable]
         if failed:
@@ -550,7 +663,7 @@ def main() -> int:
     if spec.framework != adapter.name:
         versions[spec.framework] = getattr(sys.modules.get(spec.framework), "__version__", "?")
     collect_and_freeze()
-    measurer = ChildMeasurer(spec, adapter, loaded)
+    measurer = ChildMeasurer(spec, adapter, loaded, guard)
     emit(Hello(os.getpid(), versions, measurer.device_name))
     for job in spec.jobs:
         # A name the worker did not load is the parent's to report (see Unloaded).

@@ -38,6 +38,7 @@ from bench.memory import steady_env
 from bench.registry import Impl, ProbeMemo, Source, unavailable_impl
 from bench.results import Row, row_from_dict
 from bench.timing import TimingSettings
+from bench.verify import Verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_CAP_BYTES = 64 << 20  # a worker log past this keeps only its last LOG_KEEP_BYTES
@@ -154,6 +155,22 @@ class CopyResult:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """Values of an output at `bench.verify.sample_index(shape, round_no)`, for the parent to check:
+    after the first call, after each sampling round (the round's last timed call, with the time the
+    round claimed), and again after one more call ("held": an output still unchanged)."""
+
+    impl: str
+    case: CaseKey
+    when: str  # "first" | "timed" | "held"
+    buffer: int
+    round_no: int
+    y: list[float] | None = None
+    dx: list[float] | None = None
+    claimed_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Unloaded:
     """A source the probe imported failed to import in this worker: its implementations get rows."""
 
@@ -174,7 +191,7 @@ class Done:
     wall_s: float
 
 
-Event = Hello | Begin | RowEvent | Probed | CopyResult | Unloaded | Fatal | Done
+Event = Hello | Begin | RowEvent | Probed | CopyResult | Unloaded | Fatal | Done | Sample
 EVENTS: dict[str, type] = {
     "hello": Hello,
     "begin": Begin,
@@ -184,13 +201,14 @@ EVENTS: dict[str, type] = {
     "unloaded": Unloaded,
     "fatal": Fatal,
     "done": Done,
+    "sample": Sample,
 }
 EVENT_NAMES = {cls: name for name, cls in EVENTS.items()}
 
 
 def encode(event: Event) -> bytes:
     d = asdict(event)
-    if isinstance(event, Begin) and event.case is not None:
+    if isinstance(event, (Begin, Sample)) and event.case is not None:
         d["case"] = event.case.to_json()
     return (json.dumps({"event": EVENT_NAMES[type(event)], **d}, default=_json_default) + "\n").encode()
 
@@ -204,7 +222,7 @@ def _json_default(o: Any) -> Any:
 def decode(line: bytes) -> Event:
     d = json.loads(line)
     cls = EVENTS[d.pop("event")]
-    if cls is Begin and d.get("case") is not None:
+    if cls in (Begin, Sample) and d.get("case") is not None:
         d["case"] = CaseKey.from_json(d["case"])
     event: Event = cls(**d)
     return event
@@ -391,6 +409,24 @@ class Listener:
     def note(self, spec: WorkerSpec, message: str) -> None: ...
 
 
+# What a row claims about time: none of it stands when its clock was caught lying.
+TIMING_FIELDS = (
+    "time_median_s", "time_iqr_s", "time_min_s", "time_rel_iqr", "time_rel_ci", "latency_median_s",
+    "achieved_gbps", "sol_fraction", "default_alloc_time_median_s",
+)  # fmt: skip
+
+
+def caught_row(row: Row, status: str, message: str) -> Row:
+    """A row the parent caught: "wrong" keeps its measurement but can never count as correct;
+    "error" (its clock lied) keeps no time."""
+    if status == "wrong":
+        return replace(row, correct=False, message=message)
+    if status == "note":
+        return replace(row, message=f"{row.message}; {message}" if row.message else message)
+    timing: dict[str, Any] = {name: None for name in TIMING_FIELDS}
+    return replace(row, status=status, message=message, samples_s=(), n_samples=0, correct=None, **timing)
+
+
 def unrun_row(impl: Impl, backend: str, case: Case | CaseKey, status: str, message: str) -> Row:
     """A row for a measurement no worker produced: unavailable, or a worker's failure."""
     key = case.key() if isinstance(case, Case) else case
@@ -457,6 +493,8 @@ class WorkerClient:
         self.unprobed: list[Source] = list(spec.sources) if spec.task == "probe" else []
         self.sources = list(spec.sources)
         self.restarts = 0
+        # Outputs of timed calls and claimed times, judged here, where no implementation runs.
+        self.verifier = Verifier(clock, {n: i.semantics for n, i in impls.items() if i.semantics})
 
     def backend_of(self, name: str) -> str:
         impl = self.impls.get(name)
@@ -504,7 +542,10 @@ class WorkerClient:
                 for event in events:
                     if isinstance(event, Begin):
                         current, started = event, True
+                        self._verify_begin(event)
                         self.listener.begin(spec, event)
+                    elif isinstance(event, Sample):
+                        self.verifier.sample(event.case, event.impl, event)
                     elif isinstance(event, RowEvent):
                         self._row(spec, event)
                     elif isinstance(event, Hello):
@@ -634,7 +675,20 @@ class WorkerClient:
             self._fail(key, d["impl"], "error", f"the worker sent a row that does not validate: {problem}")
             return
         self.remaining.pop((row.case_key(), row.impl), None)
+        caught = self.verifier.judge(row.case_key(), row.impl) if row.status == "ok" else None
+        if caught is not None and not (
+            caught[0] == "wrong" and row.correct is False
+        ):  # its own reason stands
+            row = caught_row(row, *caught)
         self.listener.row(spec, row)
+
+    def _verify_begin(self, event: Begin) -> None:
+        if event.case is None:
+            return
+        if event.phase == "inputs" and event.case in self.cases and self.spec.task in ("run", "check"):
+            self.verifier.inputs(self.cases[event.case])
+        elif event.phase == "sample":
+            self.verifier.round_begins(event.case, event.impl)
 
     def _unloaded(self, event: Unloaded) -> None:
         for key, name in list(self.remaining):

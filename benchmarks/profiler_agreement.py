@@ -2,7 +2,7 @@
 
 For each implementation and case, the harness's own pieces build and time the call: the torch
 adapter's inputs (rotating through twice the L2 cache, as the cold policy does), its `make_call`,
-the timed loop `bench.worker.rotating`, and `bench.timing.Sampler` with the CUDA-event clock. Then
+the timed loop `bench.worker.Rotation`, and `bench.timing.Sampler` with the CUDA-event clock. Then
 torch.profiler records more back-to-back calls of the same loop, and the durations of the device
 activities (kernels, memsets, copies) are summed and divided by the number of calls. Where a call
 keeps the GPU busy (large shapes) the two agree; where launching costs more than the kernels run
@@ -40,7 +40,7 @@ from bench import (  # noqa: E402
 from bench.cases import Case, parse_shape, shape_text  # noqa: E402
 from bench.frameworks import make_adapter  # noqa: E402
 from bench.timing import PRESET_TIMING, Sampler, summarize  # noqa: E402
-from bench.worker import rotating  # noqa: E402
+from bench.worker import Rotation  # noqa: E402
 
 IMPLS = ["torch_layer_norm", "triton_fused"]
 SHAPES = [(8, 3, 32, 32), (16, 320, 64, 64), (64, 256, 56, 56), (64, 64, 112, 112)]
@@ -104,7 +104,7 @@ def measure(name: str, case: Case, calls: int, settings: Any) -> dict[str, Any]:
     xs = [adapter.to_tensor(x64, case) for _ in range(nbuf)]
     assert impl.builder is not None
     call = adapter.make_call(impl.builder(case), case, xs, g64)
-    run = rotating(call, nbuf, adapter, case.device)
+    run = Rotation(call, nbuf, adapter, case.device)
     clock = adapter.clock(case.device)
     sampler = Sampler(run, settings, clock, min_warmup_calls=nbuf)
     sampler.warm_up()

@@ -153,7 +153,45 @@ def test_an_old_entry_is_dropped_and_an_unwritable_memo_is_no_error(tmp_path, pr
     assert memo.load(key, source_of(folder), "numpy") is None
     memo.save({})
     (tmp_path / "cache" / "probes.json").unlink()
+    (tmp_path / "cache" / "probe-key").unlink()
     (tmp_path / "cache").rmdir()
     (tmp_path / "cache").write_text("a file where the folder should be")
     assert found(folder).unavailable is None and found(folder).unavailable is None
     assert len(probes) == 3
+
+
+def test_an_entry_edited_by_hand_is_not_believed(tmp_path, probes):
+    """A memo entry that names other layouts, semantics and roles, or a phantom implementation,
+    fails its MAC: the source is imported again, and what it really registers is what counts."""
+    folder = tmp_path / "impls"
+    folder.mkdir()
+    (folder / "mine.py").write_text(FILE.format(name="mine"))
+    honest = found(folder)
+    memo_file = tmp_path / "cache" / "probes.json"
+    doc = json.loads(memo_file.read_text())
+    entries = doc.get("entries", doc)
+    (entry,) = [e for e in entries.values() if isinstance(e, dict) and "impls" in e]
+    forged = dict(
+        entry["impls"][0], layouts=["NCHW", "NHWC"], semantics="unbiased/eps@std", roles=["baseline"]
+    )
+    entry["impls"] = [forged, dict(forged, name="phantom")]
+    memo_file.write_text(json.dumps(doc))
+    again = found(folder)
+    assert len(probes) == 2 and again == honest
+    assert "phantom" not in discover(sources([str(folder)], plugins=False), 1, only={"mine"}).impls
+
+
+def test_a_helper_edited_in_place_in_a_folder_on_the_import_path_imports_it_again(
+    tmp_path, probes, monkeypatch
+):
+    folder = tmp_path / "impls"
+    folder.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(folder))  # the implementation's folder is itself on the path
+    (folder / "helper_eps.py").write_text("EPS = 1e-5\n")
+    (folder / "mine.py").write_text(FILE.format(name="mine"))
+    found(folder)
+    found(folder)
+    assert len(probes) == 1
+    (folder / "helper_eps.py").write_text("EPS = 1e-3\n")  # in place: the folder's mtime need not move
+    found(folder)
+    assert len(probes) == 2

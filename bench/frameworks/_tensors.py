@@ -18,6 +18,18 @@ def to_nchw(arr: np.ndarray, case: Case, physical: bool, what: str = "output") -
     return np.asarray(arr, dtype=np.float64)
 
 
+def check_shape(shape: tuple[int, ...], case: Case, physical: bool, what: str = "output") -> None:
+    expected = case.physical_shape if physical else case.shape
+    if tuple(shape) != tuple(expected):
+        raise OutputError(f"{what} has shape {tuple(shape)}; expected {tuple(expected)}")
+
+
+def physical_index(idx: tuple[np.ndarray, ...], case: Case, physical: bool) -> tuple[np.ndarray, ...]:
+    """Logical (n, c, h, w) positions in the order the framework's array is indexed."""
+    n, c, h, w = idx
+    return (n, h, w, c) if physical and case.layout == "NHWC" else (n, c, h, w)
+
+
 def from_nchw(x64: np.ndarray, case: Case, physical: bool) -> np.ndarray:
     return np.ascontiguousarray(x64.transpose(0, 2, 3, 1)) if physical and case.layout == "NHWC" else x64
 

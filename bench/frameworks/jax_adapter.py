@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +12,8 @@ import numpy as np
 from bench import memory
 from bench.cases import Case
 from bench.frameworks import Adapter, Clock, ImmutableInputs, OutputError, cpu_cache_bytes
-from bench.frameworks._tensors import from_nchw, to_nchw
+from bench.frameworks._tensors import check_shape, from_nchw, physical_index, to_nchw
+from bench.timing import read_clock
 
 DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 
@@ -29,14 +29,14 @@ class PipelinedClock:
     runs_per_measure = 2
 
     def measure(self, run: Callable[[int, bool], Any], k: int) -> tuple[float, float]:
-        t0 = time.perf_counter()
+        t0 = read_clock()
         run(k, True)
-        latency = (time.perf_counter() - t0) / k
-        t0 = time.perf_counter()
+        latency = (read_clock() - t0) / k
+        t0 = read_clock()
         if k > 1:
             run(k - 1, False)
         run(1, True)  # waits for the last call; one device executes them in order
-        return latency, (time.perf_counter() - t0) / k
+        return latency, (read_clock() - t0) / k
 
 
 def _device(device: str) -> Any:
@@ -77,6 +77,28 @@ class JaxAdapter(ImmutableInputs):
         if not isinstance(out, jax.Array):
             raise OutputError(f"{what} is a {type(out).__name__}; expected a jax.Array")
         return to_nchw(np.asarray(out.astype(jnp.float32)), case, physical=True, what=what)
+
+    def gather(self, out: Any, case: Case, idx: tuple[np.ndarray, ...], what: str = "output") -> list[float]:
+        if not isinstance(out, jax.Array):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a jax.Array")
+        check_shape(out.shape, case, True, what)
+        picked = out[physical_index(idx, case, True)].astype(jnp.float32)
+        values: list[float] = np.asarray(picked, dtype=np.float64).tolist()
+        return values
+
+    def guarded(self) -> list[tuple[str, Any]]:
+        return [("jax", jax), ("jax.numpy", jnp), ("jax.lax", jax.lax), ("jax.nn", jax.nn)]
+
+    def global_state(self) -> dict[str, Any]:
+        return {
+            f"jax {name}": getattr(jax.config, name, None)
+            for name in ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion")
+        }
+
+    def set_global_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key.startswith("jax ") and value is not None:
+                jax.config.update(key.removeprefix("jax "), value)
 
     def dtype_name(self, out: Any) -> str:
         return str(out.dtype) if isinstance(out, jax.Array) else type(out).__name__

@@ -10,7 +10,7 @@ import numpy as np
 from bench import memory
 from bench.cases import Case
 from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
-from bench.frameworks._tensors import fingerprint_positions, from_nchw, to_nchw
+from bench.frameworks._tensors import check_shape, fingerprint_positions, from_nchw, physical_index, to_nchw
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -44,6 +44,22 @@ class NumpyAdapter:
         if not isinstance(out, np.ndarray):
             raise OutputError(f"{what} is a {type(out).__name__}; expected a numpy.ndarray")
         return to_nchw(out, case, physical=True, what=what)
+
+    def gather(self, out: Any, case: Case, idx: tuple[np.ndarray, ...], what: str = "output") -> list[float]:
+        if not isinstance(out, np.ndarray):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a numpy.ndarray")
+        check_shape(out.shape, case, True, what)
+        values: list[float] = np.asarray(out[physical_index(idx, case, True)], dtype=np.float64).tolist()
+        return values
+
+    def guarded(self) -> list[tuple[str, Any]]:
+        return [("numpy", np)]
+
+    def global_state(self) -> dict[str, Any]:
+        return {"numpy error handling": tuple(sorted(np.geterr().items()))}
+
+    def set_global_state(self, state: dict[str, Any]) -> None:
+        np.seterr(**dict(state["numpy error handling"]))
 
     def dtype_name(self, out: Any) -> str:
         return str(out.dtype) if isinstance(out, np.ndarray) else type(out).__name__

@@ -11,7 +11,7 @@ import tensorflow as tf
 from bench import memory
 from bench.cases import Case
 from bench.frameworks import Adapter, Clock, ImmutableInputs, OutputError, cpu_cache_bytes
-from bench.frameworks._tensors import from_nchw, to_nchw
+from bench.frameworks._tensors import check_shape, from_nchw, physical_index, to_nchw
 
 DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
 
@@ -63,6 +63,30 @@ class TensorFlowAdapter(ImmutableInputs):
         if not tf.is_tensor(out) and not hasattr(out, "numpy"):
             raise OutputError(f"{what} is a {type(out).__name__}; expected a tf.Tensor")
         return to_nchw(np.asarray(tf.cast(out, tf.float64).numpy()), case, physical=True, what=what)
+
+    def gather(self, out: Any, case: Case, idx: tuple[np.ndarray, ...], what: str = "output") -> list[float]:
+        if not tf.is_tensor(out) and not hasattr(out, "numpy"):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a tf.Tensor")
+        check_shape(tuple(out.shape), case, True, what)
+        at = np.stack(physical_index(idx, case, True), axis=1)
+        values: list[float] = tf.cast(tf.gather_nd(out, at), tf.float64).numpy().tolist()
+        return values
+
+    def guarded(self) -> list[tuple[str, Any]]:
+        return [("tensorflow", tf), ("tensorflow.math", tf.math), ("tensorflow.nn", tf.nn)]
+
+    def global_state(self) -> dict[str, Any]:
+        return {
+            "tensorflow intra-op threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "tensorflow inter-op threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        }
+
+    def set_global_state(self, state: dict[str, Any]) -> None:
+        try:  # once the runtime has started, TensorFlow refuses; the change is still named
+            tf.config.threading.set_intra_op_parallelism_threads(state["tensorflow intra-op threads"])
+            tf.config.threading.set_inter_op_parallelism_threads(state["tensorflow inter-op threads"])
+        except RuntimeError:
+            pass
 
     def dtype_name(self, out: Any) -> str:
         return str(out.dtype.name) if tf.is_tensor(out) else type(out).__name__

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +12,8 @@ import torch
 from bench import memory
 from bench.cases import Case
 from bench.frameworks import Adapter, Clock, OutputError, cpu_cache_bytes
-from bench.frameworks._tensors import fingerprint_positions, from_nchw, to_nchw
+from bench.frameworks._tensors import check_shape, fingerprint_positions, from_nchw, physical_index, to_nchw
+from bench.timing import read_clock
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -70,9 +71,9 @@ class CudaEventClock:
 
     def measure(self, run: Callable[[int, bool], Any], k: int) -> tuple[float, float]:
         torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = read_clock()
         run(k, True)
-        latency = (time.perf_counter() - t0) / k
+        latency = (read_clock() - t0) / k
         self.hold(self.HOLD_MARGIN * latency * k + self.HOLD_EXTRA_S)
         self.start.record()
         run(k, False)
@@ -131,6 +132,45 @@ class TorchAdapter:
             raise OutputError(f"{what} is a {type(out).__name__}; expected a torch.Tensor")
         arr = out.detach().to("cpu", torch.float64).numpy()
         return to_nchw(arr, case, physical=self.physical, what=what)
+
+    def gather(self, out: Any, case: Case, idx: tuple[np.ndarray, ...], what: str = "output") -> list[float]:
+        if not isinstance(out, torch.Tensor):
+            raise OutputError(f"{what} is a {type(out).__name__}; expected a torch.Tensor")
+        check_shape(tuple(out.shape), case, self.physical, what)
+        pos = tuple(torch.as_tensor(a, device=out.device) for a in physical_index(idx, case, self.physical))
+        values: list[float] = out.detach()[pos].to("cpu", torch.float64).tolist()
+        return values
+
+    def guarded(self) -> list[tuple[str, Any]]:
+        spaces = (torch, torch.nn.functional, torch.Tensor, torch.nn)
+        return [(space.__name__ if space is not torch.Tensor else "torch.Tensor", space) for space in spaces]
+
+    def global_state(self) -> dict[str, Any]:
+        tiny = torch.tensor([1e-39], dtype=torch.float32)
+        state = {
+            "torch threads": torch.get_num_threads(),
+            "torch inter-op threads": torch.get_num_interop_threads(),
+            "torch deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "torch float32 matmul precision": torch.get_float32_matmul_precision(),
+            "torch default dtype": str(torch.get_default_dtype()),
+            "torch grad mode": torch.is_grad_enabled(),
+            "flush-to-zero": float((tiny * 1.0).item()) == 0.0,
+        }
+        numba = sys.modules.get("numba")
+        if numba is not None:
+            state["numba threads"] = numba.get_num_threads()
+        return state
+
+    def set_global_state(self, state: dict[str, Any]) -> None:
+        torch.set_num_threads(state["torch threads"])
+        torch.use_deterministic_algorithms(state["torch deterministic algorithms"])
+        torch.set_float32_matmul_precision(state["torch float32 matmul precision"])
+        torch.set_default_dtype(getattr(torch, state["torch default dtype"].removeprefix("torch.")))
+        torch.set_grad_enabled(state["torch grad mode"])
+        torch.set_flush_denormal(state["flush-to-zero"])
+        numba = sys.modules.get("numba")
+        if numba is not None and "numba threads" in state:
+            numba.set_num_threads(state["numba threads"])
 
     def dtype_name(self, out: Any) -> str:
         return str(out.dtype).removeprefix("torch.") if isinstance(out, torch.Tensor) else type(out).__name__

@@ -1,0 +1,211 @@
+"""Answers checked where no implementation runs: each rotating buffer holds different values, the
+worker sends sampled values of timed outputs, and the parent compares them with its own float64
+reference of the same planes; the parent also holds each row's claimed time against the wall time
+it saw. Both sides use this module: the worker to build its buffers and pick what it samples, the
+parent (`Verifier`) to judge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.cases import Case, CaseKey
+from bench.reference import TOLERANCE, make_input, make_upstream_grad, normalize, normalize_grad
+
+PLANES_PER_SAMPLE = 4
+POSITIONS_PER_PLANE = 64
+# A row's timed calls claimed this share of the wall time the parent saw for the same sampling
+# rounds, at least. Honest rows claimed 44-74 % on a 2-core VM (every implementation, two shapes,
+# forward and train; the rest is the round's untimed call and the sampler's bookkeeping; a CUDA
+# clock's stream hold makes it about a third lower); a clock made to report a fiftieth claimed 1 %.
+CLAIM_FLOOR = 1 / 10
+CLAIM_SLACK_S = 0.002  # per round: a pipe's delay and a line of bookkeeping, never an implementation's time
+
+
+def buffer_layout(planes: int, plane: int, layout: int) -> tuple[int, float, int]:
+    """Layout L of the case's input: its N*C planes rolled by L, negated for odd L, and each plane's
+    values rolled by L // planes positions. Buffer i starts with layout i; layouts are distinct for
+    every L below planes x plane, so each buffer's answer differs from the others', and a layout
+    no call has seen (written over a buffer at the end of a row) has an answer no call computed."""
+    return layout % planes, (-1.0 if layout % 2 else 1.0), (layout // planes) % plane
+
+
+def _planes_of(flat: np.ndarray, plane_ids: np.ndarray | slice, layout: int) -> np.ndarray:
+    """Planes `plane_ids` of layout `layout`, from the (N*C, H*W) planes of layout 0."""
+    count, size = flat.shape
+    roll, sign, shift = buffer_layout(count, size, layout)
+    ids = np.arange(count)[plane_ids]
+    planes = flat[(ids + roll) % count]
+    return sign * (np.roll(planes, -shift, axis=1) if shift else planes)
+
+
+def buffer_input(x64: np.ndarray, layout: int) -> np.ndarray:
+    """The float64 NCHW input in layout `layout` (layout 0 is the case's input itself)."""
+    if layout == 0:
+        return x64
+    n, c, h, w = x64.shape
+    return _planes_of(x64.reshape(n * c, h * w), slice(None), layout).reshape(n, c, h, w)
+
+
+def sample_index(shape: tuple[int, int, int, int], round_no: int) -> tuple[np.ndarray, ...]:
+    """The logical (n, c, h, w) positions sampled in round `round_no`: PLANES_PER_SAMPLE planes spread
+    over the tensor and POSITIONS_PER_PLANE strided positions in each, both moving from round to
+    round, so that over a row's rounds every part of the output is looked at."""
+    n, c, h, w = shape
+    planes, plane = n * c, h * w
+    k = min(PLANES_PER_SAMPLE, planes)
+    spread = max(1, planes // k)
+    chosen = (np.arange(k) * spread + round_no * 7919) % planes
+    m = min(POSITIONS_PER_PLANE, plane)
+    stride = max(1, plane // m)
+    offsets = (np.arange(m) * stride + round_no * 104729) % plane
+    p = np.repeat(chosen, m)
+    q = np.tile(offsets, k)
+    return p // c, p % c, q // w, q % w
+
+
+def round_to(x64: np.ndarray, dtype: str) -> np.ndarray:
+    """What a framework's tensor of `dtype` holds for these float64 values (round to nearest even;
+    bfloat16 through float32, as torch converts)."""
+    if dtype == "float32":
+        return x64.astype(np.float32).astype(np.float64)
+    if dtype == "float16":
+        return x64.astype(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = x64.astype(np.float32).view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+    raise ValueError(f"unknown dtype {dtype!r}")
+
+
+class CaseTruth:
+    """The parent's own inputs of one case (as the dtype rounds them) and the reference values at
+    sampled positions, for any buffer and semantics, from the planes it needs alone."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self.x = round_to(make_input(case), case.dtype)
+        self.g = round_to(make_upstream_grad(case), case.dtype) if case.mode != "forward" else None
+
+    def expected(self, semantics: str, buffer: int, round_no: int, what: str) -> np.ndarray:
+        """Reference values of the output (`what` = "y") or input gradient ("dx") of `buffer`."""
+        n, c, h, w = self.case.shape
+        idx = sample_index(self.case.shape, round_no)
+        flat = self.x.reshape(n * c, h * w)
+        out = np.empty(len(idx[0]))
+        plane_of = idx[0] * c + idx[1]
+        eps = self.case.eps
+        for p in np.unique(plane_of):
+            at = plane_of == p
+            z = _planes_of(flat, np.array([p]), buffer).reshape(1, 1, h, w)
+            if what == "y":
+                ref = normalize(z, eps, semantics)[0, 0]
+            else:
+                assert self.g is not None
+                g = self.g.reshape(n * c, h, w)[p][None, None]
+                ref = normalize_grad(z, g, eps, semantics)[0, 0]
+            out[at] = ref[idx[2][at], idx[3][at]]
+        return out
+
+
+@dataclass
+class Judged:
+    """What the parent learnt about one measurement from its samples and rounds."""
+
+    wrong: str = ""  # the first failed comparison, for the row's message
+    reused: bool = False  # an output changed after the next call: a reused output buffer
+    claimed_s: float = 0.0
+    wall_s: float = 0.0
+    rounds: int = 0
+    samples: int = 0
+    round_started: float | None = None
+
+
+def compare(got: list[float] | None, want: np.ndarray, dtype: str) -> float | None:
+    """Normwise relative error of sampled values (inf for non-finite or missing values)."""
+    if got is None or len(got) != len(want):
+        return math.inf
+    a = np.asarray(got, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        return math.inf
+    finite = np.isfinite(want)
+    scale = float(np.max(np.abs(want[finite]))) if finite.any() else 0.0
+    if scale == 0.0:
+        return None
+    return float(np.max(np.abs(a[finite] - want[finite]))) / scale
+
+
+class Verifier:
+    """The parent's side: one per worker client. `inputs` when a case starts (the parent builds
+    its own inputs while the worker builds its, so no timed call competes with it), `round_begins`
+    and `sample` as events come, `judge` when the row arrives."""
+
+    def __init__(self, clock: Any, semantics: dict[str, str]) -> None:
+        self.clock = clock
+        self.semantics = semantics  # implementation -> declared semantics
+        self.truth: CaseTruth | None = None
+        self.judged: dict[tuple[CaseKey, str], Judged] = {}
+
+    def inputs(self, case: Case) -> None:
+        if case.input_kind != "random":
+            self.truth = None
+            return
+        if self.truth is None or self.truth.case != case:
+            self.truth = None  # the old case's arrays go before the new ones are made
+            self.truth = CaseTruth(case)
+
+    def _of(self, key: CaseKey, impl: str) -> Judged:
+        return self.judged.setdefault((key, impl), Judged())
+
+    def round_begins(self, key: CaseKey, impl: str) -> None:
+        self._of(key, impl).round_started = self.clock()
+
+    def sample(self, key: CaseKey, impl: str, event: Any) -> None:
+        j = self._of(key, impl)
+        if event.when == "timed" and j.round_started is not None:
+            j.wall_s += max(0.0, self.clock() - j.round_started)
+            j.claimed_s += event.claimed_s
+            j.rounds += 1
+            j.round_started = None
+        truth = self.truth
+        if truth is None or truth.case.key() != key or impl not in self.semantics or j.wrong:
+            return
+        j.samples += 1
+        checked = [("y", event.y)] if key.mode != "backward" else []
+        checked += [("dx", event.dx)] if key.mode != "forward" else []
+        for what, got in checked:
+            want = truth.expected(self.semantics[impl], event.buffer, event.round_no, what)
+            err = compare(got, want, key.dtype)
+            tol = TOLERANCE[key.dtype]
+            if err is not None and err > tol and event.when == "held":
+                j.reused = True  # right when returned (its timed sample said so), overwritten since
+                return
+            if err is not None and err > tol:
+                name = "output" if what == "y" else "input gradient"
+                detail = "non-finite or missing values" if math.isinf(err) else f"max_rel_err {err:.3g}"
+                j.wrong = (
+                    f"wrong on a {event.when} call, checked by the parent: its {name} on input layout "
+                    f"{event.buffer} ({detail}, over the {key.dtype} tolerance {tol:g})"
+                )
+                return
+
+    def judge(self, key: CaseKey, impl: str) -> tuple[str, str] | None:
+        """(status, message) that replaces an ok row's, or None when nothing was caught."""
+        j = self.judged.pop((key, impl), None)
+        if j is None:
+            return None
+        if j.wrong:
+            return "wrong", j.wrong
+        if j.rounds and j.claimed_s < CLAIM_FLOOR * (j.wall_s - CLAIM_SLACK_S * j.rounds):
+            return (
+                "error",
+                f"its clock disagrees with the parent's: {j.rounds} sampling rounds claimed "
+                f"{j.claimed_s * 1e3:.3g} ms of calls in {j.wall_s * 1e3:.3g} ms the parent saw (under "
+                f"{CLAIM_FLOOR:.0%}); the time normbench reads was tampered with",
+            )
+        if j.reused:
+            return "note", "returns an output buffer that its next call overwrites (right when returned)"
+        return None
