@@ -1,7 +1,8 @@
 """What one implementation could change for the others in its worker: the functions of the
 framework and of normbench itself (a wrapped `F.group_norm`, a patched checker or clock), and the
 process's global state (thread counts, deterministic mode, flush-to-zero, matmul precision, the
-thread variables and CPU affinity). A `Guard` takes a picture once the worker has loaded its
+thread variables and CPU affinity), and Python threads left running after a call (work finished in
+the background competes with the next implementation's timing). A `Guard` takes a picture once the worker has loaded its
 framework; `check()` after each implementation's import, build and sampling round compares, puts
 everything back as it was, and says what had changed, so the row of the implementation that did it
 names it and no other implementation runs with it."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 _MISSING = object()
 MAX_NAMED = 4  # changes named in one message; the rest are counted
+THREAD_WAIT_S = 10.0  # how long the threads an implementation left running are waited for
 
 
 class Tampered(Exception):
@@ -77,6 +80,7 @@ class Guard:
         self.state, self.set_state = state, set_state
         self.saved = [(name, obj, dict(vars(obj))) for name, obj in self.spaces]
         self.saved_state = self._state()
+        self.threads = set(threading.enumerate())
 
     def _state(self) -> dict[str, Any]:
         out = dict(self.state())
@@ -85,9 +89,28 @@ class Guard:
             out["CPU affinity"] = tuple(sorted(os.sched_getaffinity(0)))
         return out
 
-    def check(self) -> str:
+    def _threads_left(self, allowed: bool) -> str:
+        """Python threads started since the picture and still alive. Where threads may be started
+        (an import, a build, a first call: a pool kept for later calls), they join the picture;
+        elsewhere they are named and waited for, so that no neighbour is timed beside them."""
+        new = [t for t in threading.enumerate() if t not in self.threads]
+        if allowed or not new:
+            self.threads.update(new)
+            return ""
+        deadline = time.monotonic() + THREAD_WAIT_S
+        for t in new:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t for t in new if t.is_alive()]
+        self.threads.update(alive)  # named once; they cannot be stopped from outside
+        left = f"{len(new)} Python thread{'s' if len(new) > 1 else ''} left running"
+        return left + (f" ({len(alive)} still alive after {THREAD_WAIT_S:.0f} s)" if alive else " (waited for)")
+
+    def check(self, threads_allowed: bool = True) -> str:
         """ "" when nothing changed; else what did (now put back), in one line."""
         changes: list[str] = []
+        left = self._threads_left(threads_allowed)
+        if left:
+            changes.append(left)
         for name, obj, saved in self.saved:
             now = vars(obj)
             if len(now) == len(saved) and all(now.get(k, _MISSING) is v for k, v in saved.items()):
@@ -131,8 +154,8 @@ class Guard:
         )
         return named
 
-    def raise_if_changed(self, when: str) -> None:
-        changed = self.check()
+    def raise_if_changed(self, when: str, threads_allowed: bool = False) -> None:
+        changed = self.check(threads_allowed)
         if changed:
             raise Tampered(
                 f"changes what other implementations run with, {when}: {changed} (put back; not measured)"

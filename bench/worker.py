@@ -256,13 +256,13 @@ class ChildMeasurer:
         self.begin(impl, case, "build")
         assert impl.builder is not None
         fn = impl.builder(case)
-        self.guard.raise_if_changed("when built")
+        self.guard.raise_if_changed("when built", threads_allowed=True)
         call = ad.make_call(fn, case, xs, g64)
         self.begin(impl, case, "first_call")
         t0 = read_clock()
         out = ad.finish(call(0), dev)
         first_call_s = read_clock() - t0
-        self.guard.raise_if_changed("in its first call")
+        self.guard.raise_if_changed("in its first call", threads_allowed=True)
         self.begin(impl, case, "check")
         fields: dict[str, Any] = {"first_call_s": _sig(first_call_s)}
         self.check_inputs(xs, pristine, full=True, when="the first call")

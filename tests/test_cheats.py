@@ -22,6 +22,7 @@ EXPECTED = {
     "cheat_one_late": ("ok", False, "wrong on a timed call, checked by the parent"),
     "cheat_by_address": ("ok", False, "wrong on a fresh call, checked by the parent"),
     "cheat_background": ("ok", False, "wrong on a timed call, checked by the parent"),
+    "cheat_thread_per_call": ("error", None, "left running (waited for)"),
     "cheat_checker": ("error", None, f"{CHANGES}, at import: bench.reference.accuracy replaced"),
     "cheat_neighbour": ("error", None, f"{CHANGES}, at import: torch.nn.functional.instance_norm replaced"),
     "cheat_slow_clock": ("error", None, f"{CHANGES}, at import: time.perf_counter replaced"),
