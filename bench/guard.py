@@ -2,10 +2,10 @@
 framework and of normbench itself (a wrapped `F.group_norm`, a patched checker or clock), and the
 process's global state (thread counts, deterministic mode, flush-to-zero, matmul precision, the
 thread variables and CPU affinity), and Python threads left running after a call (work finished in
-the background competes with the next implementation's timing). A `Guard` takes a picture once the worker has loaded its
-framework; `check()` after each implementation's import, build and sampling round compares, puts
-everything back as it was, and says what had changed, so the row of the implementation that did it
-names it and no other implementation runs with it."""
+the background competes with the next implementation's timing). A `Guard` takes a picture once the
+worker has loaded its framework; `check()` after each implementation's import, build and sampling
+round compares, puts everything back as it was (waits for the threads), and says what had changed,
+so the row of the implementation that did it names it and no other implementation runs with it."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ class Guard:
         alive = [t for t in new if t.is_alive()]
         self.threads.update(alive)  # named once; they cannot be stopped from outside
         left = f"{len(new)} Python thread{'s' if len(new) > 1 else ''} left running"
-        return left + (f" ({len(alive)} still alive after {THREAD_WAIT_S:.0f} s)" if alive else " (waited for)")
+        waited = f" ({len(alive)} still alive after {THREAD_WAIT_S:.0f} s)" if alive else " (waited for)"
+        return left + waited
 
     def check(self, threads_allowed: bool = True) -> str:
         """ "" when nothing changed; else what did (now put back), in one line."""
