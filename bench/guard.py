@@ -103,7 +103,7 @@ class Guard:
         alive = [t for t in new if t.is_alive()]
         self.threads.update(alive)  # named once; they cannot be stopped from outside
         left = f"{len(new)} Python thread{'s' if len(new) > 1 else ''} left running"
-        waited = f" ({len(alive)} still alive after {THREAD_WAIT_S:.0f} s)" if alive else " (waited for)"
+        waited = f" ({len(alive)} still alive after {THREAD_WAIT_S:g} s)" if alive else " (waited for)"
         return left + waited
 
     def check(self, threads_allowed: bool = True) -> str:

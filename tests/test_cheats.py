@@ -110,3 +110,28 @@ def test_the_pytest_front_end_fails_every_trick(cheat_rows, tmp_path):
             row.message,
         )
         assert text.split(",")[0] in row.message, (name, row.message)
+
+
+def test_the_guard_waits_for_threads_left_running_but_keeps_a_pool_started_when_built(monkeypatch):
+    import threading
+    import time
+
+    from bench import guard as guard_module
+
+    monkeypatch.setattr(guard_module, "THREAD_WAIT_S", 0.5)
+    g = guard_module.Guard([], dict, lambda state: None)
+    stop = threading.Event()
+    pool = threading.Thread(target=stop.wait, daemon=True)
+    pool.start()
+    assert g.check(threads_allowed=True) == ""  # a build's pool joins the picture
+    assert g.check(threads_allowed=False) == ""
+    quick = threading.Thread(target=time.sleep, args=(0.05,), daemon=True)
+    quick.start()
+    assert g.check(threads_allowed=False) == "1 Python thread left running (waited for)"
+    assert not quick.is_alive()  # waited for: no neighbour is timed beside it
+    stuck = [threading.Thread(target=stop.wait, daemon=True) for _ in range(2)]
+    for t in stuck:
+        t.start()
+    assert g.check(threads_allowed=False) == "2 Python threads left running (2 still alive after 0.5 s)"
+    assert g.check(threads_allowed=False) == ""  # named once
+    stop.set()
