@@ -151,15 +151,18 @@ class Sampler:
         per_call = elapsed / calls
         self.calls_per_sample = max(1, math.ceil(self.min_sample_s / max(per_call, 1e-9)))
 
-    def round(self) -> None:
+    def round(self, after_first: Callable[[], None] | None = None) -> None:
         """Samples for about `round_s`. One untimed call first: the implementation before this one
         in the interleaved rounds may have evicted this one's output buffer and code from the
         caches, and a process that calls one operation again and again has them warm (the
-        inputs stay cold: they rotate)."""
+        inputs stay cold: they rotate). `after_first` runs after that call, untimed (the worker
+        checks there what the last round's output holds after a later call)."""
         if self.stop_reason:
             return
         start = read_clock()
         self.run(1, True)
+        if after_first is not None:
+            after_first()
         while True:
             k = self.calls_per_sample
             calls = k * getattr(self.clock, "runs_per_measure", 1)

@@ -67,6 +67,7 @@ class Prepared:
     fields: dict[str, Any]
     run: Rotation | None = None
     rounds: int = 0  # sampling rounds so far: which positions the next sample for the parent holds
+    held: tuple[Any, int, int] | None = None  # last round's output, its layout and round, to check again
 
 
 class ChildMeasurer:
@@ -198,11 +199,15 @@ class ChildMeasurer:
                 self.begin(p.impl, case, "sample")
                 try:
                     before = len(p.sampler.latency_samples)
-                    p.sampler.round()
+                    p.sampler.round(after_first=partial(self.send_held, p, case))
                     self.guard.raise_if_changed("while being timed")
                     self.sampled_round(p, case, before)
-                    if p.sampler.stop_reason and case.mode != "backward":
-                        self.fresh_call(p, case, xs)
+                    if p.sampler.stop_reason:  # the held output's later call: here, not a round's
+                        if case.mode != "backward":
+                            self.fresh_call(p, case, xs)
+                        elif p.run is not None:
+                            p.run(1, True)
+                        self.send_held(p, case)
                     self.check_inputs(xs, pristine, full=bool(p.sampler.stop_reason), when="timing")
                 except BaseException as exc:  # noqa: BLE001
                     self.failed(p.base, exc, p.fields)
@@ -307,18 +312,23 @@ class ChildMeasurer:
 
     def sampled_round(self, p: Prepared, case: Case, samples_before: int) -> None:
         """After a sampling round: the round's last timed output and the time the round claimed go
-        to the parent at once (an answer finished later, by a thread, is caught here); then one more
-        call on the next buffer, and the same output again (one that a later call overwrote, a view
-        of a persistent buffer, is caught there)."""
+        to the parent at once (an answer finished later, by a thread, is caught here). The output
+        is held (as the rotation holds it anyway) until the next round's untimed first call, and
+        then sent again (one that a later call overwrote, a view of a persistent buffer, is caught
+        there): the check costs no call of its own."""
         assert p.sampler is not None and p.run is not None
         p.rounds += 1
         s = p.sampler
         claimed = sum(s.latency_samples[samples_before:]) * s.calls_per_sample
-        held, layout = p.run.out, self.layouts[p.run.last_buffer]
-        self.send_sample(p.impl, case, held, "timed", layout, p.rounds, claimed)
-        p.run(1, True)
-        self.send_sample(p.impl, case, held, "held", layout, p.rounds)
-        del held
+        layout = self.layouts[p.run.last_buffer]
+        self.send_sample(p.impl, case, p.run.out, "timed", layout, p.rounds, claimed)
+        p.held = (p.run.out, layout, p.rounds)
+
+    def send_held(self, p: Prepared, case: Case) -> None:
+        if p.held is not None:
+            out, layout, round_no = p.held
+            p.held = None
+            self.send_sample(p.impl, case, out, "held", layout, round_no)
 
     def verify_later_calls(self, p: Prepared, case: Case, xs: list[Any]) -> None:
         """`check`: the calls after the first, as a sampling round's are checked (an answer right
