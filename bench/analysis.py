@@ -971,7 +971,7 @@ def _edge_verdict(r: Row) -> str:
     return "safe" if r.correct else "inexact"
 
 
-_CELL_PREFERENCE = ("ok", "error", "crashed", "timeout", "oom", "unavailable")
+_CELL_PREFERENCE = ("ok", "error", "crashed", "timeout", "oom", "unavailable", "stopped")
 
 
 def robustness(results: Results) -> list[Robustness]:
@@ -1081,7 +1081,7 @@ def errors(results: Results) -> list[ErrorGroup]:
     for lab, r in results.pairs():
         if r.status != "ok":
             groups[(lab, r.variant, r.status, r.message)].append(r)
-    order = ("crashed", "oom", "timeout", "error", "unavailable")
+    order = ("crashed", "oom", "timeout", "error", "unavailable", "stopped")
     return [
         ErrorGroup(run, variant, status, message, where(g), len(g))
         for (run, variant, status, message), g in sorted(

@@ -17,6 +17,7 @@ from bench.registry import check_impl_paths
 from bench.timing import PRESET_TIMING
 
 MIN_SIZE_BYTES = 1 << 20
+EXIT_INCOMPLETE = 75  # a submission ended with measurements `stopped` (EX_TEMPFAIL): --resume completes it
 
 
 def parse_size(text: str, option: str = "--max-memory") -> int:
@@ -496,7 +497,7 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
 
         print(f"report: {render([path], None)}", file=sys.stderr)
     print(path)
-    return 0
+    return EXIT_INCOMPLETE if cluster.stopped else 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

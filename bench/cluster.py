@@ -29,11 +29,14 @@ Rows measured while another job of the submission ran on the same host are `conc
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +47,7 @@ from typing import Any, Protocol
 from bench import environment, shards
 from bench.cases import Case, MeasurementKey, device_kind
 from bench.errors import BenchError
+from bench.locks import RunLock
 from bench.progress import Progress, for_stream
 from bench.registry import Impl
 from bench.results import ResultsWriter, Row, read_envs, read_rows, write_env
@@ -54,7 +58,13 @@ MANIFEST = "submission.json"
 MANIFEST_FORMAT = "normbench-submission/1"
 EXECUTORS = ("local", "slurm")
 LOG_TAIL_LINES = 3
+# A job's end that is no implementation's doing: the scheduler or a person stopped it (scancel,
+# pre-emption, its time limit, a node lost). Its unmeasured cases are `stopped`: --resume runs them.
+STOP_STATES = ("CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "REQUEUED")
+STOPPED_BY_SIGNAL = "stopped by a signal"
+SLURM_LIVE = ("UNKNOWN", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")
 LOG_TAIL_CHARS = 400
+JOB_LOCK_WAIT_S = 30.0  # a job waits this long for an earlier run of its shard (stopping) to end
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class JobSpec:
     gpu: str | None = None  # local executor: the GPU this job pins itself to
     running: str = ""  # folder of the running jobs' markers
     command: str = ""
+    controller: str = ""  # local executor: "pid:start" of the submitting bench run, which the job dies with
 
 
 # ---- the job side ----------------------------------------------------------------------------
@@ -174,6 +185,10 @@ class JobRun(Run):
         self.job = job
         self.marker = marker
         self.last_row_at = marker.started
+        self.lock_wait_s = JOB_LOCK_WAIT_S
+        # SLURM warns a job with SIGUSR2 (submitit's --signal) before its time limit or a pre-emption:
+        # a stop like SIGTERM (the case in flight `stopped`), not submitit's requeue of the whole job
+        self.stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def part_of(self, plan: Plan) -> Plan:
         part = super().part_of(plan)
@@ -196,6 +211,31 @@ class JobRun(Run):
         return replace(row, concurrent=True) if overlapped and row.status == "ok" else row
 
 
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot ("" when it is gone): a pid and its start
+    name one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def watch_controller(controller: str) -> None:
+    """A local job ends with the `bench run` that submitted it, even one killed by SIGKILL: when the
+    controller ("pid:start") is gone, the job stops itself as a signal would stop it (its workers
+    killed, the case in flight `stopped`), so no process outlives normbench."""
+    pid_text, start = controller.split(":", 1)
+    pid = int(pid_text)
+
+    def watch() -> None:
+        while process_start(pid) == start:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="normbench-controller-watch", daemon=True).start()
+
+
 def _job_id() -> str:
     """This job's id as the executor names it (`123_4` for an array's task), or "" outside a job."""
     try:
@@ -211,6 +251,8 @@ def run_job(job: JobSpec) -> dict[str, Any]:
     started again (requeued after pre-emption, or by --resume) finishes its own shard."""
     if job.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = job.gpu
+    if job.controller:
+        watch_controller(job.controller)
     out = Path(job.out)
     resume = out.is_file() and any(r.run_id == job.run_id for r in read_rows(out))
     marker = Marker(Path(job.running), job.label)
@@ -219,7 +261,7 @@ def run_job(job: JobSpec) -> dict[str, Any]:
         run.execute()
     except KeyboardInterrupt:
         # submitit records an Exception as the job's error; a KeyboardInterrupt would leave nothing
-        raise RuntimeError(f"{job.label}: stopped by a signal after {run.written} rows") from None
+        raise RuntimeError(f"{job.label}: {STOPPED_BY_SIGNAL} after {run.written} rows") from None
     finally:
         marker.end()
     return {"group": job.label, "rows": run.written, "host": socket.gethostname()}
@@ -249,17 +291,59 @@ def log_tail(text: str | None) -> str:
     return " | ".join(lines[-LOG_TAIL_LINES:])[-LOG_TAIL_CHARS:]
 
 
+def squeue_state(job_id: str) -> tuple[str, str]:
+    """A SLURM job's state and node from the controller itself (`squeue -t all`), for clusters whose
+    job accounting is off: ("", "") while squeue cannot tell, ("ENDED", "") once the controller has
+    forgotten the job (MinJobAge after its end)."""
+    try:
+        command = ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T %N"]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "", ""
+    if proc.returncode != 0:
+        return ("ENDED", "") if "Invalid job id" in proc.stderr else ("", "")
+    fields = (proc.stdout.strip().splitlines() or ["ENDED"])[0].split()
+    return fields[0], fields[1] if len(fields) > 1 else ""
+
+
+def accounting_off() -> str:
+    """Why SLURM's job accounting cannot be read here ("" when it can): sacct fails where it is off
+    (AccountingStorageType=none, common on small clusters), and says so on every call."""
+    try:
+        proc = subprocess.run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    return "" if proc.returncode == 0 else log_tail(proc.stderr or proc.stdout) or f"exit {proc.returncode}"
+
+
 class SubmititJob:
-    def __init__(self, job: Any, local: bool) -> None:
+    """One submitted job. Where SLURM's accounting is off (`squeue_only`), states come from squeue
+    and submitit's sacct-based watcher is never asked (it would print sacct's error on every poll)."""
+
+    def __init__(self, job: Any, local: bool, squeue_only: bool = False) -> None:
         self.job = job
         self.job_id = str(job.job_id)
         self.local = local
+        self.squeue_only = squeue_only and not local
+        self.last_node = ""
 
     def state(self) -> str:
-        return str(self.job.state)
+        if self.squeue_only:
+            state, node = squeue_state(self.job_id)
+            self.last_node = node or self.last_node
+            return state or "UNKNOWN"
+        state = str(self.job.state)
+        if not self.local and state.upper() == "UNKNOWN":
+            state = squeue_state(self.job_id)[0] or state
+        return state
 
     def done(self) -> bool:
-        return bool(self.job.done())
+        if self.job.paths.result_pickle.exists():
+            return True
+        if not self.squeue_only and self.job.done():
+            return True
+        return not self.local and self.state().split()[0].upper() not in SLURM_LIVE
 
     def outcome(self) -> tuple[str, str]:
         state = self.state()
@@ -269,16 +353,21 @@ class SubmititJob:
             if error is None:
                 return "ok", ""
             text = str(error)
-            status = "timeout" if "timed-out" in text or first == "TIMEOUT" else "crashed"
+            if STOPPED_BY_SIGNAL in text or first in STOP_STATES:
+                return "stopped", f"was stopped ({state}): {log_tail(text.split(STOPPED_BY_SIGNAL)[0])}"
             trace = text.split("-" * 22)[1] if text.count("-" * 22) >= 2 else text
-            return status, f"failed ({state}): {log_tail(trace)}"
-        status = {"TIMEOUT": "timeout", "OUT_OF_MEMORY": "oom"}.get(first, "crashed")
+            return "crashed", f"failed ({state}): {log_tail(trace)}"
         tail = log_tail(self.job.stderr())
+        if first in STOP_STATES:
+            return "stopped", f"was stopped ({state}) before it measured this{': ' + tail if tail else ''}"
+        status = {"OUT_OF_MEMORY": "oom"}.get(first, "crashed")
         return status, f"ended without a result ({state}){': ' + tail if tail else ''}"
 
     def node(self) -> str:
         if self.local:
             return socket.gethostname()
+        if self.squeue_only:
+            return self.last_node
         try:
             return str(self.job.get_info(mode="cache").get("NodeList", ""))
         except Exception:  # a cluster tool's hiccup must not lose the rows
@@ -301,11 +390,19 @@ class SubmititBackend:
         except ImportError:
             raise BenchError("--executor needs submitit: pip install 'submitit==1.5.*'") from None
         self.submitit = submitit
+        _quiet_submitit()
         self.opts = opts
         self.local = opts.executor == "local"
         self.logs = folder / "logs"
         self.threads = threads
         self.executor(gpu=False)  # no SLURM here is an error before anything is submitted
+        self.squeue_only = False
+        if not self.local:
+            why = accounting_off()
+            if why:
+                self.squeue_only = True
+                print(f"SLURM job accounting is off here (sacct: {why}): job states come from squeue",
+                      file=sys.stderr)  # fmt: skip
 
     def executor(self, gpu: bool) -> Any:
         try:
@@ -345,7 +442,36 @@ class SubmititBackend:
         except Exception as exc:  # sbatch refused: a bad partition, a time over the limit
             detail = log_tail(str(exc) + "\n" + str(getattr(exc, "stderr", "") or ""))
             raise BenchError(f"--executor {self.opts.executor}: submission failed: {detail}") from None
-        return [SubmititJob(s, self.local) for s in submitted]
+        return [SubmititJob(s, self.local, self.squeue_only) for s in submitted]
+
+
+class _OnceFilter(logging.Filter):
+    """submitit warns "Bypassing sacct error" on every poll where sacct fails: the first is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        first, self.seen = not self.seen, True
+        if first:
+            record.msg = f"{record.getMessage()} (said once; job states come from squeue)"
+            record.args = ()
+        return first
+
+
+def _quiet_submitit() -> None:
+    """submitit's logger writes each warning to stdout and to stderr; normbench's stdout is the
+    results path alone (scripts read it), so its messages go to stderr only, each sacct error once."""
+    logger = logging.getLogger("submitit")
+    for handler in list(logger.handlers):
+        out = getattr(handler, "stream", None) in (sys.stdout, sys.__stdout__)
+        if handler.name == "submitit_out" or (isinstance(handler, logging.StreamHandler) and out):
+            logger.removeHandler(handler)
+    if not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter())
 
 
 @contextmanager
@@ -432,6 +558,7 @@ class ClusterRun:
     report_every_s: float = 30.0
     gpus: list[str] | None = None  # local: the GPU pool (default: local_gpus())
     stop_signal: int | None = field(default=None, init=False)
+    stopped: int = field(default=0, init=False)  # measurements left `stopped` at the end: resume them
 
     def __post_init__(self) -> None:
         self.display = self.progress or for_stream(sys.stderr)
@@ -518,8 +645,16 @@ class ClusterRun:
 
     # ---- running -------------------------------------------------------------------------
     def execute(self) -> Path:
-        started = self.clock()
+        """The submission, holding FOLDER's lock: one controller per jobs folder at a time."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.folder / ".lock", f"submission {self.folder}").acquire()
+        try:
+            return self._execute()
+        finally:
+            lock.release()
+
+    def _execute(self) -> Path:
+        started = self.clock()
         plan, chosen = self.plan()
         plan_id = shards.plan_id(self.cfg, plan)
         previous = read_manifest(self.folder) if self.resume else None
@@ -569,6 +704,12 @@ class ClusterRun:
             raise KeyboardInterrupt(self.stop_signal)
         elapsed_s = self.clock() - started
         self.say(f"done: {rows} rows from {len(jobs)} jobs ({machines}) in {self.out} ({elapsed_s:.0f} s)")
+        self.stopped = sum(1 for r in read_rows(self.out) if r.status == "stopped") if merged else 0
+        if self.stopped:
+            self.say(
+                f"incomplete: {self.stopped} measurements were stopped (a job cancelled, pre-empted or "
+                f"out of time); resume with: python -m bench run --resume {self.folder}"
+            )
         return self.out
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -577,7 +718,16 @@ class ClusterRun:
     def measured_keys(self, job: PlannedJob) -> set[MeasurementKey]:
         if not job.shard_path.is_file():
             return set()
-        return {r.key() for r in read_rows(job.shard_path, lambda m: None) if r.run_id == self.run_id}
+        rows = read_rows(job.shard_path, lambda m: None)
+        return {r.key() for r in rows if r.run_id == self.run_id and r.status != "stopped"}
+
+    def stopped_keys(self, job: PlannedJob) -> set[MeasurementKey]:
+        """What the job's own run recorded as `stopped` (a signal reached it mid-case) and did not
+        measure later: --resume measures those again."""
+        if not job.shard_path.is_file():
+            return set()
+        rows = [r for r in read_rows(job.shard_path, lambda m: None) if r.run_id == self.run_id]
+        return {r.key() for r in rows if r.status == "stopped"} - self.measured_keys(job)
 
     def missing(self, job: PlannedJob) -> list[MeasurementKey]:
         have = self.measured_keys(job)
@@ -602,7 +752,8 @@ class ClusterRun:
         last_report = self.clock()
 
         def launch(batch: list[PlannedJob], gpus: list[str | None], gpu: bool) -> None:
-            specs = [replace(j.spec, gpu=g) for j, g in zip(batch, gpus)]
+            me = f"{os.getpid()}:{process_start(os.getpid())}" if backend.local else ""
+            specs = [replace(j.spec, gpu=g, controller=me) for j, g in zip(batch, gpus)]
             try:
                 handles = backend.submit(specs, gpu)
             except BenchError:
@@ -683,11 +834,16 @@ class ClusterRun:
         if not missing:
             self.say(f"job {a.handle.job_id} {job.label}: done, {len(job.expected)} rows, {elapsed:.0f} s")
             return
+        stopped = self.stopped_keys(job)
         if status == "ok":
             status, why = "crashed", "finished without measuring it (see its shard's workers log)"
+        if stopped and status == "crashed":  # its own run recorded a stop: the job's end is a stop too
+            status, why = "stopped", f"was stopped ({a.handle.state()}) before it measured this"
+        unwritten = [k for k in missing if k not in stopped]  # the shard says nothing of these
         message = f"cluster job {a.handle.job_id} ({job.label}) {why}"
-        rows = [self._row_for(job.expected[k], status, message) for k in missing]
-        self.write_failed(job, a.handle, rows, status)
+        rows = [self._row_for(job.expected[k], status, message) for k in unwritten]
+        if rows:
+            self.write_failed(job, a.handle, rows, status)
         measured = len(job.expected) - len(missing)
         self.say(
             f"job {a.handle.job_id} {job.label}: {status}, {measured}/{len(job.expected)} rows measured, "
@@ -741,10 +897,14 @@ def _sidecar(path: Path) -> Path:
     return env_path(path)
 
 
+_STOPPED_ROW = re.compile(rb'"status"\s*:\s*"stopped"')
+
+
 def _count_rows(path: Path) -> int:
+    """Rows measured so far in a job's shard (for its progress line): `stopped` ones are not."""
     try:
         with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if line.strip() and not _STOPPED_ROW.search(line))
     except OSError:
         return -1
 

@@ -26,7 +26,9 @@ from bench.errors import BenchError
 
 SCHEMA_VERSION = 3  # bump on any change to Row; say why in CHANGELOG.md
 ENV_SCHEMA_VERSION = 2
-STATUSES = ("ok", "error", "oom", "timeout", "crashed", "unavailable")
+# "stopped": a signal to the whole run (Ctrl-C, scancel, a time limit) ended it while this was
+# measured; not a result: --resume measures it again, and a later row of the same key replaces it.
+STATUSES = ("ok", "error", "oom", "timeout", "crashed", "unavailable", "stopped")
 MAX_WARNINGS = 5  # per file; the rest are counted, not printed
 
 
@@ -273,10 +275,13 @@ def _version_problem(version: Any, where: str) -> str | None:
     return None
 
 
-def read_rows(path: Path | str, warn: Callable[[str], None] | None = None) -> list[Row]:
+def read_rows(
+    path: Path | str, warn: Callable[[str], None] | None = None, history: bool = False
+) -> list[Row]:
     """Rows of a results file (normbench JSONL of any schema, or pytest-benchmark JSON). Blank,
     truncated, foreign or ill-typed lines are skipped with a warning naming the line; a newer
-    schema is an error (upgrade normbench)."""
+    schema is an error (upgrade normbench). `stopped` rows a later row of their run and measurement
+    supersedes are left out, unless `history` (a resume counts the stops of each measurement)."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"results file {str(path)!r} does not exist")
@@ -306,9 +311,23 @@ def read_rows(path: Path | str, warn: Callable[[str], None] | None = None) -> li
                     rows.append(row_from_dict(migrate(d)))
                 except (ValueError, TypeError) as exc:
                     warnings(f":{lineno}", f"bad row ({exc})")
-        return rows
+        return rows if history else without_superseded_stops(rows)
     finally:
         warnings.close()
+
+
+def without_superseded_stops(rows: list[Row]) -> list[Row]:
+    """A `stopped` row followed in its file by a row of the same run and measurement (the resume
+    that measured it, or stopped it again) is history, not data: readers see the last row alone."""
+    later: set[tuple[str, MeasurementKey]] = set()
+    kept: list[Row] = []
+    for row in reversed(rows):
+        key = (row.run_id, row.key())
+        if row.status == "stopped" and key in later:
+            continue
+        later.add(key)
+        kept.append(row)
+    return kept[::-1]
 
 
 def read_results(paths: list[Path], warn: Callable[[str], None] | None = None) -> list[Row]:

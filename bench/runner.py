@@ -20,6 +20,7 @@ from typing import Any
 from bench import environment, frameworks, memory, shards
 from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
+from bench.locks import RunLock
 from bench.progress import Progress, for_stream, group_summary
 from bench.reference import edge_cases
 from bench.registry import Impl, Source, declared_names, sources
@@ -43,6 +44,7 @@ from bench.workers import (
 
 ROOT = Path(__file__).resolve().parent.parent
 COPY_EVERY_S = 30.0  # the speed-of-light copy is measured again between groups at most this often
+MAX_STOPS = 3  # a measurement in flight at this many stops of one run is not tried again
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class Run(Listener):
         self.clock = clock
         self.run_id = resume_run or run_id or new_run_id()
         self.stop_signal: int | None = None
+        self.lock_wait_s = 0.0  # how long to wait for another process measuring this run to end
+        self.stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)  # each stops the run
         self.started = clock()
         self.written = 0  # rows written
         self.total = 0
@@ -277,6 +281,9 @@ class Run(Listener):
         self.group_statuses: Counter[str] = Counter()
         self.stop_reasons: Counter[str] = Counter()  # why each timed row stopped sampling
         self.done_keys: set[MeasurementKey] = set()
+        self.stops: Counter[MeasurementKey] = Counter()  # stopped rows of this run, per measurement
+        self.stopped_written = 0  # `stopped` rows this process wrote (a signal ended it mid-case)
+        self.in_flight: dict[str, tuple[WorkerSpec, Begin]] = {}  # worker group -> its current phase
         self.case_rows: dict[Any, list[Row]] = {}
         self.env: dict[str, Any] = {}
         self.writer: ResultsWriter | None = None
@@ -309,10 +316,21 @@ class Run(Listener):
 
     # ---- running ---------------------------------------------------------------------------
     def execute(self) -> Path:
+        """The run, holding its lock: no second normbench measures this run of this file at once."""
+        lock = RunLock.for_results(self.out, self.run_id).acquire(self.lock_wait_s)
+        try:
+            return self._execute()
+        finally:
+            lock.release()
+
+    def _execute(self) -> Path:
         cfg = self.cfg
         disc, chosen, found = self.discover()
-        existing = [r for r in read_rows(self.out) if r.run_id == self.run_id] if self.resume_run else []
-        self.done_keys = {r.key() for r in existing}
+        existing = (
+            [r for r in read_rows(self.out, history=True) if r.run_id == self.run_id] if self.resume_run else []
+        )
+        self.done_keys = {r.key() for r in existing if r.status != "stopped"}  # a stopped one runs again
+        self.stops = Counter(r.key() for r in existing if r.status == "stopped")
         self.env = self._new_env(disc, found)
         if self.check_groups and cfg.groups:
             shards.check_groups(make_plan(cfg, disc.impls, chosen, {}), cfg.groups)
@@ -322,7 +340,7 @@ class Run(Listener):
             self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
             return self.out
         self.writer = ResultsWriter(self.out)
-        previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self.on_signal) for s in self.stop_signals}
         try:
             self.write_env()
             self.measure_copy()
@@ -354,6 +372,8 @@ class Run(Listener):
                 self.measure_copy()
         finally:
             self.display.stop()
+            if self.stop_signal:
+                self.write_stopped()
             for s, h in previous.items():
                 signal.signal(s, h)
             self.env["finished"] = environment.now()
@@ -371,8 +391,9 @@ class Run(Listener):
                 self.writer.close()
         if self.stop_signal:
             name = signal.Signals(self.stop_signal).name
+            stopped = f" ({self.stopped_written} of them stopped mid-case)" if self.stopped_written else ""
             self.say(
-                f"interrupted by {name}: {self.written} of {self.total} rows are in {self.out}; "
+                f"interrupted by {name}: {self.written} of {self.total} rows{stopped} are in {self.out}; "
                 f"resume with: python -m bench run --resume {self.out}"
             )
             raise KeyboardInterrupt(self.stop_signal)
@@ -468,7 +489,7 @@ class Run(Listener):
         self.done_keys.add(row.key())
         self.written += 1
         self.display.update(self.written, self.eta_s())
-        if self.cfg.fail_fast and row.status not in ("ok", "unavailable"):
+        if self.cfg.fail_fast and row.status not in ("ok", "unavailable", "stopped"):
             raise BenchError(f"--fail-fast: {row.impl} {row.case_key().text()}: {row.status}: {row.message}")
 
     def eta_s(self) -> float | None:
@@ -479,7 +500,38 @@ class Run(Listener):
         return pace_s * max(self.measured_total - self.measured, 0)
 
     # ---- the Listener side: events of the current group ------------------------------------
+    def write_stopped(self) -> None:
+        """A signal stopped the run: a `stopped` row for each measurement in flight, which --resume
+        measures again. A measurement in flight at MAX_STOPS stops of one run (an implementation that
+        signals normbench itself, or a case longer than the job's time limit) is not tried again."""
+        for spec, event in self.in_flight.values():
+            impl = self._impls.get(event.impl)
+            if impl is None or event.case is None:
+                continue
+            backend = frameworks.get(spec.framework).row_backend(impl.backends, spec.backend)
+            key = MeasurementKey(impl.name, backend, event.case)
+            if key in self.done_keys:
+                continue
+            self.stops[key] += 1
+            name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
+            if self.stops[key] >= MAX_STOPS:
+                status = "crashed"
+                message = (
+                    f"in flight at {self.stops[key]} stops of this run (the last by {name}, during "
+                    f"{event.phase}); not tried again: measure it alone, or give the job more time"
+                )
+            else:
+                status = "stopped"
+                message = f"stopped by {name} during {event.phase}; --resume measures it again"
+                self.stopped_written += 1
+            self.write(unrun_row(impl, backend, event.case, status, message))
+        self.in_flight.clear()
+
     def begin(self, spec: WorkerSpec, event: Begin) -> None:
+        if event.impl and event.case is not None:
+            self.in_flight[spec.label] = (spec, event)
+        else:
+            self.in_flight.pop(spec.label, None)
         if event.phase == "import":
             what = f"importing {event.source}"
         elif event.phase == "inputs":

@@ -260,12 +260,12 @@ def merge(
     sources = _read_sources(paths, say)
     if not any(s.rows for s in sources):
         raise BenchError(f"no usable rows in {', '.join(map(str, paths))}")
-    runs = _group(sources)
+    runs = _group(_drop_stopped(sources))
     ids = _run_ids(runs)
     rows: list[Row] = []
     envs: dict[str, dict[str, Any]] = {}
     merged = []
-    seen: dict[tuple[str, MeasurementKey], tuple[_Source, int]] = {}
+    seen: dict[tuple[str, MeasurementKey], tuple[_Source, list[Row], int]] = {}
     for run, run_id in zip(runs, ids):
         mine = _rows_of(run, run_id, seen)
         rows += mine
@@ -298,6 +298,15 @@ def _read_sources(paths: Sequence[Path], say: Callable[[str], None]) -> list[_So
                 sources[key] = _Source(path, order, run_id, machine, dict(env))
             sources[key].rows.append(row)
     return list(sources.values())
+
+
+def _drop_stopped(sources: list[_Source]) -> list[_Source]:
+    """A `stopped` row is no measurement: where any part measured its key on the same machine
+    (a resumed job, a shard run again), that row stands and the stopped one goes."""
+    measured = {(s.machine, r.key()) for s in sources for r in s.rows if r.status != "stopped"}
+    for s in sources:
+        s.rows = [r for r in s.rows if r.status != "stopped" or (s.machine, r.key()) not in measured]
+    return [s for s in sources if s.rows]
 
 
 def _group(sources: list[_Source]) -> list[list[_Source]]:
@@ -368,17 +377,22 @@ def _slug(text: str) -> str:
 
 
 def _rows_of(
-    run: list[_Source], run_id: str, seen: dict[tuple[str, MeasurementKey], tuple[_Source, int]]
+    run: list[_Source],
+    run_id: str,
+    seen: dict[tuple[str, MeasurementKey], tuple[_Source, list[Row], int]],
 ) -> list[Row]:
     """The run's rows under its merged id. `seen` spans every run: the same measurement from one
     machine in two sources is a clash, whether or not their plans match; a case measured again
-    within one source (a resume) keeps its later row."""
+    within one source (a resume) keeps its later row. A `stopped` row is no measurement: any other
+    row of its key replaces it, wherever it comes from."""
     rows: list[Row] = []
     for s in run:
         for row in s.rows:
             key = (s.machine, row.key())
             if key in seen:
-                other, at = seen[key]
+                other, where_rows, at = seen[key]
+                if row.status == "stopped" and other is not s:
+                    continue  # stopped in two parts (see _drop_stopped): one says it
                 if other is not s:
                     where = (
                         f"both in {s.path} (runs {other.run_id} and {s.run_id})"
@@ -389,9 +403,9 @@ def _rows_of(
                         f"{row.key().text()} from machine {s.machine or '(unknown)'} is {where}: parts of "
                         "one sweep must not overlap; leave one of them out"
                     )
-                rows[at] = replace(row, run_id=run_id, machine=s.machine)
+                where_rows[at] = replace(row, run_id=run_id, machine=s.machine)
                 continue
-            seen[key] = (s, len(rows))
+            seen[key] = (s, rows, len(rows))
             rows.append(replace(row, run_id=run_id, machine=s.machine))
     return rows
 

@@ -637,7 +637,10 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
+    # The parent decides when a worker stops: a signal to every process at once (Ctrl-C, scancel, a
+    # batch system's time limit, systemd stopping a unit) stops the run, and blames no implementation.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     watch_parent()
     spec = WorkerSpec.from_json(sys.stdin.readline())
     set_affinity(spec.threads)

@@ -43,6 +43,7 @@ from bench.verify import Verifier
 ROOT = Path(__file__).resolve().parent.parent
 LOG_CAP_BYTES = 64 << 20  # a worker log past this keeps only its last LOG_KEEP_BYTES
 LOG_KEEP_BYTES = 1 << 20
+STOP_GRACE_S = 2.0  # a worker dead of a signal: how long to wait for the run's own stop signal
 
 
 # ---- the spec: what one worker group does --------------------------------------------------
@@ -251,6 +252,7 @@ class WorkerHandle(Protocol):
     def events(self, timeout_s: float) -> tuple[list[Event], bool]: ...
     def rss_bytes(self) -> int: ...
     def kill(self) -> None: ...
+    def killed_by_signal(self) -> bool: ...
     def exit_description(self) -> str: ...
     def log_tail(self) -> str: ...
 
@@ -347,6 +349,9 @@ class WorkerProcess:
         if self.log is not subprocess.DEVNULL:
             self.log.close()  # type: ignore[union-attr]
             self.log = subprocess.DEVNULL
+
+    def killed_by_signal(self) -> bool:
+        return self.proc.wait() < 0
 
     def exit_description(self) -> str:
         code = self.proc.wait()
@@ -590,6 +595,8 @@ class WorkerClient:
         if failure is None:
             if not self._work_left():
                 return False
+            if proc.killed_by_signal() and self._stopping():
+                return False  # one signal to every process: the run stops; nothing is the worker's doing
             desc = proc.exit_description()
             if desc.endswith("code 0"):  # a clean exit that skipped jobs: nothing to retry
                 for key, name in list(self.remaining):
@@ -600,6 +607,16 @@ class WorkerClient:
             tail = proc.log_tail()
             failure = ("crashed", desc + self._where(current) + (f": {tail}" if tail else ""))
         return self._blame(spec, current, started, failure)
+
+    def _stopping(self) -> bool:
+        """Whether the run is being stopped, waiting a moment for its own signal handler: the worker
+        may die of a signal sent to every process before the parent's handler has run."""
+        deadline = time.monotonic() + STOP_GRACE_S
+        while not self.should_stop():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     @staticmethod
     def _where(current: Begin | None) -> str:

@@ -45,7 +45,7 @@ class World:
 
 class FakeJob:
     """A job that runs for `ticks` polls, then writes its rows (the first `rows` of them, or all)
-    as run_job would, and ends as `end` says: ok, or a crash/timeout with a log tail."""
+    as run_job would, and ends as `end` says: ok, or a crash/stop with a log tail."""
 
     ids = itertools.count(100)
 
@@ -88,7 +88,7 @@ class FakeJob:
     def state(self) -> str:
         if self.ended is None:
             return "RUNNING"
-        return {"ok": "COMPLETED", "crashed": "FAILED", "timeout": "TIMEOUT"}[self.end]
+        return {"ok": "COMPLETED", "crashed": "FAILED", "stopped": "TIMEOUT"}[self.end]
 
     def done(self) -> bool:
         return self.ended is not None
@@ -187,7 +187,7 @@ def test_a_job_that_dies_leaves_rows_not_a_gap_and_resume_submits_only_what_is_m
     world = World()
     scripts = {
         "torch/cpu": dict(rows=1, end="crashed", why="ended without a result (FINISHED): Traceback | Boom"),
-        "numpy/cpu": dict(rows=0, end="timeout", why="failed (TIMEOUT): Job not requeued because: timed-out"),
+        "numpy/cpu": dict(rows=0, end="stopped", why="was stopped (TIMEOUT): Job not requeued: timed-out"),
     }
     backend = FakeBackend(world, scripts=scripts)
     run = cluster(tmp_path, world, backend)
@@ -204,8 +204,9 @@ def test_a_job_that_dies_leaves_rows_not_a_gap_and_resume_submits_only_what_is_m
         for r in crashed
     )
     assert {r.machine for r in crashed} == {"node1"} and {r.run_id for r in rows} == {"rid"}
-    timeouts = [r for r in rows if r.status == "timeout"]
-    assert timeouts and all("timed-out" in r.message for r in timeouts)
+    stopped = [r for r in rows if r.status == "stopped"]  # its time limit: no implementation's doing
+    assert stopped and all("timed-out" in r.message and r.framework == "numpy" for r in stopped)
+    assert run.stopped == len(stopped)  # `bench run` exits 75 then: incomplete, --resume completes it
     assert (tmp_path / "jobs" / "failed-torch-cpu.jsonl").is_file()
     # unavailable rows the dead jobs never wrote are the plan's own
     assert {r.message for r in rows if r.impl == "gone"} == {"ModuleNotFoundError: No module named 'x'"}
@@ -318,7 +319,7 @@ def test_the_slurm_request_has_the_options_given(tmp_path, monkeypatch):
     assert str(ROOT) in (record / "0.pythonpath").read_text().split(os.pathsep)[0]
 
 
-def test_slurm_jobs_that_time_out_or_fail_become_rows_with_their_node_and_log_tail(tmp_path, monkeypatch):
+def test_slurm_jobs_stopped_or_failed_become_rows_with_their_node_and_log_tail(tmp_path, monkeypatch):
     sacct = """JobID|State|NodeList
 123_0|TIMEOUT|gpu-node-7
 123_1|PREEMPTED|gpu-node-8
@@ -347,13 +348,13 @@ def test_slurm_jobs_that_time_out_or_fail_become_rows_with_their_node_and_log_ta
     (logs / "123_0_0_log.err").write_text("starting\n" * 10 + tail)
     run.execute()
     rows = {(r.impl, r.device): r for r in read_rows(tmp_path / "out.jsonl")}
-    timed_out = rows[("n", "cuda:0")]
-    assert (timed_out.status, timed_out.machine) == ("timeout", "gpu-node-7")
+    timed_out = rows[("n", "cuda:0")]  # the scheduler stopped it: no implementation's result
+    assert (timed_out.status, timed_out.machine) == ("stopped", "gpu-node-7")
     assert timed_out.message == (
-        "cluster job 123_0 (numpy/cuda:0) ended without a result (TIMEOUT): starting | srun: error: "
-        "gpu-node-7: task 0: Killed | slurmstepd: *** JOB 123 CANCELLED DUE TO TIME LIMIT ***"
+        "cluster job 123_0 (numpy/cuda:0) was stopped (TIMEOUT) before it measured this: starting | srun: "
+        "error: gpu-node-7: task 0: Killed | slurmstepd: *** JOB 123 CANCELLED DUE TO TIME LIMIT ***"
     )
-    assert (rows[("t", "cuda:0")].status, rows[("t", "cuda:0")].machine) == ("crashed", "gpu-node-8")
+    assert (rows[("t", "cuda:0")].status, rows[("t", "cuda:0")].machine) == ("stopped", "gpu-node-8")
     assert (rows[("n", "cpu")].status, rows[("n", "cpu")].machine) == ("oom", "cpu-node-2")
     assert rows[("t", "cpu")].message == "cluster job 124_1 (torch/cpu) ended without a result (FAILED)"
     assert rows[("gone", "cpu")].status == "unavailable" and len(rows) == 6

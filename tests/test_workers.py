@@ -95,6 +95,9 @@ class FakeWorker:
     def kill(self):
         self.killed = True
 
+    def killed_by_signal(self):
+        return "killed by" in self.exit_description()
+
     def exit_description(self):
         return self.exit or "worker killed by SIGKILL (signal 9)"
 
