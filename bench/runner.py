@@ -326,9 +326,8 @@ class Run(Listener):
     def _execute(self) -> Path:
         cfg = self.cfg
         disc, chosen, found = self.discover()
-        existing = (
-            [r for r in read_rows(self.out, history=True) if r.run_id == self.run_id] if self.resume_run else []
-        )
+        history = read_rows(self.out, history=True) if self.resume_run else []  # stopped rows counted
+        existing = [r for r in history if r.run_id == self.run_id]
         self.done_keys = {r.key() for r in existing if r.status != "stopped"}  # a stopped one runs again
         self.stops = Counter(r.key() for r in existing if r.status == "stopped")
         self.env = self._new_env(disc, found)
