@@ -212,13 +212,13 @@ class JobRun(Run):
 
 
 def process_start(pid: int) -> str:
-    """A process's start time in clock ticks since boot ("" when it is gone): a pid and its start
-    name one process, even after the pid is reused."""
+    """A process's start time in clock ticks since boot ("" when it is gone, or dead and not yet
+    reaped by its parent): a pid and its start name one process, even after the pid is reused."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    return "" if fields[0] in ("Z", "X") else fields[19]
 
 
 def watch_controller(controller: str) -> None:

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import stat
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -440,3 +441,62 @@ def test_cluster_bad_input_is_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_run_lock_names_its_holder_and_goes_with_it_even_after_sigkill(tmp_path):
+    import signal
+    import subprocess
+
+    from bench.locks import RunLock
+
+    path = tmp_path / ".lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from bench.locks import RunLock; "
+         f"RunLock(__import__('pathlib').Path({str(path)!r}), 'x').acquire(); print('held', flush=True); "
+         "time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BenchError) as err:
+            RunLock(path, "submission F").acquire(wait_s=0.3)
+        assert f"submission F is being measured by another normbench (pid {holder.pid} on " in str(err.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock = RunLock(path, "submission F").acquire()  # the kernel dropped the dead holder's lock
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_submitit_says_a_sacct_error_once_and_writes_nothing_to_stdout():
+    pytest.importorskip("submitit", reason="the cluster path needs submitit (pinned submitit==1.5.*)")
+    import logging
+
+    import submitit  # noqa: F401  (configures its logger)
+
+    from bench.cluster import _OnceFilter, _quiet_submitit
+
+    logger = logging.getLogger("submitit")
+    for f in [f for f in logger.filters if isinstance(f, _OnceFilter)]:
+        logger.removeFilter(f)  # a fresh controller's
+    _quiet_submitit()
+    _quiet_submitit()  # twice: one filter
+    assert sum(isinstance(f, _OnceFilter) for f in logger.filters) == 1
+    assert not any(getattr(h, "stream", None) in (sys.stdout, sys.__stdout__) for h in logger.handlers)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        for call in (1, 2, 3):
+            logger.warning(f"Call #{call} - Bypassing sacct error Command 'sacct' returned 1.")
+        logger.warning("Bypassing signal SIGTERM")
+    finally:
+        logger.removeHandler(keep)
+    assert len(seen) == 2 and "Call #1" in seen[0] and "said once" in seen[0]
+    assert seen[1] == "Bypassing signal SIGTERM"

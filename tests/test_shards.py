@@ -221,6 +221,29 @@ def test_the_same_case_from_one_machine_twice_is_an_error_naming_both_files(tmp_
         shards.merge([a, c], tmp_path / "m.jsonl")
 
 
+def test_a_stopped_row_gives_way_to_the_measurement_wherever_it_is(tmp_path):
+    stopped = replace(row("x", run_id="ra"), status="stopped", message="stopped by SIGTERM during build")
+    # one file: the stop, then the resume that measured it; a reader sees the measurement alone
+    one = results_file(tmp_path / "one.jsonl", [stopped, row("y", run_id="ra"), row("x", run_id="ra")])
+    assert [(r.impl, r.status) for r in read_rows(one)] == [("y", "ok"), ("x", "ok")]
+    assert [r.status for r in read_rows(one, history=True)] == ["stopped", "ok", "ok"]  # for the stop count
+    again = results_file(tmp_path / "again.jsonl", [stopped, replace(stopped, message="again")])
+    assert [r.message for r in read_rows(again)] == ["again"]  # stopped twice: the last one says it
+    # two parts of one sweep (a job stopped, its case measured by the job run again): no clash
+    a = results_file(tmp_path / "a.jsonl", [stopped, row("y", run_id="ra")], env("ra", shard="1/2"))
+    b = results_file(tmp_path / "b.jsonl", [row("x", run_id="rb", median=2e-3)], env("rb", shard="2/2"))
+    (merged,) = shards.merge([a, b], tmp_path / "m.jsonl")
+    rows = read_rows(tmp_path / "m.jsonl")
+    assert merged.rows == 2 and sorted((r.impl, r.status, r.time_median_s) for r in rows) == [
+        ("x", "ok", pytest.approx(2e-3, rel=0.05)), ("y", "ok", pytest.approx(1e-3, rel=0.05))
+    ]  # fmt: skip
+    # stopped in both parts and measured in neither: one stopped row, which --resume measures
+    c = results_file(tmp_path / "c.jsonl", [replace(stopped, run_id="rc")], env("rc", shard="2/2"))
+    shards.merge([a, c], tmp_path / "m2.jsonl", overwrite=True)
+    merged_rows = read_rows(tmp_path / "m2.jsonl")
+    assert sorted((r.impl, r.status) for r in merged_rows) == [("x", "stopped"), ("y", "ok")]
+
+
 def test_the_same_case_from_two_machines_stays_twice_told_apart_by_machine(tmp_path):
     # one cluster submission: one run id, two nodes
     a = results_file(tmp_path / "a.jsonl", [row("x", machine="h100", run_id="r")], env("r", "h100"))
