@@ -223,12 +223,28 @@ def resolve_devices(text: str, gpus: int | None = None) -> list[str]:
     raise BenchError(f"bad --device {text!r}; expected cpu, cuda, cuda:N or auto")
 
 
+def say_imports(cfg: Any, source: Path) -> None:
+    """A resume imports the code its file names: say so before it does."""
+    from bench.stored import imports
+
+    if imports(cfg):
+        print(f"resume of {source} imports implementations from: {imports(cfg)}", file=sys.stderr)
+
+
 def check_out_path(path: Path) -> None:
-    """Refuse an --out that cannot be written, before anything is measured or created."""
+    """Refuse an --out that cannot be written, or that holds something else than normbench rows,
+    before anything is measured or created."""
     import tempfile
+
+    from bench.stored import is_results_file
 
     if path.is_dir():
         raise BenchError(f"--out {str(path)!r} is a directory; expected a .jsonl file path")
+    if path.is_file() and not is_results_file(path):
+        raise BenchError(
+            f"--out {str(path)!r} exists and is not a normbench results file (its first line is no "
+            "row); choose another path"
+        )
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -346,6 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--out {args.out!r} with --resume {args.resume!r}: a resume appends to its own file"
             )
         resume_run, stored = resume_config(out)
+        say_imports(stored, out)
         what = {k: v for k, v in given.items() if k not in SUPERVISION}
         if max_time is not None:
             what["max_time_s"] = max_time
@@ -421,8 +438,9 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
 
     from bench.cluster import ClusterOptions, ClusterRun, read_manifest
     from bench.environment import new_run_id
-    from bench.runner import ROOT, RunConfig, config_differences
+    from bench.runner import ROOT, config_differences
     from bench.shards import SUPERVISION
+    from bench.stored import run_config, submission
 
     if args.shard:
         raise BenchError("--shard with --executor: a submission is already split, one job per worker group")
@@ -437,6 +455,7 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
     if args.resume:
         folder = Path(args.resume)
         doc = read_manifest(folder)
+        run_id, out = submission(doc, folder)  # its options and out, checked before they are used
         opts = replace(ClusterOptions.from_json(doc.get("options", {})), **wanted)
         if args.out and Path(args.out).resolve() != Path(doc["out"]).resolve():
             raise BenchError(
@@ -446,7 +465,9 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
             raise BenchError(
                 f"--folder with --resume {args.resume!r}: the submission's folder is {args.resume}"
             )
-        stored = RunConfig.from_json(doc["config"])
+        where = f"--resume {str(folder)!r}: the run configuration in submission.json"
+        stored = run_config(doc.get("config"), where, gpus=None if opts.executor == "local" else 1)
+        say_imports(stored, folder)
         given = run_options(args, gpus=None if opts.executor == "local" else 1)
         what = {k: v for k, v in given.items() if k not in SUPERVISION}
         if args.max_time is not None:
@@ -460,7 +481,7 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
                 "give none, or the same"
             )
         cfg = replace(stored, **{k: v for k, v in given.items() if k in SUPERVISION})
-        run_id, out, resume = str(doc["run_id"]), Path(doc["out"]), True
+        resume = True
     else:
         opts = ClusterOptions(**wanted)
         local = opts.executor == "local"

@@ -913,11 +913,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """A submission folder's manifest; BenchError when the folder is not one."""
     path = folder / MANIFEST
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         raise BenchError(
             f"--resume {str(folder)!r}: no {MANIFEST} in it (not a `bench run --executor` folder)"
         ) from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BenchError(f"--resume {str(folder)!r}: {MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise BenchError(f"--resume {str(folder)!r}: {MANIFEST} is not a normbench submission")
     return doc

@@ -685,7 +685,10 @@ def resume_config(out: Path) -> tuple[str, RunConfig]:
             f"--resume {str(out)!r}: its sidecar {out.name.removesuffix('.jsonl')}.env.json has no run "
             "configuration (written by an older normbench?); run again without --resume"
         )
-    return run_id, RunConfig.from_json(env["config"])
+    from bench.stored import run_config
+
+    sidecar = f"{out.name.removesuffix('.jsonl')}.env.json"
+    return run_id, run_config(env["config"], f"--resume {str(out)!r}: the run configuration in {sidecar}")
 
 
 def config_differences(stored: RunConfig, given: dict[str, Any]) -> list[str]:
