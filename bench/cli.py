@@ -522,14 +522,14 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.results import check_results_path
     from bench.shards import merge
 
     out = Path(args.out)
     if out.is_dir():
         raise BenchError(f"{args.out!r} is a directory; expected the merged .jsonl file's path")
     for name in args.inputs:
-        if not Path(name).is_file():
-            raise BenchError(f"results file {name!r} does not exist")
+        check_results_path(Path(name))
     for m in merge([Path(p) for p in args.inputs], out):
         shards = f", shards {m.shards}" if m.shards else ""
         print(
@@ -618,11 +618,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     try:
         from bench.report import newest_results, render
+        from bench.results import check_results_path
 
         paths = [Path(p) for p in args.results] or [newest_results()]
         for p in paths:
-            if not p.is_file():
-                raise BenchError(f"results file {str(p)!r} does not exist")
+            check_results_path(p)
         index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
     except KeyboardInterrupt:
         print("report interrupted: nothing written", file=sys.stderr)

@@ -30,6 +30,11 @@ ENV_SCHEMA_VERSION = 2
 # measured; not a result: --resume measures it again, and a later row of the same key replaces it.
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "unavailable", "stopped")
 MAX_WARNINGS = 5  # per file; the rest are counted, not printed
+# No timed call lasts 11 days (--case-timeout bounds a case): a larger time is a file's error, and
+# plotting or comparing it would overflow.
+MAX_TIME_S = 1e6
+TIME_FIELDS = ("time_median_s", "time_iqr_s", "time_min_s", "latency_median_s", "first_call_s",
+               "default_alloc_time_median_s")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -207,9 +212,11 @@ def _check_field(name: str, v: Any) -> str | None:
             return f"shape {v!r} is not four positive integers"
         return None
     if name == "samples_s":
-        if not isinstance(v, list | tuple) or not all(_is_num(x) and x > 0 for x in v):
-            return "samples_s is not a list of positive numbers"
+        if not isinstance(v, list | tuple) or not all(_is_num(x) and 0 < x <= MAX_TIME_S for x in v):
+            return f"samples_s is not a list of positive numbers up to {MAX_TIME_S:g} s"
         return None
+    if name in TIME_FIELDS and not (_is_num(v) and 0 <= v <= MAX_TIME_S):
+        return f"{name} is {v!r}, expected a time of 0 to {MAX_TIME_S:g} s"
     if name == "roles":
         if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
             return "roles is not a list of strings"
@@ -275,6 +282,23 @@ def _version_problem(version: Any, where: str) -> str | None:
     return None
 
 
+def check_results_path(path: Path) -> None:
+    """A BenchError unless `path` is a file: a folder is called a folder (a submission's names its
+    merged results), a missing path missing."""
+    if path.is_file():
+        return
+    if not path.is_dir():
+        raise BenchError(f"results file {str(path)!r} does not exist")
+    hint = "expected a .jsonl results file"
+    try:
+        out = json.loads((path / "submission.json").read_text()).get("out")
+        if isinstance(out, str) and out:
+            hint = f"it is a submission's folder: its merged results are {out}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise BenchError(f"results file {str(path)!r} is a directory; {hint}")
+
+
 def read_rows(
     path: Path | str, warn: Callable[[str], None] | None = None, history: bool = False
 ) -> list[Row]:
@@ -283,8 +307,7 @@ def read_rows(
     schema is an error (upgrade normbench). `stopped` rows a later row of their run and measurement
     supersedes are left out, unless `history` (a resume counts the stops of each measurement)."""
     path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"results file {str(path)!r} does not exist")
+    check_results_path(path)
     warnings = Warnings(path, warn or _stderr_warning)
     doc = pytest_benchmark_doc(path)
     try:

@@ -129,3 +129,13 @@ def test_a_file_without_usable_rows_exits_2_in_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == [f"error: no usable rows in {empty}"], proc.stderr
         assert proc.stdout == "" and not (tmp_path / "r").exists()
+
+
+def test_a_row_slower_by_far_more_than_a_float_holds_is_slower_not_ambiguous():
+    base, new = _rows([1.0], 1), _rows([1.0], 2)
+    new = [replace(new[0], samples_s=tuple(s * 1e305 for s in new[0].samples_s), time_median_s=1e302)]
+    (result,), _ = compare_rows(base, new, threshold=0.10)  # the bootstrap's ratios overflow to inf
+    assert result.verdict == "slower"  # CI would pass an "ambiguous" one
+    (result,), _ = compare_rows(new, base, threshold=0.10)
+    assert result.verdict == "faster"
+    assert classify(float("nan"), float("nan"), float("nan"), 0.1) == "ambiguous"

@@ -68,7 +68,7 @@ def test_ill_typed_rows_are_skipped_each_named_and_the_good_one_kept():
     assert len(shown) == 5 and warnings[-1].endswith("more unusable lines skipped")
     assert warnings[0].startswith(f"{path}:2: bad row (missing shape)")
     assert "shape [2, 3] is not four positive integers" in warnings[1]
-    assert "time_median_s is 'fast', expected a finite number" in warnings[2]
+    assert "time_median_s is 'fast', expected a time of 0 to 1e+06 s" in warnings[2]
 
 
 def test_every_bad_pytest_benchmark_entry_is_skipped_with_its_name():
@@ -172,3 +172,24 @@ def test_a_sidecar_that_cannot_be_written_leaves_no_temporary_file(tmp_path, mon
         write_env(tmp_path / "r.jsonl", "run", {"a": 1})
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_time_no_call_can_take_is_a_bad_row_not_a_traceback_later(tmp_path):
+    path = tmp_path / "r.jsonl"
+    w = ResultsWriter(path)
+    w.write(_row(impl="fine", time_median_s=1e-3, samples_s=(1e-3,)))
+    w.write(_row(impl="huge", time_median_s=1e308, samples_s=(1e308,)))  # finite, yet no call's time
+    w.write(_row(impl="huge_sample", time_median_s=1e-3, samples_s=(1e-3, 1e300)))
+    w.close()
+    warnings = []
+    assert [r.impl for r in read_rows(path, warn=warnings.append)] == ["fine"]
+    assert "time_median_s is 1e+308, expected a time of 0 to 1e+06 s" in warnings[0]
+    assert "samples_s is not a list of positive numbers up to 1e+06 s" in warnings[1]
+
+
+def test_a_folder_is_called_a_folder(tmp_path):
+    with pytest.raises(BenchError, match="is a directory; expected a .jsonl results file"):
+        read_rows(tmp_path)
+    (tmp_path / "submission.json").write_text(json.dumps({"out": "/x/merged.jsonl"}))
+    with pytest.raises(BenchError, match="a submission's folder: its merged results are /x/merged.jsonl"):
+        read_rows(tmp_path)
