@@ -81,7 +81,7 @@ def classify(ratio: float, lo: float, hi: float, threshold: float) -> str:
     when it holds 1 (no evidence of a change) and the estimate is within it; ambiguous otherwise."""
     band_lo, band_hi = 1 / (1 + threshold), 1 + threshold
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo = hi = ratio  # the bootstrap overflowed (times apart by ~1e300): so far apart, the estimate decides
+        lo = hi = ratio  # the bootstrap overflowed (times ~1e300 apart): the estimate decides
     if lo > band_hi:
         return "slower"
     if hi < band_lo:
