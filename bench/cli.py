@@ -8,6 +8,8 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -392,14 +394,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         return 128 + int(signum)
     if args.report:
-        from bench.report import render
-
-        try:
-            index = render([path], None)
-        except KeyboardInterrupt:
-            print(f"report interrupted: nothing written; the rows are in {path}", file=sys.stderr)
-            return 130
-        print(f"report: {index}", file=sys.stderr)
+        code = report_after_run(path)
+        if code:
+            return code
     print(path)
     return 0
 
@@ -514,9 +511,9 @@ def cmd_run_cluster(args: argparse.Namespace) -> int:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         return 128 + int(signum)
     if args.report:
-        from bench.report import render
-
-        print(f"report: {render([path], None)}", file=sys.stderr)
+        code = report_after_run(path)
+        if code:
+            return code
     print(path)
     return EXIT_INCOMPLETE if cluster.stopped else 0
 
@@ -615,18 +612,53 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a step with no handler of its own (a report) as Ctrl-C does: with a line that
+    says what was kept, not a silent death."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _signum(exc: KeyboardInterrupt) -> int:
+    return int(exc.args[0]) if exc.args and isinstance(exc.args[0], int) else int(signal.SIGINT)
+
+
+def report_after_run(path: Path) -> int:
+    """`run --report`: the report of the rows just written; 0, or the exit code of a stop."""
+    from bench.report import render
+
+    try:
+        with sigterm_as_interrupt():
+            index = render([path], None)
+    except KeyboardInterrupt as exc:
+        name = signal.Signals(_signum(exc)).name
+        print(f"report stopped by {name}: no report written; the rows are in {path}", file=sys.stderr)
+        return 128 + _signum(exc)
+    print(f"report: {index}", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     try:
-        from bench.report import newest_results, render
-        from bench.results import check_results_path
+        with sigterm_as_interrupt():
+            from bench.report import newest_results, render
+            from bench.results import check_results_path
 
-        paths = [Path(p) for p in args.results] or [newest_results()]
-        for p in paths:
-            check_results_path(p)
-        index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
-    except KeyboardInterrupt:
-        print("report interrupted: nothing written", file=sys.stderr)
-        return 130
+            paths = [Path(p) for p in args.results] or [newest_results()]
+            for p in paths:
+                check_results_path(p)
+            index = render(paths, Path(args.out) if args.out else None, baseline=args.baseline)
+    except KeyboardInterrupt as exc:
+        print(f"report stopped by {signal.Signals(_signum(exc)).name}: nothing written", file=sys.stderr)
+        return 128 + _signum(exc)
     print(index)
     return 0
 

@@ -7,6 +7,7 @@ import fnmatch
 import itertools
 import json
 import math
+import os
 import signal
 import statistics
 import sys
@@ -338,8 +339,18 @@ class Run(Listener):
         if self.resume_run and not any(self._remaining(self.part_of(make_plan(cfg, disc.impls, chosen, {})))):
             self.say(f"nothing to resume: every case of run {self.run_id} in {self.out} is measured")
             return self.out
-        self.writer = ResultsWriter(self.out)
+        writer = self.writer = ResultsWriter(self.out)
+        # The run's handlers stay until its last word: a second Ctrl-C while the workers stop, the
+        # sidecar is written or the resume line is said only asks again to stop.
         previous = {s: signal.signal(s, self.on_signal) for s in self.stop_signals}
+        try:
+            return self._measure(disc, chosen, writer)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _measure(self, disc: Any, chosen: list[str], writer: ResultsWriter) -> Path:
+        cfg = self.cfg
         try:
             self.write_env()
             self.measure_copy()
@@ -373,8 +384,6 @@ class Run(Listener):
             self.display.stop()
             if self.stop_signal:
                 self.write_stopped()
-            for s, h in previous.items():
-                signal.signal(s, h)
             self.env["finished"] = environment.now()
             self.env["interrupted"] = bool(self.stop_signal)
             self.env["gpu_end"] = environment.gpu_info()
@@ -387,7 +396,7 @@ class Run(Listener):
                 if not failing:  # the first error (a full disk, say) is the one to report
                     raise
             finally:
-                self.writer.close()
+                writer.close()
         if self.stop_signal:
             name = signal.Signals(self.stop_signal).name
             stopped = f" ({self.stopped_written} of them stopped mid-case)" if self.stopped_written else ""
@@ -454,7 +463,11 @@ class Run(Listener):
             write_env(self.out, self.run_id, self.env)
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        self.stop_signal = signum
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            return
+        # Again while stopping: said without the display's lock (a handler may interrupt its holder)
+        os.write(2, b"\nstopping already: the workers are being stopped and every row kept (a moment)\n")
 
     def should_stop(self) -> bool:
         return self.stop_signal is not None

@@ -48,6 +48,8 @@ def test_interrupt_then_resume(tmp_path):
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # impatient: a second Ctrl-C loses nothing either
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"resume with: python -m bench run --resume {out}" in err
@@ -56,7 +58,7 @@ def test_interrupt_then_resume(tmp_path):
     first = read_rows(out)
     assert 2 <= len(first) < 18
     env = read_env(out)
-    assert env["interrupted"] is True
+    assert env["interrupted"] is True and env["finished"]
 
     # The printed command alone restores the run's options: no sweep of everything.
     resumed = cli("run", "--resume", str(out))

@@ -7,7 +7,9 @@ import html
 import json
 import os
 import re
+import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -241,20 +243,24 @@ def test_without_out_the_report_goes_to_reports_run_id_and_nowhere_else(tmp_path
     assert [p.name for p in reports.iterdir()] == ["escaped"]
 
 
-def test_ctrl_c_while_rendering_leaves_nothing_and_prints_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_rendering_leaves_nothing_and_prints_one_line(signum, tmp_path, monkeypatch, capsys):
     from bench import plots
 
     real_draw = plots.draw
 
-    def draw_then_interrupt(cr, out, stem, colors):
-        real_draw(cr, out, stem, colors)  # some PNGs exist when the interrupt comes
-        raise KeyboardInterrupt
+    def draw_then_stop(cr, out, stem, colors):
+        real_draw(cr, out, stem, colors)  # some PNGs exist when the signal comes
+        os.kill(os.getpid(), signum)  # SIGTERM too: not a silent death
+        time.sleep(5)
 
-    monkeypatch.setattr(plots, "draw", draw_then_interrupt)
+    monkeypatch.setattr(plots, "draw", draw_then_stop)
+    before = signal.getsignal(signal.SIGTERM)
     status = cli.main(["report", str(CRAFTED), "--out", str(tmp_path / "r")])
-    assert status == 130
-    assert capsys.readouterr().err == "report interrupted: nothing written\n"
+    assert status == 128 + signum
+    assert capsys.readouterr().err == f"report stopped by {signal.Signals(signum).name}: nothing written\n"
     assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # put back
 
 
 def test_rendering_again_replaces_its_own_files_and_keeps_the_users(tmp_path):
