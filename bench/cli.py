@@ -691,6 +691,14 @@ def cmd_repro(args: argparse.Namespace, run_args: list[str]) -> int:
     if parsed.executor or any(getattr(parsed, name) is not None for name in CLUSTER_ONLY):
         raise BenchError("repro runs each process on this machine: no --executor or cluster options")
     out_dir = Path(args.out_dir) if args.out_dir else ROOT / "results" / f"repro-{new_run_id()}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchError(f"--out-dir {str(out_dir)!r} is a file; expected a folder for the runs")
+    earlier = sorted(p.name for p in out_dir.glob("*")) if out_dir.is_dir() else []
+    if earlier:  # its runs' files would gain a second run each, and the table mix the two
+        raise BenchError(
+            f"--out-dir {str(out_dir)!r} is not empty ({', '.join(earlier[:3])}"
+            f"{', ...' if len(earlier) > 3 else ''}); choose a new folder for this repro"
+        )
     paths = run_many(args.runs, run_args, out_dir)
     print_table(spreads(paths), noise_floor(paths), out_dir)
     return 0

@@ -81,6 +81,18 @@ def test_bad_repro_options_are_one_line_errors_before_any_run(tmp_path, args, me
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
+def test_a_used_out_dir_is_refused_before_any_run(tmp_path, capsys):
+    from bench.cli import main
+
+    used = tmp_path / "r"
+    used.mkdir()
+    (used / "run-1.jsonl").write_text("earlier repro\n")
+    assert main(["repro", "--runs", "2", "--out-dir", str(used), "--impl", "numpy_two_pass"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: --out-dir '{used}' is not empty (run-1.jsonl); choose a new folder for this repro"
+    assert sorted(p.name for p in used.iterdir()) == ["run-1.jsonl"]
+
+
 @pytest.mark.slow
 def test_repro_runs_k_fresh_processes_and_summarises_them(tmp_path):
     out = tmp_path / "r"
