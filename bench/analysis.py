@@ -24,7 +24,13 @@ from bench.errors import BenchError
 from bench.memory import cache_state
 from bench.reference import CANONICAL, EDGE_CASES, UNSAFE_ABS_ERR
 from bench.results import Row, read_envs, read_rows
-from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, copy_gbps_samples, ratio_ci, sol_fraction
+from bench.stats import (
+    CACHE_RESIDENT_SOL,
+    FAULTING_PER_CALL,
+    copy_gbps_samples,
+    ratio_ci,
+    sol_fraction,
+)
 
 NOISY_REL_IQR = 0.10  # IQR/median above this: the cell is marked noisy
 SMALL_PLANE = 32 * 32  # planes below this are "small" in the verdict's regimes
@@ -218,9 +224,9 @@ def measurement(run: str, row: Row, envs: Mapping[str, Mapping[str, Any]]) -> Me
     achieved = row.achieved_gbps
     if achieved is None and row.ideal_bytes and row.time_median_s:
         achieved = row.ideal_bytes / row.time_median_s / 1e9
-    sol = sol_fraction(achieved, envs.get(row.run_id, {}), row.device)
-    if sol is None:
-        sol = row.sol_fraction  # the runner's provisional value, when the env is not known
+    env = envs.get(row.run_id)
+    # rows from before per-case limits without their sidecar: the runner's provisional value
+    sol = sol_fraction(achieved, row, env) if env or row.limit_how else row.sol_fraction
     rel_iqr = row.time_rel_iqr
     return Measurement(
         run=run, variant=row.variant, impl=row.impl, framework=row.framework, backend=row.backend,
@@ -580,7 +586,10 @@ def _edge_order(f: EdgeFailure) -> tuple[Any, ...]:
 
 
 def _copy_median(results: Results, run: str, device: str) -> float | None:
+    """The one copy bandwidth the fractions refer to; None where each case has its own limit."""
     ids = {r.run_id for lab, r in results.pairs() if lab == run}
+    if any(r.limit_how for lab, r in results.pairs() if lab == run and r.device == device):
+        return None
     samples = [s for i in sorted(ids) for s in copy_gbps_samples(results.envs.get(i, {}), device)]
     return float(np.median(samples)) if samples else None
 
@@ -1311,12 +1320,58 @@ class Analysis:
     verdicts_by_run: tuple[RunVerdicts, ...]
     baseline: str | None
     rows: int
+    calibration: tuple[Calibration, ...] = ()
+    per_case_limits: bool = False  # rows carry their case's own speed of light (limit_how)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibration row (role "calibration", a copy of its input) against its case's speed of
+    light: the limit holds where it reads CALIBRATION_LOW to 1.0, within the row's own noise."""
+
+    run: str
+    variant: str
+    device: str
+    mode: str
+    dtype: str
+    layout: str
+    shape: tuple[int, int, int, int]
+    sol_fraction: float | None
+    rel_iqr: float | None
+    holds: bool | None  # None: no limit to judge (unknown, or not measured)
+
+
+CALIBRATION_LOW = 0.9
+
+
+def calibrations(ms: Sequence[Measurement]) -> list[Calibration]:
+    out = []
+    for m in sorted(ms, key=lambda m: (m.run, m.variant, m.device, m.mode, m.layout, math.prod(m.shape))):
+        sol, noise = m.sol_fraction, m.rel_iqr or 0.0
+        holds = None if sol is None else CALIBRATION_LOW * (1 - noise) <= sol <= 1.0 + noise
+        out.append(Calibration(m.run, m.variant, m.device, m.mode, m.dtype, m.layout, m.shape, sol,
+                               m.rel_iqr, holds))  # fmt: skip
+    return out
+
+
+def _calibration(row: Row) -> bool:
+    return "calibration" in row.roles
+
+
+def _kept(results: Results, keep: Callable[[Row], bool]) -> Results:
+    pairs = [(lab, r) for lab, r in results.pairs() if keep(r)]
+    return replace(results, rows=tuple(r for _, r in pairs), labels=tuple(lab for lab, _ in pairs))
 
 
 def analyse(results: Results, baseline: str | None = None) -> Analysis:
+    everything = results
+    calibration = [(lab, r) for lab, r in results.pairs() if _calibration(r)]
+    # timed and shown against the limit, never in an answer, a verdict or a caveat
+    results = _kept(results, lambda r: not _calibration(r))
+    calib = [measurement(lab, r, everything.envs) for lab, r in calibration if r.status == "ok"]
     ms = measurements(results)
     base = choose_baseline(ms, baseline)
-    infos = {label: run_info(results, label) for label in results.runs}
+    infos = {label: run_info(everything, label) for label in everything.runs}
     vs = verdicts(ms)
     return Analysis(
         runs=tuple(infos.values()),
@@ -1327,11 +1382,16 @@ def analyse(results: Results, baseline: str | None = None) -> Analysis:
         semantics=tuple(semantics(results, ms)),
         robustness=tuple(robustness(results)),
         break_even=tuple(break_even(results, ms)),
-        errors=tuple(errors(results)),
+        # a calibration's failures are errors; the modes it does not declare are not news
+        errors=tuple(
+            errors(_kept(everything, lambda r: not (_calibration(r) and r.status == "unavailable")))
+        ),
         cross=tuple(cross_runs(results, infos)),
         verdicts_by_run=tuple(verdicts_by_run(vs, results.runs)) if len(results.runs) > 1 else (),
         baseline=base,
-        rows=len(results.rows),
+        rows=len(everything.rows),
+        calibration=tuple(calibrations(calib)),
+        per_case_limits=any(r.limit_how for r in everything.rows),
     )
 
 

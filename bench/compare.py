@@ -154,10 +154,10 @@ class Change:
 
 
 def row_sol_fraction(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> float | None:
-    """The row's bandwidth over its own run's median copy bandwidth; the row's provisional value when
-    the run's environment is not known."""
-    sol = sol_fraction(row.achieved_gbps, envs.get(row.run_id, {}), row.device)
-    return sol if sol is not None else row.sol_fraction
+    """The row's bandwidth over its speed of light (`bench.stats.row_limit`); the row's provisional
+    value when it predates per-case limits and its run's environment is not known."""
+    env = envs.get(row.run_id)
+    return sol_fraction(row.achieved_gbps, row, env) if env or row.limit_how else row.sol_fraction
 
 
 def _samples(row: Row) -> tuple[float, ...]:

@@ -10,6 +10,9 @@ from bench.cases import Case
 
 SEMANTICS = tuple(f"{std}/eps@{at}" for std in ("population", "unbiased") for at in ("sqrt", "std"))
 CANONICAL = "population/eps@sqrt"  # InstanceNorm, GroupNorm(C groups), LayerNorm over (H, W)
+# A calibration implementation's semantics (role "calibration", std "copy"): its answer is its
+# input (forward) and the upstream gradient (backward), checked as strictly as a normalization.
+COPY = "copy"
 # Normwise relative tolerance, max|out - ref| / max|ref|, per dtype: about 100x each format's
 # rounding unit, so accumulation order passes and a wrong formula (>= 1e-3 at these inputs) fails
 # in float32.
@@ -123,6 +126,8 @@ def _grad(
 
 
 def normalize(x: np.ndarray, eps: float, semantics: str = CANONICAL) -> np.ndarray:
+    if semantics == COPY:
+        return np.array(x, dtype=np.float64)
     d, _, s, _ = _stats(x, eps, semantics)
     with np.errstate(divide="ignore", invalid="ignore"):
         return d / s
@@ -130,6 +135,8 @@ def normalize(x: np.ndarray, eps: float, semantics: str = CANONICAL) -> np.ndarr
 
 def normalize_grad(x: np.ndarray, g: np.ndarray, eps: float, semantics: str = CANONICAL) -> np.ndarray:
     """dL/dx for y = d / s(var), d = x - mean, given dL/dy = g."""
+    if semantics == COPY:
+        return np.array(g, dtype=np.float64)
     d, var, s, dof = _stats(x, eps, semantics)
     return _grad(d, var, s, dof, g, eps, semantics)
 
@@ -195,6 +202,8 @@ class CaseReference:
         return _scale(self.ss, self.x.shape[2] * self.x.shape[3], self.eps, semantics)
 
     def output(self, semantics: str = CANONICAL) -> np.ndarray:
+        if semantics == COPY:
+            return self.x
         if semantics not in self._outputs:
             with np.errstate(divide="ignore", invalid="ignore"):
                 self._outputs[semantics] = self.d / self._scale(semantics)[1]
@@ -203,6 +212,8 @@ class CaseReference:
     def grad(self, semantics: str = CANONICAL) -> np.ndarray:
         if self.g is None:
             raise ValueError("no upstream gradient: a forward case has no input gradient")
+        if semantics == COPY:
+            return self.g
         if semantics not in self._grads:
             var, s, dof = self._scale(semantics)
             self._grads[semantics] = _grad(self.d, var, s, dof, self.g, self.eps, semantics)

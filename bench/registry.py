@@ -40,14 +40,20 @@ from bench.frameworks import frameworks
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "implementations"
 ENTRY_POINT_GROUP = "normbench.implementations"
-STDS = ("population", "unbiased")
-EPS_AT = ("sqrt", "std")  # eps inside the square root (added to the variance), or added to the std
+STDS = ("population", "unbiased", "copy")  # "copy": a calibration's answer is its input
+EPS_AT = (
+    "sqrt",
+    "std",
+    "none",
+)  # eps inside the square root (added to the variance), added to the std, or none
 # Roles an implementation can declare; the report reads them from the rows, never from names.
 ROLES = (
     "article",  # a snippet of the article this benchmark answers (see README)
     "baseline",  # the default reference of the speedup heatmaps
     "own",  # a kernel written for normbench, not a library's op: the answer compares libraries
     # without it, then says how it does beside them (the limit can be reached)
+    "calibration",  # not a normalization (std "copy"): timed and shown against the speed of light,
+    # never in a verdict; a copy of the input must read 0.9 to 1.0 of its case's limit
 )
 
 Builder = Callable[[Any], Callable[..., Any]]
@@ -80,7 +86,7 @@ class Impl:
 
     @property
     def semantics(self) -> str:
-        return f"{self.std}/eps@{self.eps_at}"
+        return "copy" if self.std == "copy" else f"{self.std}/eps@{self.eps_at}"
 
     def info(self) -> dict[str, Any]:
         """A picklable, JSON-able description (no builder): what probes send to the parent."""
@@ -103,6 +109,8 @@ class Impl:
         ):
             if value not in allowed:
                 return f"{self.name} does not support {what} {value} (supports {', '.join(allowed)})"
+        if "calibration" in self.roles and case.input_kind != "random":
+            return f"{self.name} is a calibration: it is timed on random inputs only"
         return None
 
 
@@ -156,6 +164,11 @@ def register(
     _as_tuple(dtypes, "dtype", DTYPES)
     _as_tuple(layout_copy, "layout", LAYOUTS)
     role_tuple = _as_tuple(roles, "role", ROLES)
+    if (std == "copy") != ("calibration" in role_tuple) or (std == "copy") != (eps_at == "none"):
+        raise BenchError(
+            f"std {std!r}, eps_at {eps_at!r}, roles {role_tuple}: a calibration (role 'calibration') "
+            "declares std 'copy' and eps_at 'none', and only a calibration does"
+        )
     if backends is not None and fw.known_backends:
         _as_tuple(backends, f"{framework} backend", fw.known_backends)
 

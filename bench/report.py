@@ -27,6 +27,7 @@ from bench.cases import shape_text
 from bench.errors import BenchError
 from bench.frameworks import frameworks
 from bench.reference import CANONICAL, EDGE_CASES
+from bench.stats import LIMIT_NOISE
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
@@ -209,6 +210,8 @@ def render_page(
             noisy=analysis.NOISY_REL_IQR,
             small_plane=analysis.SMALL_PLANE,
             cache_sol=analysis.CACHE_RESIDENT_SOL,
+            limit_noise=LIMIT_NOISE,
+            calibration_low=analysis.CALIBRATION_LOW,
             faulting=analysis.FAULTING_PER_CALL,
             first_call_noise=analysis.FIRST_CALL_NOISE,
             multi=len(a.runs) > 1,

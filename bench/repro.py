@@ -63,9 +63,7 @@ def spreads(paths: list[Path]) -> list[Spread]:
         same = [found[key] for _, found in per_run]
         medians = tuple(float(r.time_median_s or 0.0) for r in same)
         faults = tuple(float(r.faults_per_call or 0.0) for r in same)
-        sols = tuple(
-            sol_fraction(r.achieved_gbps, env, r.device) or 0.0 for (env, _), r in zip(per_run, same)
-        )
+        sols = tuple(sol_fraction(r.achieved_gbps, r, env) or 0.0 for (env, _), r in zip(per_run, same))
         out.append(
             Spread(
                 variant=same[0].variant,

@@ -103,7 +103,13 @@ class Row:
     # speed of light
     ideal_bytes: int | None = None
     achieved_gbps: float | None = None
-    sol_fraction: float | None = None  # achieved over the run's copy bandwidth (median so far)
+    sol_fraction: float | None = None  # achieved over the row's speed of light (bench.stats.row_limit)
+    # The speed of light of its case: the framework's copy into a fresh output, timed beside it on
+    # the same buffers (bench.worker.prepare_limit): bandwidth, its median's CI and page faults.
+    limit_how: str = ""  # what copied ("" in rows from before per-case limits: the DRAM copy's)
+    limit_gbps: float | None = None
+    limit_rel_ci: float | None = None
+    limit_faults_per_call: float | None = None
     source: str = ""
 
     @property

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment, frameworks, memory, shards
+from bench import environment, frameworks, memory, shards, stats
 from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
 from bench.errors import BenchError
 from bench.locks import RunLock
@@ -484,8 +484,7 @@ class Run(Listener):
         )
         if row.status == "ok" and row.time_median_s and row.ideal_bytes:
             gbps = row.ideal_bytes / row.time_median_s / 1e9
-            copy = self.copy_gbps(row.device)
-            row = replace(row, achieved_gbps=gbps, sol_fraction=gbps / copy if copy else None)
+            row = replace(row, achieved_gbps=gbps, sol_fraction=stats.sol_fraction(gbps, row, self.env))
         return row
 
     def copy_gbps(self, device: str) -> float | None:
@@ -548,6 +547,8 @@ class Run(Listener):
             what = f"importing {event.source}"
         elif event.phase == "inputs":
             what = f"inputs of {event.case.text() if event.case else '?'}"
+        elif event.phase == "limit":
+            what = f"the speed of light of {event.case.text() if event.case else '?'} (a copy)"
         else:
             what = f"{event.impl} {event.case.text() if event.case else ''} ({event.phase})"
         self.display.update(self.written, self.eta_s(), f"{spec.label} {what}")
@@ -582,9 +583,16 @@ class Run(Listener):
 
     def copy(self, spec: WorkerSpec, event: CopyResult) -> None:
         device = spec.device
-        self.env.setdefault("copy_gbps_samples", {}).setdefault(device, []).append(round(event.gbps, 3))
-        self.env.setdefault("copy_gbps", {})[device] = round(self.copy_gbps(device) or 0.0, 3)
-        self.env.setdefault("copy_method", {})[device] = f"{event.framework} copy"
+        faulted = event.faults_per_mib > memory.FAULTS_PER_MIB_OK  # still paying fresh pages: not a limit
+        if faulted:
+            self.say(
+                f"warning: {device}: the copy bandwidth paid {event.faults_per_mib:.2g} page faults per "
+                f"MiB in {memory.COPY_TRIES} tries ({event.gbps:.1f} GB/s): not used"
+            )
+        else:
+            self.env.setdefault("copy_gbps_samples", {}).setdefault(device, []).append(round(event.gbps, 3))
+            self.env.setdefault("copy_gbps", {})[device] = round(self.copy_gbps(device) or 0.0, 3)
+            self.env.setdefault("copy_method", {})[device] = f"{event.framework} copy"
         if event.cache is not None:
             self.env.setdefault("cache", {})[device] = event.cache
             self.env.setdefault("effective_cache_bytes", {})[device] = event.cache["effective_cache_bytes"]

@@ -64,9 +64,35 @@ def copy_gbps_samples(env: Mapping[str, Any], device: str) -> list[float]:
     return positive_numbers(single.get(device)) if isinstance(single, Mapping) else []
 
 
-def sol_fraction(achieved_gbps: float | None, env: Mapping[str, Any], device: str) -> float | None:
-    """Achieved bandwidth over the median copy bandwidth the same run measured on the same device."""
-    copies = copy_gbps_samples(env, device)
-    if achieved_gbps is None or not copies:
+# A case's limit is its copy's median over the same rounds as the row (the machine's drift reaches
+# both alike): unknown, never used, where that median is uncertain by more than LIMIT_NOISE (the
+# half-width of its 95 % CI over it) or its calls paid page faults (fresh pages: not the memory
+# pattern of a steady process).
+LIMIT_NOISE = 0.05
+LIMIT_FAULTS_PER_CALL = 1.0
+
+
+def row_limit(row: Any, env: Mapping[str, Any] | None) -> tuple[float | None, str]:
+    """A row's speed of light (GB/s) and what it is: its case's copy timed beside it (`limit_*`
+    fields), or, for rows from before per-case limits, the run's median DRAM copy. None, and why,
+    where there is none that can be used."""
+    how = getattr(row, "limit_how", "")
+    if how:
+        gbps, noise, faults = row.limit_gbps, row.limit_rel_ci, row.limit_faults_per_call
+        if gbps is None or how.startswith("not measured"):
+            return None, how
+        if noise is None or noise > LIMIT_NOISE:
+            return None, f"unknown: its copy's median is uncertain by {noise or 1:.0%} (95 % CI)"
+        if faults is not None and faults >= LIMIT_FAULTS_PER_CALL:
+            return None, f"unknown: its copy paid {faults:.3g} page faults per call"
+        return float(gbps), how
+    copies = copy_gbps_samples(env or {}, row.device)
+    return (float(np.median(copies)), "the run's DRAM copy") if copies else (None, "no copy was measured")
+
+
+def sol_fraction(achieved_gbps: float | None, row: Any, env: Mapping[str, Any] | None) -> float | None:
+    """Achieved bandwidth over the row's speed of light (`row_limit`)."""
+    limit, _ = row_limit(row, env)
+    if achieved_gbps is None or limit is None:
         return None
-    return achieved_gbps / float(np.median(copies))
+    return achieved_gbps / limit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import signal
 import sys
@@ -59,6 +60,10 @@ class MutatedInput(Exception):
     """The implementation changed its input in place: its numbers would be of other data."""
 
 
+# What each mode's speed-of-light call does (`Adapter.copy_op`), as the rows say it.
+LIMIT_CALLS = {"forward": "copy of the input", "backward": "dx = dy * x", "train": "copy, then dx = dy * x"}
+
+
 @dataclass
 class Prepared:
     impl: Impl
@@ -105,6 +110,7 @@ class ChildMeasurer:
         # never timed, so a fast wrong answer cannot produce a time at all.
         self.rounds = 0  # sampling rounds so far: which buffer the next cheap input check samples
         self.check_only = spec.task == "check"
+        self.limit_failure = ""  # why the current case has no speed of light
         self.require_correct = spec.require_correct
 
     def base(self, impl: Impl, case: Case) -> dict[str, Any]:
@@ -180,6 +186,8 @@ class ChildMeasurer:
                 self.restore(xs, pristine)
         del ref  # checked: its float64 arrays are not held through the timing
         active = [p for p in prepared if p.sampler is not None]
+        self.limit_failure = ""
+        limit = self.prepare_limit(case, xs, g_seen) if active else None
         for p in list(active):  # after every memory measurement: the heap at its high-water mark
             assert p.sampler is not None
             self.begin(p.impl, case, "warmup")
@@ -192,8 +200,15 @@ class ChildMeasurer:
                 self.restore(xs, pristine)
                 prepared.remove(p)
                 active.remove(p)
-        # Interleaved rounds: slow drift of the machine spreads over every implementation.
+        if limit is not None:
+            emit(Begin("limit", case=case.key()))
+            limit.warm_up()
+        # Interleaved rounds: slow drift of the machine spreads over every implementation, and over
+        # the case's limit, sampled for as long as any of them is.
         while active:
+            if limit is not None:
+                emit(Begin("limit", case=case.key()))
+                limit.round()
             for p in list(active):
                 assert p.sampler is not None
                 self.begin(p.impl, case, "sample")
@@ -217,8 +232,9 @@ class ChildMeasurer:
                     continue
                 if p.sampler.stop_reason:
                     active.remove(p)
+        limit_fields = self.limit_fields(limit, case)
         for p in prepared:
-            timing = self.timing_fields(p.sampler) if p.sampler is not None else {}
+            timing = {**self.timing_fields(p.sampler), **limit_fields} if p.sampler is not None else {}
             if p.sampler is not None and self.pays_fresh_pages(case):
                 self.begin(p.impl, case, "default allocator")
                 timing.update(self.default_alloc_fields(p.sampler, case))
@@ -386,7 +402,12 @@ class ChildMeasurer:
         else:
             y, dx = out, None
         y64 = ad.to_numpy(y, case, "output")
-        detected = ref.detect(y64, case.dtype)
+        if declared == reference.COPY:  # a calibration: its answer is its input, nothing to detect
+            same = reference.accuracy(y64, ref.output(declared)).max_rel_err
+            ok = same is not None and same <= reference.TOLERANCE[case.dtype]
+            detected = reference.Detected("copy", ("copy",)) if ok else reference.Detected("other", ())
+        else:
+            detected = ref.detect(y64, case.dtype)
         accs = []
         if case.mode in ("forward", "train"):
             accs.append(reference.accuracy(y64, ref.output(declared)))
@@ -499,6 +520,37 @@ class ChildMeasurer:
             "default_alloc_faults_per_call": _sig(minor),
         }
 
+    def prepare_limit(self, case: Case, xs: list[Any], g64: np.ndarray | None) -> Sampler | None:
+        """The case's speed of light: the least work that moves its bytes (`Adapter.copy_op`: forward
+        a copy of the input into a fresh output from the framework's allocator), called on the same
+        rotating buffers with the same threads and sampled in the same interleaved rounds as the
+        implementations, so that it has their memory pattern and the machine's drift (None where
+        the framework cannot call it for this case)."""
+        ad = self.adapter
+        emit(Begin("limit", case=case.key()))
+        try:
+            call = ad.make_call(ad.copy_op(case.mode), case, xs, g64)
+            ad.finish(call(0), self.device)
+        except Exception as exc:  # noqa: BLE001  no limit here: the rows say why
+            self.limit_failure = f"not measured: {format_exception(exc)[:200]}"
+            return None
+        # It samples for as long as any implementation does: only the sample cap stops it.
+        endless = replace(self.settings, max_time_s=math.inf, target_rel_ci=0.0)
+        return Sampler(Rotation(call, len(xs), ad, self.device), endless, self.clock, self.min_sample_s,
+                       min_warmup_calls=len(xs))  # fmt: skip
+
+    def limit_fields(self, limit: Sampler | None, case: Case) -> dict[str, Any]:
+        stats = summarize(limit.device_samples) if limit is not None else None
+        if limit is None or stats is None or not stats.median:
+            return {"limit_how": self.limit_failure or "not measured: no samples"}
+        moved = case.ideal_bytes  # the limit's call moves what a normalization's must
+        return {
+            "limit_how": f"{self.adapter.name} {LIMIT_CALLS[case.mode]} into fresh outputs, timed beside it",
+            "limit_gbps": _sig(moved / stats.median / 1e9),
+            "limit_rel_ci": _sig(stats.rel_ci),
+            "limit_faults_per_call": _sig(limit.faults.per_call()[0]),
+        }
+
     def timing_fields(self, sampler: Sampler) -> dict[str, Any]:
         minor, major = sampler.faults.per_call()
         return {
@@ -596,8 +648,8 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
     allocate = partial(adapter.copy_pieces, dev)
     piece = memory.COPY_PIECE_BYTES if device_kind(dev) == "cpu" else memory.GPU_COPY_PIECE_BYTES
 
-    def copy_gbps(footprint: int) -> float:
-        return memory.Copier(allocate, footprint, piece).gbps(footprint)
+    def copy_figure(footprint: int) -> memory.CopyFigure:
+        return memory.Copier(allocate, footprint, piece).figure(footprint)
 
     if spec.probe_cache and spec.effective_cache_bytes:
         copier = memory.Copier(allocate, spec.copy_bytes, piece)
@@ -628,19 +680,28 @@ def copy(spec: WorkerSpec, adapter: Adapter) -> None:
                 store.save(key, probed.sweep, probed.swept_at)
         emit(CopyResult(adapter.name, name, probed.dram_gbps, probed.as_env()))
     else:
-        gbps = copy_gbps(spec.copy_bytes)
-        emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
+        figure = copy_figure(spec.copy_bytes)
+        emit(
+            CopyResult(
+                adapter.name, adapter.device_name(dev), figure.gbps, faults_per_mib=figure.faults_per_mib
+            )
+        )
     for line in sys.stdin:  # a copy service: one more copy per request, until the parent closes stdin
-        footprint = json.loads(line)["copy_bytes"]
-        gbps = copy_gbps(footprint)
-        emit(CopyResult(adapter.name, adapter.device_name(dev), gbps))
+        request = json.loads(line)
+        figure = copy_figure(request["copy_bytes"])
+        emit(
+            CopyResult(
+                adapter.name, adapter.device_name(dev), figure.gbps, faults_per_mib=figure.faults_per_mib
+            )
+        )
 
 
 def main() -> int:
     # The parent decides when a worker stops: a signal to every process at once (Ctrl-C, scancel, a
-    # batch system's time limit, systemd stopping a unit) stops the run, and blames no implementation.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # batch system's time limit or its SIGUSR2 warning, systemd stopping a unit) stops the run, and
+    # blames no implementation.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(stop, signal.SIG_IGN)
     watch_parent()
     spec = WorkerSpec.from_json(sys.stdin.readline())
     set_affinity(spec.threads)

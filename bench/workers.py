@@ -153,6 +153,7 @@ class CopyResult:
     device_name: str
     gbps: float
     cache: dict[str, Any] | None = None  # CacheProbe.as_env() when the sweep was asked for
+    faults_per_mib: float = 0.0  # page faults its timed passes paid (bench.memory.FAULTS_PER_MIB_OK)
 
 
 @dataclass(frozen=True)
@@ -643,7 +644,7 @@ class WorkerClient:
             return False
         if current.phase == "import":
             return self._blame_source(spec, current.source, status, message)
-        if current.phase == "inputs" and current.case is not None:
+        if current.phase in ("inputs", "limit") and current.case is not None:  # the case's own, no impl's
             for key, name in list(self.remaining):
                 if key == current.case:
                     self._fail(key, name, status, message)

@@ -7,6 +7,7 @@ import pytest
 
 from bench.registry import sources
 from bench.results import STATUSES, read_env
+from bench.stats import row_limit
 from tests.conftest import cli, run_rows
 
 BUILT_IN = sorted(s.stem for s in sources(plugins=False))
@@ -119,8 +120,15 @@ def test_env_sidecar_and_speed_of_light(smoke_run):
     assert env["packages"]["python"] and env["cpu_model"] and env["finished"]
     assert "torch" in env["versions"]
     ok = [r for r in rows if r.status == "ok" and r.input_kind == "random"]
-    assert ok and all(r.sol_fraction and r.achieved_gbps for r in ok)
+    assert ok and all(r.achieved_gbps for r in ok)
+    # a fraction exactly where the row's limit is known (a smoke run's short limits may not be)
+    assert all((r.sol_fraction is not None) == (row_limit(r, env)[0] is not None) for r in ok)
     assert all(r.threads == env["threads"] for r in rows)
+    # every timed row's case has its own limit: its framework's copy, timed beside it
+    assert all(r.limit_how.endswith("into fresh outputs, timed beside it") for r in ok)
+    assert all(r.limit_gbps > 0 and r.limit_rel_ci is not None for r in ok)
+    calibration = [r for r in ok if r.impl == "torch_copy"]
+    assert calibration and all(r.roles == ("calibration",) and r.semantics == "copy" for r in calibration)
 
 
 def test_report_renders_from_the_run(smoke_report):

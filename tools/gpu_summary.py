@@ -35,7 +35,7 @@ MIN_PLANES = 4096
 
 def _sol(row: Row, envs: dict[str, dict[str, Any]]) -> float | None:
     """Against the run's final median copy bandwidth (a row stores the median so far)."""
-    return sol_fraction(row.achieved_gbps, envs.get(row.run_id, {}), row.device)
+    return sol_fraction(row.achieved_gbps, row, envs.get(row.run_id, {}))
 
 
 def _us(seconds: float | None) -> str:

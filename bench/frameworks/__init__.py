@@ -90,6 +90,14 @@ class Adapter(Protocol):
         indices and waits for the device (`bench.memory.Copier` times it)."""
         ...
 
+    def copy_op(self, mode: str) -> Callable[[Any], Any]:
+        """The least work that moves a case's bytes, into fresh outputs from the framework's
+        allocator: forward a copy of the input; backward (and train's) dx = dy * x, one pass that
+        reads the two tensors a normalization's backward reads and writes one. Each case's speed of
+        light is this call, timed beside the implementations on the same buffers (`bench.worker`),
+        in the framework's cheapest form: a correct call cannot cost less."""
+        ...
+
 
 class ImmutableInputs:
     """For adapters whose arrays cannot be written in place (JAX, TensorFlow): nothing to check."""

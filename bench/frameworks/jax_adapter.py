@@ -148,6 +148,9 @@ class JaxAdapter(ImmutableInputs):
             return sum(self.nbytes(o) for o in out)
         return int(out.nbytes) if isinstance(out, jax.Array) else 0
 
+    def copy_op(self, mode: str) -> Callable[[Any], Any]:
+        return _jitted_copy
+
     def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
         each = max(1, piece_bytes // 4)
         srcs = [jax.device_put(jnp.ones((each,), jnp.float32), _device(device)) for _ in range(count)]
@@ -158,6 +161,17 @@ class JaxAdapter(ImmutableInputs):
                 add_zero(srcs[i]).block_until_ready()
 
         return copy
+
+
+@jax.custom_vjp
+def _copy(x: Any) -> Any:
+    """Forward a copy; backward dx = dy * x, one pass over the two tensors a normalization's
+    backward reads (a plain copy's gradient is handed on without any pass)."""
+    return jnp.copy(x)
+
+
+_copy.defvjp(lambda x: (jnp.copy(x), x), lambda x, g: (g * x,))
+_jitted_copy = jax.jit(_copy)  # as the implementations are: one dispatch, not one per op
 
 
 def _backward_call(fn: Callable[[Any], Any], xs: Sequence[Any], g: Any) -> Callable[[int], Any]:

@@ -118,6 +118,9 @@ class NumpyAdapter:
 
         return copy
 
+    def copy_op(self, mode: str) -> Callable[[Any], Any]:
+        return np.copy
+
 
 def make(physical: bool = True) -> Adapter:
     return NumpyAdapter(physical)

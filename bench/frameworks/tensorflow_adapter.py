@@ -150,6 +150,9 @@ class TensorFlowAdapter(ImmutableInputs):
             return sum(self.nbytes(o) for o in out)
         return int(np.prod(out.shape)) * out.dtype.size if tf.is_tensor(out) else 0
 
+    def copy_op(self, mode: str) -> Callable[[Any], Any]:
+        return _copy
+
     def copy_pieces(self, device: str, piece_bytes: int, count: int) -> Callable[[Sequence[int]], None]:
         with tf.device(_tf_device(device)):
             srcs = [tf.ones((max(1, piece_bytes // 4),)) for _ in range(count)]
@@ -162,6 +165,14 @@ class TensorFlowAdapter(ImmutableInputs):
             sync(device)
 
         return copy
+
+
+@tf.custom_gradient
+def _copy(x: Any) -> Any:
+    """Forward a copy into a new buffer (DeepCopy, which no graph optimizer removes: tf.identity
+    may hand back the same buffer); backward dx = dy * x, one pass over the two tensors a
+    normalization's backward reads."""
+    return tf.raw_ops.DeepCopy(x=x), lambda g: g * x
 
 
 def make(physical: bool = True) -> Adapter:
