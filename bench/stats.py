@@ -4,6 +4,7 @@ speed of light (a row's bandwidth over the copy bandwidth its run measured)."""
 from __future__ import annotations
 
 import math
+import resource
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,10 +67,12 @@ def copy_gbps_samples(env: Mapping[str, Any], device: str) -> list[float]:
 
 # A case's limit is its copy's median over the same rounds as the row (the machine's drift reaches
 # both alike): unknown, never used, where that median is uncertain by more than LIMIT_NOISE (the
-# half-width of its 95 % CI over it) or its calls paid page faults (fresh pages: not the memory
-# pattern of a steady process).
+# half-width of its 95 % CI over it) or its calls paid page faults for more than LIMIT_FAULTED of
+# the bytes they move (fresh pages: first touch, not the memory pattern of a steady process; a
+# page or two per call, as JAX's allocator takes, is not that).
 LIMIT_NOISE = 0.05
-LIMIT_FAULTS_PER_CALL = 1.0
+LIMIT_FAULTED = 0.05
+PAGE_BYTES = resource.getpagesize()
 
 
 def row_limit(row: Any, env: Mapping[str, Any] | None) -> tuple[float | None, str]:
@@ -83,8 +86,9 @@ def row_limit(row: Any, env: Mapping[str, Any] | None) -> tuple[float | None, st
             return None, how
         if noise is None or noise > LIMIT_NOISE:
             return None, f"unknown: its copy's median is uncertain by {noise or 1:.0%} (95 % CI)"
-        if faults is not None and faults >= LIMIT_FAULTS_PER_CALL:
-            return None, f"unknown: its copy paid {faults:.3g} page faults per call"
+        moved = getattr(row, "ideal_bytes", 0) or 0
+        if faults and (not moved or faults * PAGE_BYTES > LIMIT_FAULTED * moved):
+            return None, f"unknown: its copy paid {faults:.3g} page faults per call (fresh pages)"
         return float(gbps), how
     copies = copy_gbps_samples(env or {}, row.device)
     return (float(np.median(copies)), "the run's DRAM copy") if copies else (None, "no copy was measured")

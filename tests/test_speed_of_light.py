@@ -46,8 +46,12 @@ def test_a_rows_limit_is_its_cases_copy_and_unknown_where_that_copy_is_noisy_or_
     noisy = replace(good, limit_rel_ci=0.3)
     assert stats.row_limit(noisy, dram) == (None, "unknown: its copy's median is uncertain by 30% (95 % CI)")
     assert stats.sol_fraction(30.0, noisy, dram) is None  # never the DRAM copy instead
-    faulting = replace(good, limit_faults_per_call=12.0)
-    assert stats.row_limit(faulting, dram)[1] == "unknown: its copy paid 12 page faults per call"
+    good = replace(good, ideal_bytes=1 << 20)  # 256 pages moved per call
+    faulting = replace(good, limit_faults_per_call=64.0)  # a quarter of them fresh: first touch
+    assert (
+        stats.row_limit(faulting, dram)[1] == "unknown: its copy paid 64 page faults per call (fresh pages)"
+    )
+    assert stats.row_limit(replace(good, limit_faults_per_call=1.0), dram)[0] == 40.0  # an allocator's page
     failed = replace(row("x"), limit_how="not measured: RuntimeError: no copy")
     assert stats.row_limit(failed, dram) == (None, "not measured: RuntimeError: no copy")
     old = row("x")  # a row from before per-case limits: its run's DRAM copy
