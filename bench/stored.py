@@ -179,41 +179,38 @@ def submission(doc: dict[str, Any], folder: Path) -> tuple[str, Path]:
     return run_id, path
 
 
-def holds_run(path: Path, run_id: str) -> bool:
-    """Whether `path` is a normbench results file whose rows or records belong to run `run_id` (or
-    its per-machine parts, `run_id@host`), or an empty file."""
+_EMPTY: dict[str, Any] = {}
+
+
+def _first_row(path: Path) -> dict[str, Any] | None:
+    """The first line of `path` as a normbench row (`_EMPTY` for an empty file), or None: not a
+    readable file, or its first line is no row."""
     if path.is_dir():
-        return False
+        return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    return False
-                if not isinstance(d, dict) or "schema_version" not in d:
-                    return False
-                rid = str(d.get("run_id", ""))
-                return rid == run_id or rid.startswith(run_id + "@")
+            line = next((text for text in f if text.strip()), "")
     except OSError:
-        return False
-    return True
+        return None
+    if not line:
+        return _EMPTY
+    try:
+        d = json.loads(line)
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) and "schema_version" in d and "impl" in d else None
+
+
+def holds_run(path: Path, run_id: str) -> bool:
+    """Whether `path` is empty or a normbench results file whose first row belongs to run `run_id`
+    (or to its per-machine parts, `run_id@host`)."""
+    row = _first_row(path)
+    if row is None or row is _EMPTY:
+        return row is _EMPTY
+    rid = str(row.get("run_id", ""))
+    return rid == run_id or rid.startswith(run_id + "@")
 
 
 def is_results_file(path: Path) -> bool:
     """Whether appending normbench rows to `path` is safe: it is empty, or its first line is one."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    return False
-                return isinstance(d, dict) and "schema_version" in d and "impl" in d
-    except OSError:
-        return False
-    return True
+    return _first_row(path) is not None
