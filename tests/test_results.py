@@ -101,12 +101,13 @@ def test_v1_rows_migrate_to_the_roles_v1_knew_by_name(tmp_path):
 
 
 def test_v2_rows_get_the_bytes_their_buffers_rotated_and_the_report_judges_their_cache_state(tmp_path):
-    """The committed CPU sample is schema 2: each row's rotated bytes follow from its buffers and
-    case, and its cache state from its run's effective cache (128 MiB there)."""
+    """A schema-2 file (rows of the CPU sample committed before schema 3, with its sidecar): each
+    row's rotated bytes follow from its buffers and case, and its cache state from its run's
+    effective cache (128 MiB there)."""
     from bench import analysis
     from tests.conftest import ROOT
 
-    sample = ROOT / "results" / "sample" / "cpu.jsonl"
+    sample = ROOT / "tests" / "data" / "v2_sample.jsonl"
     rows = [r for r in read_rows(sample) if r.status == "ok" and r.input_kind == "random"]
     assert rows and all(r.schema_version == 3 and r.cache_state == "" for r in rows)
     small = next(
