@@ -24,13 +24,7 @@ from bench.errors import BenchError
 from bench.memory import cache_state
 from bench.reference import CANONICAL, EDGE_CASES, UNSAFE_ABS_ERR
 from bench.results import Row, read_envs, read_rows
-from bench.stats import (
-    CACHE_RESIDENT_SOL,
-    FAULTING_PER_CALL,
-    copy_gbps_samples,
-    ratio_ci,
-    sol_fraction,
-)
+from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, copy_gbps_samples, ratio_ci, sol_fraction
 
 NOISY_REL_IQR = 0.10  # IQR/median above this: the cell is marked noisy
 SMALL_PLANE = 32 * 32  # planes below this are "small" in the verdict's regimes

@@ -715,22 +715,18 @@ class ClusterRun:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
-    def measured_keys(self, job: PlannedJob) -> set[MeasurementKey]:
+    def shard_keys(self, job: PlannedJob) -> tuple[set[MeasurementKey], set[MeasurementKey]]:
+        """What the job's shard holds of this run, read once: the measurements, and those its run
+        recorded as `stopped` (a signal reached it mid-case) and did not measure later, which
+        --resume measures again."""
         if not job.shard_path.is_file():
-            return set()
-        rows = read_rows(job.shard_path, lambda m: None)
-        return {r.key() for r in rows if r.run_id == self.run_id and r.status != "stopped"}
-
-    def stopped_keys(self, job: PlannedJob) -> set[MeasurementKey]:
-        """What the job's own run recorded as `stopped` (a signal reached it mid-case) and did not
-        measure later: --resume measures those again."""
-        if not job.shard_path.is_file():
-            return set()
+            return set(), set()
         rows = [r for r in read_rows(job.shard_path, lambda m: None) if r.run_id == self.run_id]
-        return {r.key() for r in rows if r.status == "stopped"} - self.measured_keys(job)
+        measured = {r.key() for r in rows if r.status != "stopped"}
+        return measured, {r.key() for r in rows if r.status == "stopped"} - measured
 
-    def missing(self, job: PlannedJob) -> list[MeasurementKey]:
-        have = self.measured_keys(job)
+    def missing(self, job: PlannedJob, measured: set[MeasurementKey] | None = None) -> list[MeasurementKey]:
+        have = self.shard_keys(job)[0] if measured is None else measured
         return [k for k in job.expected if k not in have]
 
     def follow(
@@ -829,12 +825,12 @@ class ClusterRun:
         """A job ended: its summary line, and rows for what it left unmeasured."""
         job = a.job
         status, why = a.handle.outcome()
-        missing = self.missing(job)
+        measured, stopped = self.shard_keys(job)
+        missing = self.missing(job, measured)
         elapsed = self.clock() - a.started
         if not missing:
             self.say(f"job {a.handle.job_id} {job.label}: done, {len(job.expected)} rows, {elapsed:.0f} s")
             return
-        stopped = self.stopped_keys(job)
         if status == "ok":
             status, why = "crashed", "finished without measuring it (see its shard's workers log)"
         if stopped and status == "crashed":  # its own run recorded a stop: the job's end is a stop too
@@ -844,9 +840,9 @@ class ClusterRun:
         rows = [self._row_for(job.expected[k], status, message) for k in unwritten]
         if rows:
             self.write_failed(job, a.handle, rows, status)
-        measured = len(job.expected) - len(missing)
+        done = len(job.expected) - len(missing)
         self.say(
-            f"job {a.handle.job_id} {job.label}: {status}, {measured}/{len(job.expected)} rows measured, "
+            f"job {a.handle.job_id} {job.label}: {status}, {done}/{len(job.expected)} rows measured, "
             f"{len(missing)} {status} rows written; resume with: "
             f"python -m bench run --resume {self.folder}"
         )

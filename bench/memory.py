@@ -229,10 +229,6 @@ class CopyFigure:
         return self.faults_per_mib > FAULTS_PER_MIB_OK
 
 
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def copy_figure(
     one_pass: Callable[[], Any], bytes_per_pass: int, min_time_s: float = 0.1, tries: int = COPY_TRIES
 ) -> CopyFigure:
@@ -244,7 +240,7 @@ def copy_figure(
         one_pass()
         times: list[float] = []
         spent = 0.0
-        before = minor_faults()
+        before = faults()[0]
         while (len(times) < 5 or spent < min_time_s) and len(times) < 400:
             t0 = time.perf_counter()
             one_pass()
@@ -252,7 +248,7 @@ def copy_figure(
             spent += times[-1]
         mib = len(times) * bytes_per_pass / (1 << 20)
         figure = CopyFigure(
-            bytes_per_pass / statistics.median(times) / 1e9, (minor_faults() - before) / mib, attempt
+            bytes_per_pass / statistics.median(times) / 1e9, (faults()[0] - before) / mib, attempt
         )
         if not figure.faulted:
             break
