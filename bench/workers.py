@@ -43,7 +43,10 @@ from bench.verify import Verifier
 ROOT = Path(__file__).resolve().parent.parent
 LOG_CAP_BYTES = 64 << 20  # a worker log past this keeps only its last LOG_KEEP_BYTES
 LOG_KEEP_BYTES = 1 << 20
-STOP_GRACE_S = 2.0  # a worker dead of a signal: how long to wait for the run's own stop signal
+STOP_GRACE_S = 2.0  # a worker dead of a stop's signal: how long to wait for the run's own handler
+# What a stop sends every process: Ctrl-C, scancel or a time limit (SIGTERM, SIGKILL after the grace
+# time), a scheduler's warning (SIGUSR2). A worker dead of one may be part of a stop, not a crash.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGUSR2)
 
 
 # ---- the spec: what one worker group does --------------------------------------------------
@@ -253,7 +256,7 @@ class WorkerHandle(Protocol):
     def events(self, timeout_s: float) -> tuple[list[Event], bool]: ...
     def rss_bytes(self) -> int: ...
     def kill(self) -> None: ...
-    def killed_by_signal(self) -> bool: ...
+    def killed_by_stop_signal(self) -> bool: ...
     def exit_description(self) -> str: ...
     def log_tail(self) -> str: ...
 
@@ -351,8 +354,9 @@ class WorkerProcess:
             self.log.close()  # type: ignore[union-attr]
             self.log = subprocess.DEVNULL
 
-    def killed_by_signal(self) -> bool:
-        return self.proc.wait() < 0
+    def killed_by_stop_signal(self) -> bool:
+        """Dead of a signal a stop sends to every process (not SIGSEGV and the like: its own doing)."""
+        return -self.proc.wait() in STOP_SIGNALS
 
     def exit_description(self) -> str:
         code = self.proc.wait()
@@ -596,7 +600,7 @@ class WorkerClient:
         if failure is None:
             if not self._work_left():
                 return False
-            if proc.killed_by_signal() and self._stopping():
+            if proc.killed_by_stop_signal() and self._stopping():
                 return False  # one signal to every process: the run stops; nothing is the worker's doing
             desc = proc.exit_description()
             if desc.endswith("code 0"):  # a clean exit that skipped jobs: nothing to retry

@@ -95,8 +95,11 @@ class FakeWorker:
     def kill(self):
         self.killed = True
 
-    def killed_by_signal(self):
-        return "killed by" in self.exit_description()
+    def killed_by_stop_signal(self):
+        return any(
+            f"killed by {name} " in self.exit_description()
+            for name in ("SIGINT", "SIGTERM", "SIGKILL", "SIGUSR2")
+        )
 
     def exit_description(self):
         return self.exit or "worker killed by SIGKILL (signal 9)"
