@@ -123,6 +123,59 @@ def _f32_bits(typingctx, value):
 
 
 # ---------------------------------------------------------------------------------------------
+# Raw pointers: the NCHW kernels walk planes through CPointer values (see "NCHW: planes" below).
+
+
+def _data_pointer(context, builder, typ, value):
+    """The element pointer of an array, or a CPointer as it is."""
+    if isinstance(typ, types.CPointer):
+        return value
+    return context.make_array(typ)(context, builder, value).data
+
+
+@intrinsic
+def _ptr(typingctx, addr, like):
+    """The address `addr` (an integer) as a pointer to elements of like's type."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(like)(types.intp, like), codegen
+
+
+@intrinsic
+def _at(typingctx, p, i):
+    """p + i elements."""
+
+    def codegen(context, builder, signature, args):
+        return builder.gep(args[0], [args[1]])
+
+    return p(p, types.intp), codegen
+
+
+@intrinsic
+def _address(typingctx, a):
+    """The address of an array's first element, or of a pointer, as an integer."""
+
+    def codegen(context, builder, signature, args):
+        data = _data_pointer(context, builder, signature.args[0], args[0])
+        return builder.ptrtoint(data, context.get_value_type(types.intp))
+
+    return types.intp(a), codegen
+
+
+@intrinsic
+def _itemsize(typingctx, a):
+    """Bytes per element of an array or a pointer."""
+
+    def codegen(context, builder, signature, args):
+        size = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
+        return ir.Constant(context.get_value_type(types.intp), size)
+
+    return types.intp(a), codegen
+
+
+# ---------------------------------------------------------------------------------------------
 # Streaming stores. An output bigger than the cache is written with non-temporal stores: whole
 # 64-byte lines go straight to memory, so the core does not first read each line it is about to
 # overwrite (a regular store's read-for-ownership moves a third of the bytes of a copy). Numba has
@@ -140,8 +193,8 @@ def _line_codegen(context, builder, signature, args):
     loads, encode/store a line (non-temporal)."""
     f32 = ir.FloatType()
 
-    def array(pos):
-        return context.make_array(signature.args[pos])(context, builder, args[pos])
+    def data(pos):
+        return _data_pointer(context, builder, signature.args[pos], args[pos])
 
     def width(pos):
         return LINE_BYTES // context.get_abi_sizeof(context.get_data_type(signature.args[pos].dtype))
@@ -149,7 +202,7 @@ def _line_codegen(context, builder, signature, args):
     def load(pos, index, lanes):
         dtype = signature.args[pos].dtype
         item = context.get_data_type(dtype)
-        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        ptr = builder.bitcast(builder.gep(data(pos), [index]), ir.VectorType(item, lanes).as_pointer())
         v = builder.load(ptr, align=context.get_abi_sizeof(item))
         if dtype == types.float32:
             return v
@@ -177,7 +230,7 @@ def _line_codegen(context, builder, signature, args):
                 builder.lshr(bits, _splat_int(lanes, 16)), ir.VectorType(ir.IntType(16), lanes)
             )
         item = context.get_data_type(dtype)
-        ptr = builder.bitcast(builder.gep(array(pos).data, [index]), ir.VectorType(item, lanes).as_pointer())
+        ptr = builder.bitcast(builder.gep(data(pos), [index]), ir.VectorType(item, lanes).as_pointer())
         if not nontemporal:
             builder.store(value, ptr, align=context.get_abi_sizeof(item))
             return
@@ -425,14 +478,15 @@ def _fence(typingctx):
 
 
 @nb.njit(**JIT)
-def _stream_bounds(y, stream):
-    """(h, e): y[:h] and y[e:] take regular stores, y[h:e] whole aligned lines (h = e = n: none)."""
-    n = y.shape[0]
-    addr = y.ctypes.data
-    if not stream or addr % y.itemsize:
+def _stream_bounds(y, n, stream):
+    """(h, e) for the n elements at pointer y: [:h] and [e:] take regular stores, [h:e] whole
+    aligned lines (h = e = n: none)."""
+    size = _itemsize(y)
+    addr = _address(y)
+    if not stream or addr % size:
         return n, n
-    h = min(n, (-addr % LINE_BYTES) // y.itemsize)
-    per_line = LINE_BYTES // y.itemsize
+    h = min(n, (-addr % LINE_BYTES) // size)
+    per_line = LINE_BYTES // size
     return h, h + (n - h) // per_line * per_line
 
 
@@ -493,14 +547,18 @@ def _chunk(i, chunks, count):
 
 # ---------------------------------------------------------------------------------------------
 # NCHW: planes (R, P), each a contiguous vector; the sums over it are horizontal reductions.
+# The per-plane code takes raw pointers (CPointer) and lengths, not array views: a view made per
+# plane (x[r], x[r, :h]...) and passed to a helper costs a reference-count increment and
+# decrement on the array's shared meminfo, atomics that both threads hit on the same cache line.
+# At 49-element planes (8x512x7x7) that was 32 ns a plane at 2 threads; with pointers, 12 ns.
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _plane_sums(x, k):
-    """Shifted sums S1 = sum(x - k), S2 = sum((x - k)^2), in float64."""
+def _plane_sums(x, n, k):
+    """Shifted sums S1 = sum(x - k), S2 = sum((x - k)^2) over x[:n], in float64."""
     s1 = 0.0
     s2 = 0.0
-    for i in range(x.shape[0]):
+    for i in range(n):
         d = np.float64(to_f32(x[i])) - k
         s1 += d
         s2 += d * d
@@ -508,17 +566,17 @@ def _plane_sums(x, k):
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _plane_sums_f32(x, k):
+def _plane_sums_f32(x, n, k):
     """_plane_sums with float32 partial sums over chunks of CHUNK elements, added in float64:
     half the vector work. Exact enough while (mean - k)^2 <= GUARD * var (see _far)."""
     kf = np.float32(k)
     s1 = 0.0
     s2 = 0.0
-    for start in range(0, x.shape[0], CHUNK):
-        xs = x[start : start + CHUNK]
+    for start in range(0, n, CHUNK):
+        xs = _at(x, start)
         a1 = np.float32(0.0)
         a2 = np.float32(0.0)
-        for i in range(xs.shape[0]):
+        for i in range(min(CHUNK, n - start)):
             d = to_f32(xs[i]) - kf
             a1 += d
             a2 += d * d
@@ -528,30 +586,30 @@ def _plane_sums_f32(x, k):
 
 
 @nb.njit(**JIT)
-def _plane_affine(x, y, k, m, rs):
+def _plane_affine(x, y, n, k, m, rs):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
-    for i in range(x.shape[0]):
+    for i in range(n):
         y[i] = from_f32(((to_f32(x[i]) - kf) - mf) * rsf, y)
 
 
 @nb.njit(**JIT)
-def _plane_emit(x, y, co, k, m, rs, stream):
-    """_plane_affine over a span, whole aligned lines streamed; co: float32 scratch (3, 32)."""
-    h, e = _stream_bounds(y, stream)
-    _plane_affine(x[:h], y[:h], k, m, rs)
+def _plane_emit(x, y, n, co, k, m, rs, stream):
+    """_plane_affine over x[:n], whole aligned lines streamed; co: float32 scratch (3, 32)."""
+    h, e = _stream_bounds(y, n, stream)
+    _plane_affine(x, y, h, k, m, rs)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
-        for f in range(h, e, LINE_BYTES // y.itemsize):
+        for f in range(h, e, LINE_BYTES // _itemsize(y)):
             _affine_line(x, f, y, f, co[0], co[1], co[2], 0)
-    _plane_affine(x[e:], y[e:], k, m, rs)
+    _plane_affine(_at(x, e), _at(y, e), n - e, k, m, rs)
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _plane_grad_sums(x, g, k, g0):
-    """sum(g - g0) and sum((g - g0) * (x - k)), in float64."""
+def _plane_grad_sums(x, g, n, k, g0):
+    """sum(g - g0) and sum((g - g0) * (x - k)) over [:n], in float64."""
     sg = 0.0
     sgd = 0.0
-    for i in range(x.shape[0]):
+    for i in range(n):
         gi = np.float64(to_f32(g[i])) - g0
         sg += gi
         sgd += gi * (np.float64(to_f32(x[i])) - k)
@@ -559,19 +617,19 @@ def _plane_grad_sums(x, g, k, g0):
 
 
 @nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _plane_grad_sums_f32(x, g, k, g0):
+def _plane_grad_sums_f32(x, g, n, k, g0):
     """_plane_grad_sums with float32 partial sums over CHUNK elements, folded into float64, and
     sum((g - g0)^2) for the guard on g0 (see _grad_far)."""
     kf, gf = np.float32(k), np.float32(g0)
     s1 = 0.0
     s2 = 0.0
     s3 = 0.0
-    for start in range(0, x.shape[0], CHUNK):
-        xs, gs = x[start : start + CHUNK], g[start : start + CHUNK]
+    for start in range(0, n, CHUNK):
+        xs, gs = _at(x, start), _at(g, start)
         a1 = np.float32(0.0)
         a2 = np.float32(0.0)
         a3 = np.float32(0.0)
-        for i in range(xs.shape[0]):
+        for i in range(min(CHUNK, n - start)):
             e = to_f32(gs[i]) - gf
             a1 += e
             a2 += e * (to_f32(xs[i]) - kf)
@@ -593,109 +651,141 @@ def _grad_far(sg, sgg, count, m, rs, eps):
 
 
 @nb.njit(**JIT)
-def _plane_grad(x, g, dx, k, m, rs, g0, mg, mgx):
+def _plane_grad(x, g, dx, n, k, m, rs, g0, mg, mgx):
     kf, mf, rsf = np.float32(k), np.float32(m), np.float32(rs)
     g0f, mgf, mgxf = np.float32(g0), np.float32(mg), np.float32(mgx)
-    for i in range(x.shape[0]):
+    for i in range(n):
         xhat = ((to_f32(x[i]) - kf) - mf) * rsf
         dx[i] = from_f32((((to_f32(g[i]) - g0f) - mgf) - xhat * mgxf) * rsf, dx)
 
 
 @nb.njit(**JIT)
-def _plane_grad_emit(x, g, dx, co, k, m, rs, g0, mg, mgx, stream):
-    """_plane_grad over a span, whole aligned lines streamed; co: float32 scratch (6, 32)."""
-    h, e = _stream_bounds(dx, stream)
-    _plane_grad(x[:h], g[:h], dx[:h], k, m, rs, g0, mg, mgx)
+def _plane_grad_emit(x, g, dx, n, co, k, m, rs, g0, mg, mgx, stream):
+    """_plane_grad over [:n], whole aligned lines streamed; co: float32 scratch (6, 32)."""
+    h, e = _stream_bounds(dx, n, stream)
+    _plane_grad(x, g, dx, h, k, m, rs, g0, mg, mgx)
     if e > h:
         co[0, :], co[1, :], co[2, :] = np.float32(k), np.float32(m), np.float32(rs)
         co[3, :], co[4, :], co[5, :] = np.float32(g0), np.float32(mg), np.float32(mgx)
-        for f in range(h, e, LINE_BYTES // dx.itemsize):
+        for f in range(h, e, LINE_BYTES // _itemsize(dx)):
             _grad_line(x, g, f, dx, f, co[0], co[1], co[2], co[3], co[4], co[5], 0)
-    _plane_grad(x[e:], g[e:], dx[e:], k, m, rs, g0, mg, mgx)
+    _plane_grad(_at(x, e), _at(g, e), _at(dx, e), n - e, k, m, rs, g0, mg, mgx)
+
+
+@nb.njit(**JIT)
+def _forward_plane_run(x, y, p, lo, hi, stats, eps, stream):
+    """Both passes over planes lo..hi-1 of the (R, P) planes at x, one plane after another."""
+    co = np.empty((3, LINE_BYTES // 2), np.float32)
+    for r in range(lo, hi):
+        xs, ys = _at(x, r * p), _at(y, r * p)
+        k = np.float64(to_f32(xs[0]))
+        s1, s2 = _plane_sums_f32(xs, p, k)
+        if _far(s1, s2, p):
+            s1, s2 = _plane_sums(xs, p, k)
+        m, rs = _rstd(s1, s2, p, eps)
+        if stream:
+            _plane_emit(xs, ys, p, co, k, m, rs, stream)
+        else:
+            _plane_affine(xs, ys, p, k, m, rs)
+        stats[0, r], stats[1, r] = k + m, rs
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_planes(x, y, mean, rstd, eps, chunks, stream):
-    """y = normalize(x) per plane (row of x), mean and rstd float64 (R,): `chunks` tasks (one per
-    thread) take contiguous runs of whole planes and make both passes over each."""
-    rows, p = x.shape
+def _forward_planes(x, y, p, units, stats, eps, chunks, stream):
     for task in nb.prange(chunks):
-        co = np.empty((3, LINE_BYTES // 2), np.float32)
-        lo, hi = _chunk(task, chunks, rows)
-        for r in range(lo, hi):
-            k = np.float64(to_f32(x[r, 0]))
-            s1, s2 = _plane_sums_f32(x[r], k)
-            if _far(s1, s2, p):
-                s1, s2 = _plane_sums(x[r], k)
-            m, rs = _rstd(s1, s2, p, eps)
-            _plane_emit(x[r], y[r], co, k, m, rs, stream)
-            mean[r], rstd[r] = k + m, rs
+        lo, hi = _chunk(task, chunks, units)
+        _forward_plane_run(x, y, p, lo, hi, stats, eps, stream)
         _fence()
 
 
+@nb.njit(**JIT)
+def forward_planes(xa, ya, units, p, stats, eps, chunks, stream, like):
+    """y = normalize(x) per plane: x, y the addresses of `units` contiguous planes of p elements
+    of like's type, stats float64 (2, units) <- mean, rstd. `chunks` tasks (one per thread) take
+    contiguous runs of whole planes and make both passes over each."""
+    _forward_planes(_ptr(xa, like), _ptr(ya, like), p, units, stats, eps, chunks, stream)
+
+
 @nb.njit(parallel=True, **JIT)
-def forward_planes_split(x, y, mean, rstd, eps, chunks, stream):
+def forward_planes_split(xa, ya, units, p, stats, eps, chunks, stream, like):
     """forward_planes with every plane split into `chunks` pieces across the threads."""
-    rows, p = x.shape
-    sums = np.zeros((rows * chunks, 2))
-    for task in nb.prange(rows * chunks):
+    x, y = _ptr(xa, like), _ptr(ya, like)
+    sums = np.zeros((units * chunks, 2))
+    for task in nb.prange(units * chunks):
         r = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
-        sums[task, 0], sums[task, 1] = _plane_sums(x[r, start:stop], np.float64(to_f32(x[r, 0])))
+        k = np.float64(to_f32(x[r * p]))
+        sums[task, 0], sums[task, 1] = _plane_sums(_at(x, r * p + start), stop - start, k)
     # The same static schedule as the loop above: each piece is emitted by the thread that read it.
-    for task in nb.prange(rows * chunks):
+    for task in nb.prange(units * chunks):
         r = task // chunks
         first = task - task % chunks
-        k = np.float64(to_f32(x[r, 0]))
+        k = np.float64(to_f32(x[r * p]))
         total = sums[first : first + chunks].sum(axis=0)
         m, rs = _rstd(total[0], total[1], p, eps)
         start, stop = _chunk(task % chunks, chunks, p)
         co = np.empty((3, LINE_BYTES // 2), np.float32)
-        _plane_emit(x[r, start:stop], y[r, start:stop], co, k, m, rs, stream)
+        _plane_emit(_at(x, r * p + start), _at(y, r * p + start), stop - start, co, k, m, rs, stream)
         _fence()
         if task == first:
-            mean[r], rstd[r] = k + m, rs
+            stats[0, r], stats[1, r] = k + m, rs
+
+
+@nb.njit(**JIT)
+def _backward_plane_run(x, g, dx, p, lo, hi, stats, eps, stream):
+    """dx for planes lo..hi-1, one plane after another (see _forward_plane_run)."""
+    co = np.empty((6, LINE_BYTES // 2), np.float32)
+    for r in range(lo, hi):
+        xs, gs, ds = _at(x, r * p), _at(g, r * p), _at(dx, r * p)
+        k, g0 = np.float64(to_f32(xs[0])), np.float64(to_f32(gs[0]))
+        m, rs = stats[0, r] - k, stats[1, r]
+        sg, sgd, sgg = _plane_grad_sums_f32(xs, gs, p, k, g0)
+        if _grad_far(sg, sgg, p, m, rs, eps):
+            sg, sgd = _plane_grad_sums(xs, gs, p, k, g0)
+        mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
+        if stream:
+            _plane_grad_emit(xs, gs, ds, p, co, k, m, rs, g0, mg, mgx, stream)
+        else:
+            _plane_grad(xs, gs, ds, p, k, m, rs, g0, mg, mgx)
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_planes(x, g, dx, mean, rstd, eps, chunks, stream):
-    """dx from x, upstream g and the saved float64 mean and rstd, planes as in forward_planes."""
-    rows, p = x.shape
+def _backward_planes(x, g, dx, p, units, stats, eps, chunks, stream):
     for task in nb.prange(chunks):
-        co = np.empty((6, LINE_BYTES // 2), np.float32)
-        lo, hi = _chunk(task, chunks, rows)
-        for r in range(lo, hi):
-            k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
-            m, rs = mean[r] - k, rstd[r]
-            sg, sgd, sgg = _plane_grad_sums_f32(x[r], g[r], k, g0)
-            if _grad_far(sg, sgg, p, m, rs, eps):
-                sg, sgd = _plane_grad_sums(x[r], g[r], k, g0)
-            mg, mgx = _grad_coefs(sg, sgd, p, m, rs)
-            _plane_grad_emit(x[r], g[r], dx[r], co, k, m, rs, g0, mg, mgx, stream)
+        lo, hi = _chunk(task, chunks, units)
+        _backward_plane_run(x, g, dx, p, lo, hi, stats, eps, stream)
         _fence()
 
 
+@nb.njit(**JIT)
+def backward_planes(xa, ga, da, units, p, stats, eps, chunks, stream, like):
+    """dx from x, upstream g and forward's float64 (2, units) mean and rstd, at addresses as in
+    forward_planes."""
+    _backward_planes(_ptr(xa, like), _ptr(ga, like), _ptr(da, like), p, units, stats, eps, chunks, stream)
+
+
 @nb.njit(parallel=True, **JIT)
-def backward_planes_split(x, g, dx, mean, rstd, eps, chunks, stream):
+def backward_planes_split(xa, ga, da, units, p, stats, eps, chunks, stream, like):
     """backward_planes with every plane split into `chunks` pieces across the threads."""
-    rows, p = x.shape
-    sums = np.zeros((rows * chunks, 2))
-    for task in nb.prange(rows * chunks):
+    x, g, dx = _ptr(xa, like), _ptr(ga, like), _ptr(da, like)
+    sums = np.zeros((units * chunks, 2))
+    for task in nb.prange(units * chunks):
         r = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
-        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
-        sums[task, 0], sums[task, 1] = _plane_grad_sums(x[r, start:stop], g[r, start:stop], k, g0)
-    for task in nb.prange(rows * chunks):
+        k, g0 = np.float64(to_f32(x[r * p])), np.float64(to_f32(g[r * p]))
+        o = r * p + start
+        sums[task, 0], sums[task, 1] = _plane_grad_sums(_at(x, o), _at(g, o), stop - start, k, g0)
+    for task in nb.prange(units * chunks):
         r = task // chunks
         first = task - task % chunks
-        k, g0 = np.float64(to_f32(x[r, 0])), np.float64(to_f32(g[r, 0]))
-        m, rs = mean[r] - k, rstd[r]
+        k, g0 = np.float64(to_f32(x[r * p])), np.float64(to_f32(g[r * p]))
+        m, rs = stats[0, r] - k, stats[1, r]
         total = sums[first : first + chunks].sum(axis=0)
         mg, mgx = _grad_coefs(total[0], total[1], p, m, rs)
         start, stop = _chunk(task % chunks, chunks, p)
         co = np.empty((6, LINE_BYTES // 2), np.float32)
-        xs, gs = x[r, start:stop], g[r, start:stop]
-        _plane_grad_emit(xs, gs, dx[r, start:stop], co, k, m, rs, g0, mg, mgx, stream)
+        o = r * p + start
+        _plane_grad_emit(_at(x, o), _at(g, o), _at(dx, o), stop - start, co, k, m, rs, g0, mg, mgx, stream)
         _fence()
 
 
@@ -848,7 +938,7 @@ def _rows_emit(x, y, co, cs, stream):
             _affine_blocks_nt(x, y, co[0], co[1], co[2], blocks)
             _rows_affine(x[done:], y[done:], co, done)
             return
-    h, e = _stream_bounds(y, stream)
+    h, e = _stream_bounds(y, y.shape[0], stream)
     _rows_affine(x[:h], y[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // y.itemsize
@@ -861,8 +951,23 @@ def _rows_emit(x, y, co, cs, stream):
     _rows_affine(x[e:], y[e:], co, e)
 
 
+@nb.njit(**JIT)
+def forward_rows(xa, ya, n, p, cs, stats, eps, chunks, stream, like):
+    """y = normalize(x) per channel of each sample: x, y the addresses of n channels_last samples
+    of p rows of cs channels of like's type, stats float64 (2, n, cs) <- mean, rstd."""
+    x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
+    _forward_rows(x, y, stats[0], stats[1], eps, chunks, stream)
+
+
+@nb.njit(**JIT)
+def forward_rows_split(xa, ya, n, p, cs, stats, eps, chunks, stream, like):
+    """forward_rows with every sample split into `chunks` runs of rows across the threads."""
+    x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
+    _forward_rows_split(x, y, stats[0], stats[1], eps, chunks, stream)
+
+
 @nb.njit(parallel=True, **JIT)
-def forward_rows(x, y, mean, rstd, eps, chunks, stream):
+def _forward_rows(x, y, mean, rstd, eps, chunks, stream):
     """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -887,7 +992,7 @@ def forward_rows(x, y, mean, rstd, eps, chunks, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
+def _forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
     """forward_rows with every sample split into `chunks` runs of rows across the threads."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -1014,7 +1119,7 @@ def _rows_grad_emit(x, g, dx, co, cs, stream):
             _grad_blocks_nt(x, g, dx, co[0], co[1], co[2], co[3], co[4], co[5], blocks)
             _rows_grad(x[done:], g[done:], dx[done:], co, done)
             return
-    h, e = _stream_bounds(dx, stream)
+    h, e = _stream_bounds(dx, dx.shape[0], stream)
     _rows_grad(x[:h], g[:h], dx[:h], co, 0)
     t = co.shape[1] // 2
     per_line = LINE_BYTES // dx.itemsize
@@ -1027,9 +1132,26 @@ def _rows_grad_emit(x, g, dx, co, cs, stream):
     _rows_grad(x[e:], g[e:], dx[e:], co, e)
 
 
+@nb.njit(**JIT)
+def backward_rows(xa, ga, da, n, p, cs, stats, eps, chunks, stream, like):
+    """dx from x, upstream g and forward's float64 (2, n, cs) mean and rstd, at addresses as in
+    forward_rows."""
+    x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
+    dx = nb.carray(_ptr(da, like), (n, p, cs))
+    _backward_rows(x, g, dx, stats[0], stats[1], eps, chunks, stream)
+
+
+@nb.njit(**JIT)
+def backward_rows_split(xa, ga, da, n, p, cs, stats, eps, chunks, stream, like):
+    """backward_rows with every sample split into `chunks` runs of rows across the threads."""
+    x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
+    dx = nb.carray(_ptr(da, like), (n, p, cs))
+    _backward_rows_split(x, g, dx, stats[0], stats[1], eps, chunks, stream)
+
+
 @nb.njit(parallel=True, **JIT)
-def backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
-    """dx for channels_last rows, samples whole as in forward_rows."""
+def _backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
+    """dx for channels_last rows, samples whole as in _forward_rows."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
     for task in nb.prange(chunks):
@@ -1054,7 +1176,7 @@ def backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
 
 
 @nb.njit(parallel=True, **JIT)
-def backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
+def _backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
     """backward_rows with every sample split into `chunks` runs of rows across the threads."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)

@@ -79,23 +79,28 @@ def _start_numba_pool() -> None:
 _start_numba_pool()
 
 
-def _storage(t: torch.Tensor) -> np.ndarray:
-    """Zero-copy NumPy view in the kernels' element types (float16: uint16, bfloat16: int16 bits)."""
-    if t.dtype == torch.float32:
-        return t.numpy()
-    if t.dtype == torch.float16:
-        return t.view(torch.int16).numpy().view(np.uint16)
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy()
-    raise TypeError(f"numba_fused supports float32, float16 and bfloat16 tensors, not {t.dtype}")
+# The kernels' element type for each tensor dtype, as a scalar they specialise on (float16 travels
+# as uint16 bits, bfloat16 as int16 bits: NumPy has no bfloat16 and Numba no float16).
+_ELEMENT = {torch.float32: np.float32(0), torch.float16: np.uint16(0), torch.bfloat16: np.int16(0)}
+
+# (channels_last, mode) -> (kernel taking whole units, kernel splitting units across threads)
+_KERNELS = {
+    (False, "forward"): (kernels.forward_planes, kernels.forward_planes_split),
+    (True, "forward"): (kernels.forward_rows, kernels.forward_rows_split),
+    (False, "backward"): (kernels.backward_planes, kernels.backward_planes_split),
+    (True, "backward"): (kernels.backward_rows, kernels.backward_rows_split),
+}
+
+# Numba's thread count, as the builder last set it (numba.get_num_threads() costs ~0.7 us a call).
+# It only sets how many tasks a call is cut into: any other count is as correct.
+_threads = numba.get_num_threads()
 
 
-def _view(t: torch.Tensor, rows: bool) -> np.ndarray:
-    n, c, h, w = t.shape
-    a = _storage(t)
-    if rows:
-        return a.transpose(0, 2, 3, 1).reshape(n, h * w, c)
-    return a.reshape(n * c, h * w)
+def set_threads(threads: int) -> None:
+    """Numba's pool and the kernels' task count: `threads`, at most NUMBA_NUM_THREADS."""
+    global _threads
+    _threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(_threads)
 
 
 def _whole(units: int, unit_bytes: int, threads: int) -> int:
@@ -106,33 +111,32 @@ def _whole(units: int, unit_bytes: int, threads: int) -> int:
     return units
 
 
-# (channels_last, mode) -> (kernel taking whole units, kernel splitting units across threads)
-_KERNELS = {
-    (False, "forward"): (kernels.forward_planes, kernels.forward_planes_split),
-    (True, "forward"): (kernels.forward_rows, kernels.forward_rows_split),
-    (False, "backward"): (kernels.backward_planes, kernels.backward_planes_split),
-    (True, "backward"): (kernels.backward_rows, kernels.backward_rows_split),
-}
-
-
-def _launch(mode: str, rows: bool, arrays: list[np.ndarray], args: tuple) -> None:
-    """Run the `mode` kernels over views whose first axis is the units (planes, or channels_last
-    samples): runs of whole units, one run per thread, then the units left split across threads.
-    Only the kernels a call needs get compiled: the split ones only when a unit is left over."""
+def _launch(mode: str, rows: bool, tensors: tuple[torch.Tensor, ...], stats: np.ndarray, eps: float) -> None:
+    """Run the `mode` kernels over the tensors (x, y or x, g, dx: same shape, dtype and memory
+    format), passed by address: runs of whole units (NCHW planes, or channels_last samples), one
+    run per thread, then the units left split across threads. Only the kernels a call needs get
+    compiled: the split ones only when a unit is left over. stats: float64 (2, units) for planes,
+    (2, N, C) for samples. (A NumPy view of each tensor cost ~1.4 us, a third of a small call.)"""
     whole_kernel, split_kernel = _KERNELS[rows, mode]
-    units = arrays[0].shape[0]
-    threads = numba.get_num_threads()
-    inputs = 2 if mode == "backward" else 1
-    stream = (inputs + 1) * arrays[0].nbytes >= STREAM_MIN_BYTES or (
-        rows and (inputs + 1) * arrays[0][0].nbytes > ROWS_STREAM_UNIT_BYTES
+    x = tensors[0]
+    like = _ELEMENT.get(x.dtype)
+    if like is None:
+        raise TypeError(f"numba_fused supports float32, float16 and bfloat16 tensors, not {x.dtype}")
+    n, c, h, w = x.shape
+    units, shape = (n, (n, h * w, c)) if rows else (n * c, (n * c, h * w))
+    unit_bytes = x.numel() // units * x.element_size()
+    inputs = len(tensors) - 1
+    stream = len(tensors) * units * unit_bytes >= STREAM_MIN_BYTES or (
+        rows and len(tensors) * unit_bytes > ROWS_STREAM_UNIT_BYTES
     )
-    whole = _whole(units, inputs * arrays[0][0].nbytes, threads)
-    if whole == units:
-        whole_kernel(*arrays, *args, threads, stream)
-        return
+    threads = _threads
+    whole = _whole(units, inputs * unit_bytes, threads)
+    addresses = [t.data_ptr() for t in tensors]
     if whole:
-        whole_kernel(*(a[:whole] for a in arrays), *args, threads, stream)
-    split_kernel(*(a[whole:] for a in arrays), *args, threads, stream)
+        whole_kernel(*addresses, whole, *shape[1:], stats, eps, threads, stream, like)
+    if whole < units:
+        rest = [a + whole * unit_bytes for a in addresses]
+        split_kernel(*rest, units - whole, *shape[1:], stats[:, whole:], eps, threads, stream, like)
 
 
 def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -149,43 +153,40 @@ def _indexable(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x.contiguous(), False
 
 
-def _unit_stats(stats: np.ndarray, rows: bool) -> list[np.ndarray]:
-    """mean and rstd, from one float64 (2, N, C) array, indexed by unit: (N, C) for channels_last
-    samples, (N*C,) for planes."""
-    return [stats[0], stats[1]] if rows else [stats[0].reshape(-1), stats[1].reshape(-1)]
-
-
 def _forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, np.ndarray]:
-    x, rows = _indexable(x)
+    """y, and the float64 statistics in the kernels' form: (2, N*C) for planes, (2, N, C) rows."""
+    return _forward_indexed(*_indexable(x), eps)
+
+
+def _forward_indexed(x: torch.Tensor, rows: bool, eps: float) -> tuple[torch.Tensor, np.ndarray]:
     y = torch.empty_like(x)
-    stats = np.empty((2, x.shape[0], x.shape[1]))
+    n, c = x.shape[:2]
+    stats = np.empty((2, n, c) if rows else (2, n * c))
     if y.numel():
-        _launch("forward", rows, [_view(x, rows), _view(y, rows), *_unit_stats(stats, rows)], (float(eps),))
+        _launch("forward", rows, (x, y), stats, float(eps))
     return y, stats
 
 
 def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y in x's memory format, and the float64 per-plane mean and rstd, each of shape (N, C)."""
     y, stats = _forward(x, eps)
-    stats_t = torch.from_numpy(stats)
+    stats_t = torch.from_numpy(stats).reshape(2, *x.shape[:2])
     return y, stats_t[0], stats_t[1]
 
 
 def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray, eps: float) -> torch.Tensor:
-    x, rows = _indexable(x)
+    return _backward_indexed(*_indexable(x), dy, stats, eps)
+
+
+def _backward_indexed(
+    x: torch.Tensor, rows: bool, dy: torch.Tensor, stats: np.ndarray, eps: float
+) -> torch.Tensor:
     fmt = torch.channels_last if rows else torch.contiguous_format
     if dy.dtype != x.dtype or not dy.is_contiguous(memory_format=fmt):
         dy = dy.to(x.dtype).contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
-    if dy.requires_grad:
-        dy = dy.detach()
     dx = torch.empty_like(x)
     if dx.numel():
-        _launch(
-            "backward",
-            rows,
-            [_view(x, rows), _view(dy, rows), _view(dx, rows), *_unit_stats(stats, rows)],
-            (float(eps),),
-        )
+        _launch("backward", rows, (x, dy, dx), stats, float(eps))
     return dx
 
 
@@ -193,7 +194,10 @@ def backward(
     x: torch.Tensor, dy: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, eps: float
 ) -> torch.Tensor:
     """dL/dx from x, dL/dy and forward's saved statistics (and its eps); dx has x's memory format."""
-    return _backward(x, dy, torch.stack([mean, rstd]).to(torch.float64).numpy(), eps)
+    stats = torch.stack([mean, rstd]).to(torch.float64).contiguous().numpy()
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        stats = stats.reshape(2, -1)
+    return _backward(x, dy, stats, eps)
 
 
 class NumbaInstanceNormFunction(torch.autograd.Function):
@@ -201,9 +205,11 @@ class NumbaInstanceNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, eps):
-        y, stats = _forward(x, eps)
-        ctx.save_for_backward(x)
-        ctx.stats = stats  # float64 (2, N, C): mean and rstd, computed here, never modified
+        xi, rows = _indexable(x)
+        y, stats = _forward_indexed(xi, rows, eps)
+        ctx.save_for_backward(xi)  # x as the kernels read it (detached: the same version counter)
+        ctx.stats = stats  # float64 mean and rstd (see _forward), computed here, never modified
+        ctx.rows = rows
         ctx.eps = eps
         return y
 
@@ -214,7 +220,7 @@ class NumbaInstanceNormFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("numba_fused has no double backward (autograd.grad with create_graph=True)")
         (x,) = ctx.saved_tensors
-        return _backward(x, dy, ctx.stats, ctx.eps), None
+        return _backward_indexed(x, ctx.rows, dy, ctx.stats, ctx.eps), None
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -250,6 +256,6 @@ class NumbaInstanceNorm2d(torch.nn.Module):
 )
 def numba_fused(case):
     # The run's --threads reaches torch through the worker; give Numba's pool the same count.
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    set_threads(torch.get_num_threads())
     eps = float(case.eps)
     return lambda x: instance_norm(x, eps)
