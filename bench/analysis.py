@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from bench import operators
 from bench.cases import DTYPES, LAYOUTS, Shape
 from bench.compare import Change, compare_rows
 from bench.errors import BenchError
 from bench.memory import cache_state
-from bench.reference import CANONICAL, EDGE_CASES, UNSAFE_ABS_ERR
+from bench.reference import UNSAFE_ABS_ERR
 from bench.results import Row, read_envs, read_rows
 from bench.stats import CACHE_RESIDENT_SOL, FAULTING_PER_CALL, copy_gbps_samples, ratio_ci, sol_fraction
 
@@ -576,7 +577,7 @@ def headlines(results: Results, ms: Sequence[Measurement]) -> list[Headline]:
 
 
 def _edge_order(f: EdgeFailure) -> tuple[Any, ...]:
-    return (f.variant, _rank(tuple(EDGE_CASES), f.input_kind), f.layout)
+    return (f.variant, _rank(operators.edge_kinds(), f.input_kind), f.layout)
 
 
 def _copy_median(results: Results, run: str, device: str) -> float | None:
@@ -615,7 +616,7 @@ def where(rows: Iterable[Row | Measurement]) -> tuple[Where, ...]:
             _rank(MODE_ORDER, k[1]),
             _rank(DTYPES, k[2]),
             k[3],
-            _rank(("random", *EDGE_CASES), k[4]),
+            _rank(("random", *operators.edge_kinds()), k[4]),
         ),
     )
     return tuple(
@@ -651,10 +652,11 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
         rows = [r for lab, r in timed if lab == run]
         declared_by_variant: dict[str, set[str]] = defaultdict(set)
         for r in rows:
-            if r.status == "ok" and r.semantics_declared:
+            off_canonical = r.semantics_declared != operators.canonical(r.op)
+            if r.status == "ok" and r.semantics_declared and off_canonical:
                 declared_by_variant[r.variant].add(r.semantics_declared)
         for variant, declared in sorted(declared_by_variant.items()):
-            off = sorted(declared - {CANONICAL})
+            off = sorted(declared)
             if off:
                 vm = [m for m in mine if m.variant == variant]
                 out.append(
@@ -984,7 +986,7 @@ def robustness(results: Results) -> list[Robustness]:
     out = []
     for run, device in sorted({(lab, r.device) for lab, r in edge}):
         rows = [r for lab, r in edge if (lab, r.device) == (run, device)]
-        kinds = sorted({r.input_kind for r in rows}, key=lambda k: (_rank(tuple(EDGE_CASES), k), k))
+        kinds = sorted({r.input_kind for r in rows}, key=lambda k: (_rank(operators.edge_kinds(), k), k))
         layouts = [
             lay
             for lay in (*LAYOUTS, *sorted({r.layout for r in rows} - set(LAYOUTS)))

@@ -1,4 +1,4 @@
-"""Case (shape, dtype, layout, device, mode, eps) and the presets that sweep them."""
+"""Case (operator, shape, dtype, layout, device, mode, eps) and the presets that sweep them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench import operators
 from bench.errors import BenchError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -24,6 +25,23 @@ def shape_text(shape: Shape | tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def op_text(op: str, params: str) -> str:
+    """`instance_norm`, or `group_norm(num_groups=32)`."""
+    return f"{op}({params})" if params else op
+
+
+def params_text(values: dict[str, int]) -> str:
+    """An operator's parameters as a case and a row hold them: `num_groups=32` ("" for none)."""
+    return ",".join(f"{k}={v}" for k, v in values.items())
+
+
+def parse_params(text: str) -> dict[str, int]:
+    """params_text's inverse."""
+    if not text:
+        return {}
+    return {k: int(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+
+
 @dataclass(frozen=True, order=True)
 class CaseKey:
     """What identifies a case across processes and files: resume, worker blame, compare, progress.
@@ -37,19 +55,27 @@ class CaseKey:
     mode: str
     shape: Shape
     input_kind: str = "random"
+    op: str = operators.DEFAULT
+    op_params: str = ""
 
     def text(self) -> str:
-        """`8x3x32x32 float32 NCHW forward` (and `edge:constant` for an edge case), for people."""
+        """`8x3x32x32 float32 NCHW forward` (and `edge:constant` for an edge case, the operator
+        when it is not the default one), for people."""
         kind = "" if self.input_kind == "random" else f" edge:{self.input_kind}"
-        return f"{shape_text(self.shape)} {self.dtype} {self.layout} {self.mode}{kind}"
+        plain = self.op == operators.DEFAULT and not self.op_params
+        op = "" if plain else f"{op_text(self.op, self.op_params)} "
+        return f"{op}{shape_text(self.shape)} {self.dtype} {self.layout} {self.mode}{kind}"
 
     def to_json(self) -> list[Any]:
-        return [self.device, self.dtype, self.layout, self.mode, list(self.shape), self.input_kind]
+        what = [self.device, self.dtype, self.layout, self.mode, list(self.shape)]
+        return [*what, self.input_kind, self.op, self.op_params]
 
     @classmethod
     def from_json(cls, v: list[Any]) -> CaseKey:
-        device, dtype, layout, mode, shape, kind = v
-        return cls(device, dtype, layout, mode, tuple(int(d) for d in shape), kind)  # type: ignore[arg-type]
+        """From to_json's list; lists written before keys named an operator have six items."""
+        device, dtype, layout, mode, shape, kind, *op = v
+        dims = tuple(int(d) for d in shape)
+        return cls(device, dtype, layout, mode, dims, kind, *op)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, order=True)
@@ -76,6 +102,14 @@ class Case:
     eps: float = DEFAULT_EPS
     seed: int = 0
     input_kind: str = "random"  # or an edge case name: then checked once, not timed
+    op: str = operators.DEFAULT  # the operator computed (bench/operators/)
+    # Its parameters besides eps, "name=value" joined by "," in the operator's order ("" for none):
+    # text, so that a case and its key stay hashable and rows compare them as written.
+    op_params: str = ""
+
+    def params(self) -> dict[str, int]:
+        """The operator's parameters besides eps, by name (e.g. {"num_groups": 32})."""
+        return parse_params(self.op_params)
 
     @property
     def numel(self) -> int:
@@ -102,7 +136,8 @@ class Case:
         return f"{shape_text(self.shape)} {self.dtype} {self.layout} {self.mode} {self.device}"
 
     def key(self) -> CaseKey:
-        return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, self.input_kind)
+        kind, op, params = self.input_kind, self.op, self.op_params
+        return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, kind, op, params)
 
 
 # Shapes per preset and device kind. CPU shapes are sized so `make bench` fits a 2-core machine;
@@ -132,6 +167,12 @@ PRESETS: dict[str, dict[str, list[Shape]]] = {
             (8, 128, 128, 128),  # diffusion UNet/VAE block at 128x128
         ],
     },
+    # GroupNorm(32)'s home: diffusion UNet blocks, channels from 320 to 1280 (every C a multiple of
+    # 32), sized for a CPU and, on a GPU, as Stable Diffusion's UNet runs them at 512x512.
+    "unet": {
+        "cpu": [(2, 320, 32, 32), (2, 640, 16, 16), (2, 1280, 8, 8)],
+        "cuda": [(16, 320, 64, 64), (16, 640, 32, 32), (16, 1280, 16, 16), (16, 1280, 8, 8)],
+    },
 }
 
 
@@ -160,3 +201,20 @@ def check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise BenchError(f"unknown {kind} {value!r}; expected one of: {', '.join(allowed)}")
     return value
+
+
+def edge_cases(
+    op: str,
+    device: str,
+    layouts: list[str] | tuple[str, ...],
+    eps: float,
+    dtypes: tuple[str, ...] | None = None,
+) -> list[Case]:
+    """Operator `op`'s edge-case inputs on `device` in each layout (forward); only those of
+    `dtypes` if given."""
+    return [
+        Case(shape, dtype, lay, "forward", device, eps, input_kind=kind, op=op)
+        for kind, (shape, dtype) in operators.get(op).edge_cases.items()
+        if dtypes is None or dtype in dtypes
+        for lay in layouts
+    ]

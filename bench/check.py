@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import TextIO
 
-from bench import frameworks
-from bench.cases import Case, Shape
+from bench import frameworks, operators
+from bench.cases import Case, Shape, edge_cases, op_text, params_text, shape_text
 from bench.errors import BenchError
-from bench.reference import EDGE_CASES, edge_cases
 from bench.registry import Impl, declared_names, describe_source, sources
 from bench.results import Row
 from bench.workers import Limits, discover, run_jobs
-
-# H != W and C differs from both: an implementation that reduces over the wrong axes, or mixes up
-# NCHW and NHWC, gets a different answer; 48-pixel planes keep biased and unbiased std 1 % apart.
-CHECK_SHAPES: list[Shape] = [(2, 3, 6, 8)]
 
 
 def find_impl(name: str, found: list, threads: int, limits: Limits) -> Impl:  # type: ignore[type-arg]
@@ -54,9 +50,12 @@ def plan_checks(
     shapes: list[Shape] | None,
     eps: float,
     edge: bool,
+    params: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[list[tuple[Impl, str | None, Case]], list[str]]:
-    """Every declared (mode, dtype, layout) the filters leave, on each device and worker backend."""
+    """Every declared (mode, dtype, layout) the filters leave, on each device and worker backend,
+    for each of the operator parameter values asked for (the operator's defaults otherwise)."""
     notes: list[str] = []
+    op = operators.get(impl.op)
     fw = frameworks.get(impl.framework)
     kinds = [d.split(":")[0] for d in devices]
     if not any(k in impl.devices for k in kinds):
@@ -84,20 +83,32 @@ def plan_checks(
         if kind not in impl.devices:
             notes.append(f"{device}: not declared (declares {', '.join(impl.devices)})")
             continue
-        cases = [
-            Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=eps)
-            for m in mds
-            for d in dts
-            for lay in lays
-            for s in shapes or CHECK_SHAPES
-        ]
+        cases: list[Case] = []
+        for values in op.variants(params or {}):
+            text = params_text(values)
+            chosen = shapes or list(op.check_shapes)
+            notes += [
+                f"{op_text(op.name, text)} {shape_text(s)}: not checked ({op.unplannable(s, values)})"
+                for s in chosen
+                if op.unplannable(s, values)
+            ]
+            cases += [
+                Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=eps, op=op.name, op_params=text)
+                for m in mds
+                for d in dts
+                for lay in lays
+                for s in chosen
+                if not op.unplannable(s, values)
+            ]
+            if edge and "forward" in impl.modes:
+                edges = edge_cases(op.name, device, lays, eps, impl.dtypes)
+                cases += [replace(c, op_params=text) for c in edges if not op.unplannable(c.shape, values)]
         if edge and "forward" in impl.modes:
             notes += [
                 f"edge case {kind} needs {dtype}, not declared: not checked"
-                for kind, (_, dtype) in EDGE_CASES.items()
+                for kind, (_, dtype) in op.edge_cases.items()
                 if dtype not in impl.dtypes
             ]
-            cases += edge_cases(device, lays, eps, impl.dtypes)
         jobs += [(impl, b, c) for b in backends for c in cases]
     return jobs, notes
 
@@ -177,6 +188,8 @@ def check(
     shapes: list[Shape] | None = None,
     eps: float = 1e-5,
     edge: bool = True,
+    ops: tuple[str, ...] | None = None,
+    params: dict[str, tuple[int, ...]] | None = None,
     impl_paths: list[str] | tuple[str, ...] = (),
     impl_modules: list[str] | tuple[str, ...] = (),
     out: TextIO = sys.stdout,
@@ -185,10 +198,12 @@ def check(
     threads = os.cpu_count() or 1
     found = sources(impl_paths, impl_modules)
     impl = find_impl(name, found, threads, limits)
+    if ops and impl.op not in ops:
+        raise BenchError(f"{impl.name} computes {impl.op}, not {' or '.join(ops)}")
     if impl.unavailable:
         print(f"{impl.name} ({describe_source(impl.source)}): unavailable: {impl.unavailable}", file=out)
         print("verdict: WRONG: the implementation cannot be loaded", file=out)
         return 1
-    jobs, notes = plan_checks(impl, devices, dtypes, layouts, modes, shapes, eps, edge)
+    jobs, notes = plan_checks(impl, devices, dtypes, layouts, modes, shapes, eps, edge, params or {})
     result = run_jobs(jobs, found, task="check", threads=threads, limits=limits)
     return print_verdict(impl, result.rows, notes, out)

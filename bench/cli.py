@@ -57,6 +57,42 @@ def parse_seconds(text: str | None, option: str) -> float | None:
     return parse_positive(text, option, " of seconds")
 
 
+def operator_params() -> dict[str, str]:
+    """Every operator's parameters (name -> the operators that take it), each a repeatable option
+    of run and check: num_groups is --num-groups."""
+    from bench import operators
+
+    found: dict[str, list[str]] = {}
+    for op in operators.operators().values():
+        for name in op.params:
+            found.setdefault(name, []).append(op.name)
+    return {name: ", ".join(ops) for name, ops in found.items()}
+
+
+def add_param_args(p: argparse.ArgumentParser) -> None:
+    for name, ops in operator_params().items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, action="append", default=None, metavar="N", help=f"{ops} parameter (repeatable)")
+
+
+def param_options(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """The operator parameter values given (--num-groups 32 --num-groups 1), validated."""
+    given = {}
+    for name in operator_params():
+        values = getattr(args, name, None)
+        if values:
+            flag = "--" + name.replace("_", "-")
+            given[name] = tuple(dict.fromkeys(parse_count(v, flag) for v in values))
+    return given
+
+
+def parse_ops(names: list[str]) -> tuple[str, ...]:
+    """--op's operators, each checked (an unknown one: a BenchError naming the known ones)."""
+    from bench import operators
+
+    return tuple(dict.fromkeys(check_choice("operator", n, tuple(operators.operators())) for n in names))
+
+
 def parse_eps(text: str | None) -> float | None:
     return parse_positive(text, "--eps")
 
@@ -73,10 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="only these (only their files are imported)",
     )
+    ls.add_argument("--op", action="append", default=None, metavar="NAME", help="only these operators'")
     add_source_args(ls)
 
     run = sub.add_parser("run", help="measure implementations and append rows to a results file")
     run.add_argument("--impl", action="append", default=None, metavar="GLOB", help="implementation name glob")
+    run.add_argument(
+        "--op",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="operator (repeatable; default: every operator a chosen implementation computes)",
+    )
+    add_param_args(run)
     run.add_argument(
         "--device", default=None, help="cpu | cuda | cuda:N | auto (default: cpu, and cuda if present)"
     )
@@ -135,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="correctness, semantics and edge cases of one implementation, untimed")
     chk.add_argument("impl", help="implementation name (see `python -m bench list`)")
     chk.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    chk.add_argument("--op", action="append", default=None, metavar="NAME", help="the operator it computes")
+    add_param_args(chk)
     chk.add_argument("--dtype", action="append", default=None, help="default: every declared dtype")
     chk.add_argument("--layout", action="append", default=None, help="default: every declared layout")
     chk.add_argument("--mode", action="append", default=None, help="default: every declared mode")
@@ -266,6 +313,11 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
     given: dict[str, Any] = {}
     if args.impl:
         given["impl_globs"] = tuple(args.impl)
+    if args.op:
+        given["ops"] = parse_ops(args.op)
+    params = param_options(args)
+    if params:
+        given["params"] = params
     if args.device:
         given["devices"] = tuple(resolve_devices(args.device, gpus))
     if args.preset:
@@ -553,7 +605,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     impls = {**disc.impls, **{f"{d.name} ({d.source})": d for d in disc.duplicates}}
     if only is not None:
         impls = {k: i for k, i in impls.items() if i.name in only}
-    header = ("name", "framework", "backends", "layouts", "semantics", "source", "status")
+    if args.op:
+        ops = parse_ops(args.op)
+        impls = {k: i for k, i in impls.items() if i.op in ops}
+    header = ("name", "operator", "framework", "backends", "layouts", "semantics", "source", "status")
     table = [header]
     for name in sorted(impls):
         i = impls[name]
@@ -561,6 +616,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.append(
             (
                 i.name,
+                i.op,
                 i.framework or "-",
                 ",".join(i.backends),
                 ",".join(i.layouts) or "-",
@@ -606,6 +662,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         shapes=shapes,
         eps=eps,
         edge=not args.no_edge,
+        ops=parse_ops(args.op) if args.op else None,
+        params=param_options(args),
         impl_paths=args.impl_path,
         impl_modules=args.impl_module,
         limits=limits,

@@ -33,7 +33,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
-from bench import environment
+from bench import environment, operators
 from bench.cases import DTYPES, LAYOUTS, MODES
 from bench.errors import BenchError
 from bench.frameworks import frameworks
@@ -79,6 +79,7 @@ class Impl:
     layout_copy: tuple[str, ...] = ()  # layouts in which it copies the input internally (timed)
     compiled_from: str | None = None  # its eager counterpart, for compile break-even
     roles: tuple[str, ...] = ()  # from ROLES
+    op: str = operators.DEFAULT  # the operator it computes (bench/operators/)
     description: str = ""
     source: str = ""  # Source.label() of the file, module or plugin that registered it
     unavailable: str | None = None
@@ -143,6 +144,7 @@ def register(
     compiled_from: str | None = None,
     roles: tuple[str, ...] | str = (),
     name: str | None = None,
+    op: str = operators.DEFAULT,
 ) -> Callable[[Builder], Builder]:
     """Register a builder `(case) -> callable`; the callable takes the input in the case's layout.
 
@@ -152,7 +154,10 @@ def register(
     the variance) or "std" (eps added to the standard deviation). `compiled_from` names the eager
     implementation this one compiles (the report's break-even pairs them); `roles` are facts the
     report reads: "article" for the article's snippets, "baseline" for the heatmaps' reference.
+    `op` names the operator it computes (a file in bench/operators/; a string literal, read like
+    `framework`): InstanceNorm unless it says otherwise.
     """
+    operators.get(op)
     known = frameworks()
     if framework not in known:
         raise BenchError(f"unknown framework {framework!r}; expected one of: {', '.join(known)}")
@@ -189,6 +194,7 @@ def register(
             layout_copy=tuple(layout_copy),
             compiled_from=compiled_from,
             roles=role_tuple,
+            op=op,
             description=doc[0] if doc else "",
             source=_label_of(module, builder.__module__),
             builder=builder,
@@ -221,6 +227,7 @@ def _label_of(module: Any, module_name: str) -> str:
 class Declaration:
     name: str
     framework: str
+    op: str = operators.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -256,13 +263,13 @@ class Source:
         return {
             "kind": self.kind,
             "ref": self.ref,
-            "declared": [[d.name, d.framework] for d in self.declared],
+            "declared": [[d.name, d.framework, d.op] for d in self.declared],
             "problem": self.problem,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Source:
-        declared = tuple(Declaration(n, f) for n, f in d["declared"])
+        declared = tuple(Declaration(*v) for v in d["declared"])  # [name, framework(, op)]
         return cls(d["kind"], d["ref"], declared, d["problem"])
 
 
@@ -273,7 +280,7 @@ _PARSE_LOCK = threading.Lock()
 
 
 def declarations(text: str, stem: str) -> tuple[tuple[Declaration, ...], str]:
-    """The (name, framework) of every `@register(...)`-decorated function in a module's source."""
+    """The (name, framework, op) of every `@register(...)`-decorated function in a module's source."""
     try:
         with _PARSE_LOCK:
             tree = ast.parse(text)
@@ -289,16 +296,25 @@ def declarations(text: str, stem: str) -> tuple[tuple[Declaration, ...], str]:
             if called != "register" or not isinstance(dec, ast.Call):
                 continue
             kw = {k.arg: k.value for k in dec.keywords if k.arg}
-            fw, name = kw.get("framework"), kw.get("name")
+            fw, name, op = kw.get("framework"), kw.get("name"), kw.get("op")
             if not (isinstance(fw, ast.Constant) and isinstance(fw.value, str)):
                 return (), f"@register(framework=...) of {node.name} must be a string literal"
+            if op is not None and not (isinstance(op, ast.Constant) and isinstance(op.value, str)):
+                return (), f"@register(op=...) of {node.name} must be a string literal"
             impl_name = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
-            found.append(Declaration(impl_name or node.name, fw.value))
+            op_name = (
+                op.value if isinstance(op, ast.Constant) and isinstance(op.value, str) else operators.DEFAULT
+            )
+            found.append(Declaration(impl_name or node.name, fw.value, op_name))
     if found:
         known = frameworks()
         unknown = [d.framework for d in found if d.framework not in known]
         if unknown:
             return (), f"unknown framework {unknown[0]!r}; expected one of: {', '.join(known)}"
+        ops = operators.operators()
+        unknown = [d.op for d in found if d.op not in ops]
+        if unknown:
+            return (), f"unknown operator {unknown[0]!r}; expected one of: {', '.join(ops)}"
         return tuple(found), ""
     # Files of old plugins may register in other ways: their name's prefix still tells the framework.
     prefix = stem.split("_", 1)[0]
@@ -639,9 +655,13 @@ def _memo_secret(folder: Path) -> bytes:
 
 
 def unavailable_impl(source: Source, framework: str, reason: str, name: str | None = None) -> Impl:
+    """An implementation that cannot be loaded, with the operator its source declares for it."""
     fw = frameworks().get(framework)
+    impl_name = name or source.stem
+    op = next((d.op for d in source.declared if d.name == impl_name), operators.DEFAULT)
     return Impl(
-        name=name or source.stem,
+        name=impl_name,
+        op=op,
         framework=framework,
         layouts=(),
         std="?",

@@ -21,12 +21,11 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from bench import analysis
+from bench import analysis, operators
 from bench.analysis import Analysis, Results, Where
 from bench.cases import shape_text
 from bench.errors import BenchError
 from bench.frameworks import frameworks
-from bench.reference import CANONICAL, EDGE_CASES
 from bench.stats import LIMIT_NOISE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,8 +204,8 @@ def render_page(
             title=title,
             a=a,
             plots=plots,
-            canonical=CANONICAL,
-            edge_cases=list(EDGE_CASES),
+            canonical=operators.canonical(operators.DEFAULT),
+            edge_cases=list(operators.edge_kinds()),
             noisy=analysis.NOISY_REL_IQR,
             small_plane=analysis.SMALL_PLANE,
             cache_sol=analysis.CACHE_RESIDENT_SOL,

@@ -21,10 +21,11 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bench import operators
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3  # bump on any change to Row; say why in CHANGELOG.md
+SCHEMA_VERSION = 4  # bump on any change to Row; say why in CHANGELOG.md
 ENV_SCHEMA_VERSION = 2
 # "stopped": a signal to the whole run (Ctrl-C, scancel, a time limit) ended it while this was
 # measured; not a result: --resume measures it again, and a later row of the same key replaces it.
@@ -57,7 +58,9 @@ class Row:
     device_name: str = ""
     threads: int = 0
     eps: float = 0.0
-    input_kind: str = "random"  # or an edge case (bench.reference.EDGE_CASES): checked, not timed
+    input_kind: str = "random"  # or one of its operator's edge cases: checked, not timed
+    op: str = operators.DEFAULT  # the operator computed (bench/operators/)
+    op_params: str = ""  # its parameters besides eps, "name=value" joined by "," (bench.cases.Case)
     settings: str = ""  # measurement settings (budgets, cache policy)
     # what the implementation declared at registration, carried so the report reads facts, not names
     roles: tuple[str, ...] = ()  # e.g. "article" (a snippet of the article), "baseline"
@@ -120,7 +123,16 @@ class Row:
         return variant(self.impl, self.framework, self.backend)
 
     def case_key(self) -> CaseKey:
-        return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, self.input_kind)
+        return CaseKey(
+            self.device,
+            self.dtype,
+            self.layout,
+            self.mode,
+            self.shape,
+            self.input_kind,
+            self.op,
+            self.op_params,
+        )
 
     def key(self) -> MeasurementKey:
         """The measurement's identity: what resume, blame, compare and merge match on."""
@@ -173,7 +185,12 @@ def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "schema_version": 3}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(d: dict[str, Any]) -> dict[str, Any]:
+    """v3 rows came from normbench's only operator then, InstanceNorm (no parameters besides eps)."""
+    return {**d, "op": operators.DEFAULT, "op_params": "", "schema_version": 4}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 # The built-in kernels written for normbench declared the "own" role only after their first rows

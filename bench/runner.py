@@ -18,12 +18,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment, frameworks, memory, shards, stats
-from bench.cases import Case, MeasurementKey, Shape, device_kind, preset_shapes
+from bench import environment, frameworks, memory, operators, shards, stats
+from bench.cases import (
+    Case,
+    MeasurementKey,
+    Shape,
+    device_kind,
+    edge_cases,
+    op_text,
+    params_text,
+    preset_shapes,
+    shape_text,
+)
 from bench.errors import BenchError
 from bench.locks import RunLock
 from bench.progress import Progress, for_stream, group_summary
-from bench.reference import edge_cases
 from bench.registry import Impl, Source, declared_names, sources
 from bench.results import ResultsWriter, Row, read_envs, read_rows, write_env
 from bench.timing import TimingSettings
@@ -57,6 +66,9 @@ class RunConfig:
     """
 
     impl_globs: tuple[str, ...] = ("*",)
+    ops: tuple[str, ...] = ()  # empty: every operator a chosen implementation computes
+    # operator parameter -> the values to measure (e.g. num_groups: (32, 1)); absent: its default
+    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
     devices: tuple[str, ...] = ("cpu",)
     preset: str = "quick"
     shapes: tuple[Shape, ...] = ()  # empty: the preset's for each device
@@ -89,11 +101,13 @@ class RunConfig:
     def from_json(cls, d: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        for k in ("impl_globs", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules"):
+        for k in ("impl_globs", "ops", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         if "groups" in kw:
             kw["groups"] = tuple(kw["groups"])
+        if "params" in kw:
+            kw["params"] = {k: tuple(v) for k, v in kw["params"].items()}
         if "shapes" in kw:
             kw["shapes"] = tuple(tuple(s) for s in kw["shapes"])
         if "settings" in kw:
@@ -108,6 +122,8 @@ class Plan:
     groups: list[WorkerSpec]
     direct: list[Row]
     impls: dict[str, Impl]
+    ops: tuple[str, ...] = ()  # the operators it measures (plan_ops)
+    unplanned: tuple[str, ...] = ()  # why some (operator, parameters, shape) are not measured
 
     @property
     def measurements(self) -> int:
@@ -124,15 +140,49 @@ def select_impls(all_impls: dict[str, Impl] | set[str], globs: tuple[str, ...]) 
     return list(chosen)
 
 
-def cases(cfg: RunConfig, device: str) -> list[Case]:
+def plan_ops(cfg: RunConfig, impls: dict[str, Impl], chosen: list[str]) -> tuple[str, ...]:
+    """The operators a run measures: --op's, or every operator a chosen implementation computes."""
+    if cfg.ops:
+        return cfg.ops
+    computed = {impls[name].op for name in chosen}
+    return tuple(op for op in operators.operators() if op in computed)
+
+
+def cases(cfg: RunConfig, device: str, ops: tuple[str, ...] | None = None) -> list[Case]:
+    """The run's cases on `device`: per operator (`ops`; default: the run's --op, else the default
+    operator) and parameter values, each shape it can take."""
+    return _cases(cfg, device, ops or cfg.ops or (operators.DEFAULT,))[0]
+
+
+def unplanned(cfg: RunConfig, device: str, ops: tuple[str, ...]) -> list[str]:
+    """Why some shapes are not measured with some operator parameters, one line each."""
+    return _cases(cfg, device, ops)[1]
+
+
+def _cases(cfg: RunConfig, device: str, ops: tuple[str, ...]) -> tuple[list[Case], list[str]]:
     shapes = list(cfg.shapes) or preset_shapes(cfg.preset, device)
-    found = [
-        Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps)
-        for s, m, d, lay in itertools.product(shapes, cfg.modes, cfg.dtypes, cfg.layouts)
-    ]
-    if cfg.edge:
-        found += edge_cases(device, cfg.layouts, cfg.eps)
-    return found
+    found: list[Case] = []
+    skipped: list[str] = []
+    for op in ops:
+        operator = operators.get(op)
+        for values in operator.variants(cfg.params):
+            text = params_text(values)
+            planned = [s for s in shapes if not operator.unplannable(s, values)]
+            skipped += [
+                f"{op_text(op, text)} {shape_text(s)}: not planned ({operator.unplannable(s, values)})"
+                for s in shapes
+                if s not in planned
+            ]
+            found += [
+                Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps, op=op, op_params=text)
+                for s, m, d, lay in itertools.product(planned, cfg.modes, cfg.dtypes, cfg.layouts)
+            ]
+            if cfg.edge:
+                edges = edge_cases(op, device, cfg.layouts, cfg.eps)
+                found += [
+                    replace(c, op_params=text) for c in edges if not operator.unplannable(c.shape, values)
+                ]
+    return found, skipped
 
 
 def case_buffers(cfg: RunConfig, case: Case, rotation_bytes: int) -> memory.Buffers | None:
@@ -169,11 +219,14 @@ def make_plan(
     known = frameworks.frameworks()
     groups: dict[tuple[str, str | None, str], list[tuple[Case, str]]] = {}
     direct: list[Row] = []
+    ops = plan_ops(cfg, impls, chosen)
     for device in cfg.devices:
-        for case in cases(cfg, device):
+        for case in cases(cfg, device, ops):
             fits = case_buffers(cfg, case, rotation.get(device, 0)) is not None
             for name in chosen:
                 impl = impls[name]
+                if impl.op != case.op:
+                    continue  # another operator's case: not this implementation's to measure
                 fw = known.get(impl.framework)
                 group_backends = fw.expand(impl.backends) if fw else (None,)
                 for backend in group_backends:
@@ -205,7 +258,8 @@ def make_plan(
         )
         for (fw_name, backend, device), pairs in groups.items()
     ]
-    return Plan(specs, direct, impls)
+    unplanned_lines = tuple(line for device in cfg.devices for line in unplanned(cfg, device, ops))
+    return Plan(specs, direct, impls, ops, unplanned_lines)
 
 
 def max_rotation_bytes(device: str, max_memory: int = 0) -> int:
@@ -366,6 +420,8 @@ class Run(Listener):
             self.display.start(self.total)
             for row in direct:
                 self.write(row)
+            for line in plan.unplanned:
+                self.say(line)
             if direct:
                 self.say(
                     f"not run: {len(direct)} rows unavailable (implementation not installed, or it does not "
@@ -418,7 +474,7 @@ class Run(Listener):
             self.env["shard"] = self.cfg.shard
         if self.cfg.groups:
             self.env["groups"] = list(self.cfg.groups)
-        order = [c.key() for device in self.cfg.devices for c in cases(self.cfg, device)]
+        order = [c.key() for device in self.cfg.devices for c in cases(self.cfg, device, plan.ops)]
         return shards.restrict(plan, order, shard=self.cfg.shard, groups=self.cfg.groups)
 
     def _remaining(self, plan: Plan) -> tuple[list[Row], list[WorkerSpec]]:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench import operators
 from bench.cases import DTYPES, LAYOUTS, MODES, PRESETS, check_choice, parse_shape
 from bench.errors import BenchError
 from bench.registry import check_impl_paths
@@ -83,6 +84,23 @@ def _settings(value: Any) -> TimingSettings:
     return settings
 
 
+def _params(value: Any) -> dict[str, tuple[int, ...]]:
+    """Operator parameter values: {name: [positive integers]}, each name some operator's."""
+    known = {name for op in operators.operators().values() for name in op.params}
+    if not isinstance(value, dict):
+        raise BenchError(f"bad params {value!r}; expected {{name: [positive integers]}}")
+    out = {}
+    for name, values in value.items():
+        if name not in known:
+            raise BenchError(
+                f"unknown operator parameter {name!r}; expected one of: {', '.join(sorted(known))}"
+            )
+        if not isinstance(values, list) or not values:
+            raise BenchError(f"bad {name} {values!r}; expected a list of positive integers")
+        out[name] = tuple(_count(v, name, 1, 2**31) for v in values)
+    return out
+
+
 def run_config(d: Any, where: str, gpus: int | None = None) -> Any:
     """The RunConfig stored in `where` (a sidecar, a manifest), checked field by field as the command
     line checks the same options; `gpus`: how many GPUs the measuring machine has (None: this one's)."""
@@ -96,6 +114,12 @@ def run_config(d: Any, where: str, gpus: int | None = None) -> Any:
         for name in ("impl_globs", "impl_modules", "groups"):
             if name in d:
                 kw[name] = _strings(d[name], name)
+        if "ops" in d:
+            kw["ops"] = tuple(
+                check_choice("operator", v, tuple(operators.operators())) for v in _strings(d["ops"], "ops")
+            )
+        if "params" in d:
+            kw["params"] = _params(d["params"])
         if "devices" in d:
             kw["devices"] = tuple(_device(v, gpus) for v in _strings(d["devices"], "devices"))
         if "preset" in d:

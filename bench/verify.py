@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import operators
 from bench.cases import Case, CaseKey
-from bench.reference import TOLERANCE, make_input, make_upstream_grad, normalize, normalize_grad
 
 PLANES_PER_SAMPLE = 4
 POSITIONS_PER_PLANE = 64
@@ -86,9 +86,9 @@ class CaseTruth:
     sampled positions, for any buffer and semantics, from the planes it needs alone."""
 
     def __init__(self, case: Case) -> None:
-        self.case = case
-        self.x = round_to(make_input(case), case.dtype)
-        self.g = round_to(make_upstream_grad(case), case.dtype) if case.mode != "forward" else None
+        self.case, self.op = case, operators.get(case.op)
+        self.x = round_to(self.op.make_input(case), case.dtype)
+        self.g = round_to(self.op.make_upstream_grad(case), case.dtype) if case.mode != "forward" else None
 
     def expected(self, semantics: str, buffer: int, round_no: int, what: str) -> np.ndarray:
         """Reference values of the output (`what` = "y") or input gradient ("dx") of `buffer`."""
@@ -97,16 +97,17 @@ class CaseTruth:
         flat = self.x.reshape(n * c, h * w)
         out = np.empty(len(idx[0]))
         plane_of = idx[0] * c + idx[1]
-        eps = self.case.eps
         for p in np.unique(plane_of):
             at = plane_of == p
-            z = _planes_of(flat, np.array([p]), buffer).reshape(1, 1, h, w)
+            ids, part = self.op.support(self.case, int(p))
+            z = _planes_of(flat, ids, buffer).reshape(1, len(ids), h, w)
+            j = int(np.searchsorted(ids, p))
             if what == "y":
-                ref = normalize(z, eps, semantics)[0, 0]
+                ref = self.op.reference(z, part).output(semantics)[0, j]
             else:
                 assert self.g is not None
-                g = self.g.reshape(n * c, h, w)[p][None, None]
-                ref = normalize_grad(z, g, eps, semantics)[0, 0]
+                g = self.g.reshape(n * c, h, w)[ids][None]
+                ref = self.op.reference(z, part, g).grad(semantics)[0, j]
             out[at] = ref[idx[2][at], idx[3][at]]
         return out
 
@@ -179,7 +180,7 @@ class Verifier:
         for what, got in checked:
             want = truth.expected(self.semantics[impl], event.buffer, event.round_no, what)
             err = compare(got, want, key.dtype)
-            tol = TOLERANCE[key.dtype]
+            tol = truth.op.tolerance[key.dtype]
             if err is not None and err > tol and event.when == "held":
                 j.reused = True  # right when returned (its timed sample said so), overwritten since
                 return

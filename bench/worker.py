@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import environment, memory, reference, verify
+from bench import environment, memory, operators, reference, verify
 from bench.cases import Case, device_kind
 from bench.frameworks import Adapter, OutputError, make_adapter
 from bench.guard import Guard, Tampered
@@ -126,6 +126,8 @@ class ChildMeasurer:
             "shape": list(case.shape),
             "eps": case.eps,
             "input_kind": case.input_kind,
+            "op": case.op,
+            "op_params": case.op_params,
             "roles": list(impl.roles),
             "compiled_from": impl.compiled_from or "",
             "semantics_declared": impl.semantics,
@@ -148,8 +150,9 @@ class ChildMeasurer:
         ad = self.adapter
         emit(Begin("inputs", case=case.key()))
         try:
-            x64 = reference.make_input(case)
-            g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
+            op = operators.get(case.op)
+            x64 = op.make_input(case)
+            g64 = op.make_upstream_grad(case) if case.mode != "forward" else None
             buffers = memory.plan_buffers(
                 case.numel, case.itemsize, case.mode, device_kind(case.device) == "cpu", self.rotation_bytes,
                 self.settings.warm_cache, self.spec.max_memory_bytes,
@@ -169,7 +172,7 @@ class ChildMeasurer:
             self.layouts = list(range(len(xs)))  # which of bench.verify's layouts each buffer holds
             self.fresh_layouts = 0
             self.x64, self.pristine = x64, pristine
-            ref = reference.CaseReference(x_seen, case.eps, g_seen)  # shared by every implementation
+            ref = op.reference(x_seen, case, g_seen)  # shared by every implementation
         except BaseException as exc:  # noqa: BLE001  MemoryError included: a row, not a crash
             for name in names:
                 base = self.base(self.impls[name], case)
@@ -269,7 +272,7 @@ class ChildMeasurer:
         case: Case,
         base: dict[str, Any],
         xs: list[Any],
-        ref: reference.CaseReference,
+        ref: operators.Reference,
         g64: np.ndarray | None,
         pristine: Any,
     ) -> Prepared:
@@ -387,12 +390,12 @@ class ChildMeasurer:
         fn: Callable[[Any], Any],
         case: Case,
         xs: list[Any],
-        ref: reference.CaseReference,
+        ref: operators.Reference,
         out: Any,
     ) -> dict[str, Any]:
         """Errors against the float64 reference of the declared semantics, what it really computes,
-        and how far that is from canonical InstanceNorm."""
-        ad, declared = self.adapter, impl.semantics
+        and how far that is from the operator's canonical definition."""
+        ad, declared, op = self.adapter, impl.semantics, operators.get(case.op)
         if case.mode == "train":
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise OutputError(f"train call returned {type(out).__name__}; expected (output, gradient)")
@@ -404,7 +407,7 @@ class ChildMeasurer:
         y64 = ad.to_numpy(y, case, "output")
         if declared == reference.COPY:  # a calibration: its answer is its input, nothing to detect
             same = reference.accuracy(y64, ref.output(declared)).max_rel_err
-            ok = same is not None and same <= reference.TOLERANCE[case.dtype]
+            ok = same is not None and same <= op.tolerance[case.dtype]
             detected = reference.Detected("copy", ("copy",)) if ok else reference.Detected("other", ())
         else:
             detected = ref.detect(y64, case.dtype)
@@ -416,11 +419,11 @@ class ChildMeasurer:
             dx64 = ad.to_numpy(dx, case, "gradient")
             accs.append(reference.accuracy(dx64, ref.grad(declared)))
             dtypes.append(ad.dtype_name(dx))
-        canonical = reference.accuracy(y64, ref.output(reference.CANONICAL))
+        canonical = reference.accuracy(y64, ref.output(op.canonical))
         abs_errs = [a.max_abs_err for a in accs if a.max_abs_err is not None]
         rel_errs = [a.max_rel_err for a in accs if a.max_rel_err is not None]
         nonfinite = sum(a.nonfinite_outputs for a in accs)
-        tol = reference.TOLERANCE[case.dtype]
+        tol = op.tolerance[case.dtype]
         max_rel = max(rel_errs) if len(rel_errs) == len(accs) else None
         wrong_dtype = next((d for d in dtypes if d != case.dtype), None)
         correct = nonfinite == 0 and max_rel is not None and max_rel <= tol and wrong_dtype is None
@@ -449,7 +452,8 @@ class ChildMeasurer:
         Each implementation gets its own tensor, so none sees another's in-place writes."""
         ad = self.adapter
         emit(Begin("inputs", case=case.key()))
-        x64 = reference.make_edge_input(case.input_kind, case)
+        op = operators.get(case.op)
+        x64 = op.make_edge_input(case.input_kind, case)
         for name in names:
             impl = self.impls[name]
             fields = self.base(impl, case)
@@ -460,8 +464,8 @@ class ChildMeasurer:
                 x_seen = ad.to_numpy(x, case, "input")
                 y64 = ad.to_numpy(ad.finish(ad.forward_once(impl.builder(case), x), self.device), case)
                 self.guard.raise_if_changed("on an edge case")
-                acc = reference.accuracy(y64, reference.edge_reference(x_seen, case.eps, impl.semantics))
-                tol = reference.edge_tolerance(case.input_kind, case.dtype)
+                acc = reference.accuracy(y64, op.edge_reference(x_seen, case, impl.semantics))
+                tol = op.edge_tolerance(case.input_kind, case.dtype)
                 err = acc.max_abs_err
                 if acc.nonfinite_outputs or err is None or err > reference.UNSAFE_ABS_ERR:
                     verdict = "unsafe"

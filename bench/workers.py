@@ -453,6 +453,8 @@ def unrun_row(impl: Impl, backend: str, case: Case | CaseKey, status: str, messa
         message=message,
         eps=case.eps if isinstance(case, Case) else 0.0,
         input_kind=key.input_kind,
+        op=key.op,
+        op_params=key.op_params,
         roles=impl.roles,
         compiled_from=impl.compiled_from or "",
         semantics_declared=impl.semantics if impl.layouts else "",

@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from bench import (  # noqa: E402
     memory,  # noqa: E402
-    reference,
+    operators,
     registry,
 )
 from bench.cases import Case, parse_shape, shape_text  # noqa: E402
@@ -96,8 +96,9 @@ def measure(name: str, case: Case, calls: int, settings: Any) -> dict[str, Any]:
     impl = registry.get(name)
     adapter = make_adapter(impl.framework, None)
     adapter.setup(torch.get_num_threads(), case.device)
-    x64 = reference.make_input(case)
-    g64 = reference.make_upstream_grad(case) if case.mode != "forward" else None
+    op = operators.get(case.op)
+    x64 = op.make_input(case)
+    g64 = op.make_upstream_grad(case) if case.mode != "forward" else None
     nbuf = memory.plan_buffers(
         case.numel, case.itemsize, case.mode, False, 2 * adapter.cache_bytes(case.device), False, 0
     ).count  # type: ignore[union-attr]

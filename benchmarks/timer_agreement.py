@@ -22,8 +22,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torch.utils.benchmark as tb  # noqa: E402
 
+from bench import operators  # noqa: E402
 from bench.cases import Case  # noqa: E402
-from bench.reference import make_input  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 
 SHAPES = [(8, 64, 28, 28), (8, 64, 56, 56), (2, 64, 128, 128)]
@@ -63,7 +63,7 @@ def main() -> int:
     print(f"{'shape':>18} {'normbench':>12} {'Timer':>12} {'ratio':>7}  (threads {args.threads})")
     worst = 0.0
     for shape in SHAPES:
-        x = torch.from_numpy(make_input(Case(shape=shape))).float()
+        x = torch.from_numpy(operators.get(Case(shape=shape).op).make_input(Case(shape=shape))).float()
         timer = tb.Timer(
             "F.group_norm(x, c, eps=1e-5)", globals={"F": F, "x": x, "c": shape[1]}, num_threads=args.threads
         )

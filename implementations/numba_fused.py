@@ -118,13 +118,17 @@ def _whole(units: int, unit_bytes: int, threads: int) -> int:
     return units
 
 
-def _launch(mode: str, rows: bool, tensors: tuple[torch.Tensor, ...], stats: np.ndarray, eps: float) -> None:
+def _launch(
+    mode: str, rows: bool, tensors: tuple[torch.Tensor, ...], stats: np.ndarray, eps: float, per: int = 1
+) -> None:
     """Run the `mode` kernels over the tensors (x, y or x, g, dx: same shape, dtype and memory
-    format), passed by address: runs of whole units (NCHW planes, or channels_last samples), one
-    run per thread, then the units left split across threads. Only the kernels a call needs get
-    compiled: the split ones only when a unit is left over. stats: float64 (2, units) for planes,
-    (2, N, C) for samples. A NumPy view of each tensor cost ~1.4 us, a sixth of a small call (the
-    best built-in's whole forward at 8x3x32x32 is ~8 us); this function costs ~1 us itself."""
+    format), passed by address: runs of whole units (NCHW groups of `per` planes, or channels_last
+    samples), one run per thread, then the units left split across threads. Only the kernels a
+    call needs get compiled: the split ones only when a unit is left over. stats: float64 (2,
+    units) for planes, (2, N, C) for samples. NCHW GroupNorm is the same kernels: a group of `per`
+    consecutive planes is one contiguous span, normalized as one unit. A NumPy view of each tensor
+    cost ~1.4 us, a sixth of a small call (the best built-in's whole forward at 8x3x32x32 is
+    ~8 us); this function costs ~1 us itself."""
     whole_kernel, split_kernel = _KERNELS[rows, mode]
     x = tensors[0]
     element = _ELEMENT.get(x.dtype)
@@ -133,9 +137,11 @@ def _launch(mode: str, rows: bool, tensors: tuple[torch.Tensor, ...], stats: np.
     like, itemsize = element
     n, c, h, w = x.shape
     if rows:
+        if per != 1:
+            raise ValueError("numba_fused normalizes channels_last groups of one channel only")
         units, shape, unit_bytes = n, (h * w, c), h * w * c * itemsize
     else:
-        units, shape, unit_bytes = n * c, (h * w,), h * w * itemsize
+        units, shape, unit_bytes = n * c // per, (per * h * w,), per * h * w * itemsize
     count = len(tensors)
     stream = count * units * unit_bytes >= STREAM_MIN_BYTES or (
         rows and count * unit_bytes > ROWS_STREAM_UNIT_BYTES
@@ -168,12 +174,14 @@ def _forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, np.ndarray]:
     return _forward_indexed(*_indexable(x), eps)
 
 
-def _forward_indexed(x: torch.Tensor, rows: bool, eps: float) -> tuple[torch.Tensor, np.ndarray]:
+def _forward_indexed(
+    x: torch.Tensor, rows: bool, eps: float, per: int = 1
+) -> tuple[torch.Tensor, np.ndarray]:
     y = torch.empty_like(x)
     n, c = x.shape[:2]
-    stats = np.empty((2, n, c) if rows else (2, n * c))
+    stats = np.empty((2, n, c) if rows else (2, n * c // per))
     if y.numel():
-        _launch("forward", rows, (x, y), stats, float(eps))
+        _launch("forward", rows, (x, y), stats, float(eps), per)
     return y, stats
 
 
@@ -189,14 +197,14 @@ def _backward(x: torch.Tensor, dy: torch.Tensor, stats: np.ndarray, eps: float) 
 
 
 def _backward_indexed(
-    x: torch.Tensor, rows: bool, dy: torch.Tensor, stats: np.ndarray, eps: float
+    x: torch.Tensor, rows: bool, dy: torch.Tensor, stats: np.ndarray, eps: float, per: int = 1
 ) -> torch.Tensor:
     fmt = torch.channels_last if rows else torch.contiguous_format
     if dy.dtype != x.dtype or not dy.is_contiguous(memory_format=fmt):
         dy = dy.to(x.dtype).contiguous(memory_format=fmt)  # e.g. the expanded ones of y.sum().backward()
     dx = torch.empty_like(x)
     if dx.numel():
-        _launch("backward", rows, (x, dy, dx), stats, float(eps))
+        _launch("backward", rows, (x, dy, dx), stats, float(eps), per)
     return dx
 
 
@@ -211,16 +219,17 @@ def backward(
 
 
 class NumbaInstanceNormFunction(torch.autograd.Function):
-    """y = (x - mean) / sqrt(var + eps) per (n, c) plane; keeps x, mean and rstd for dx."""
+    """y = (x - mean) / sqrt(var + eps) per (n, c) plane, or per group of `per` consecutive
+    channels; keeps x, mean and rstd for dx."""
 
     @staticmethod
-    def forward(ctx, x, eps):
+    def forward(ctx, x, eps, per):
         xi, rows = _indexable(x)
-        y, stats = _forward_indexed(xi, rows, eps)
+        y, stats = _forward_indexed(xi, rows, eps, per)
         ctx.save_for_backward(xi)  # x as the kernels read it (x itself, or its one copy)
         ctx.stats = stats  # float64 mean and rstd (see _forward), computed here, never modified
         ctx.rows = rows
-        ctx.eps = eps
+        ctx.eps, ctx.per = eps, per
         return y
 
     @staticmethod
@@ -230,14 +239,29 @@ class NumbaInstanceNormFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("numba_fused has no double backward (autograd.grad with create_graph=True)")
         (x,) = ctx.saved_tensors
-        return _backward_indexed(x, ctx.rows, dy, ctx.stats, ctx.eps), None
+        return _backward_indexed(x, ctx.rows, dy, ctx.stats, ctx.eps, ctx.per), None, None
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """F.instance_norm(x, eps=eps) without running stats or affine, on CPU tensors."""
     if x.requires_grad and torch.is_grad_enabled():
-        return NumbaInstanceNormFunction.apply(x, eps)
+        return NumbaInstanceNormFunction.apply(x, eps, 1)
     return _forward(x, eps)[0]
+
+
+def group_norm(x: torch.Tensor, num_groups: int, eps: float = 1e-5) -> torch.Tensor:
+    """F.group_norm(x, num_groups, eps=eps) without affine, on CPU tensors: NCHW for any G that
+    divides C; channels_last for G = C (InstanceNorm) only."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(f"num_groups {num_groups} does not divide the {c} channels of {tuple(x.shape)}")
+    xi, rows = _indexable(x)
+    per = c // num_groups
+    if rows and per != 1:
+        raise ValueError(f"numba_fused normalizes channels_last groups of one channel only, not {per}")
+    if x.requires_grad and torch.is_grad_enabled():
+        return NumbaInstanceNormFunction.apply(x, eps, per)
+    return _forward_indexed(xi, rows, eps, per)[0]
 
 
 class NumbaInstanceNorm2d(torch.nn.Module):
@@ -269,3 +293,21 @@ def numba_fused(case):
     set_threads(torch.get_num_threads())
     eps = float(case.eps)
     return lambda x: instance_norm(x, eps)
+
+
+@register(
+    op="group_norm",
+    framework="torch",
+    layout=("NCHW",),
+    std="population",
+    eps_at="sqrt",
+    modes=("forward", "backward", "train"),
+    dtypes=("float32", "float16", "bfloat16"),
+    devices=("cpu",),
+    roles=("own",),
+)
+def numba_groupnorm(case):
+    """numba_fused's kernels on GroupNorm(G): a group of C/G planes is one contiguous span."""
+    set_threads(torch.get_num_threads())
+    eps, groups = float(case.eps), case.params()["num_groups"]
+    return lambda x: group_norm(x, groups, eps)

@@ -58,6 +58,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
     tmp = tmp_path_factory.mktemp("smoke")
     proc, rows = run_rows(
         tmp,
+        "--op",
+        "instance_norm",
         "--preset",
         "smoke",
         "--shape",
@@ -86,6 +88,21 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]
         "--effective-cache",
         "32M",  # a simulated small-cache host: no row depends on the caches of the machine running this
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run.jsonl", rows
+
+
+@pytest.fixture(scope="session")
+def group_norm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Row]]:
+    """One GroupNorm sweep of its implementations through the real CLI: G = 2 on 4 channels, float32,
+    forward and train (train checks the gradient too), both layouts, the edge cases (64 channels)."""
+    tmp = tmp_path_factory.mktemp("group_norm")
+    proc, rows = run_rows(
+        tmp,
+        "--op", "group_norm", "--num-groups", "2", "--shape", "2,4,6,8", "--device", "cpu",
+        "--mode", "forward", "--mode", "train", "--layout", "NCHW", "--layout", "NHWC",
+        "--dtype", "float32", "--max-time", "0.05", "--edge", "--effective-cache", "32M",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "run.jsonl", rows
 

@@ -13,6 +13,12 @@ CASES = [
     (["run", "--dtype", "float8"], "unknown dtype 'float8'; expected one of: float32, float16, bfloat16"),
     (["run", "--layout", "CHWN"], "unknown layout 'CHWN'"),
     (["run", "--mode", "inference"], "unknown mode 'inference'"),
+    (
+        ["run", "--op", "batch_norm"],
+        "unknown operator 'batch_norm'; expected one of: group_norm, instance_norm",
+    ),
+    (["list", "--op", "batch_norm"], "unknown operator 'batch_norm'"),
+    (["check", "torch_group_norm", "--op", "batch_norm"], "unknown operator 'batch_norm'"),
     (["run", "--preset", "huge"], "unknown preset 'huge'"),
     (["run", "--device", "cuda"], "--device 'cuda' requested but this machine has 0 CUDA GPU(s)"),
     (["run", "--device", "tpu"], "bad --device 'tpu'"),

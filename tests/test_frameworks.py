@@ -8,6 +8,7 @@ import pytest
 from bench import reference
 from bench.cases import Case
 from bench.memory import Copier
+from tests import instance_norm
 
 jax_adapter = pytest.importorskip("bench.frameworks.jax_adapter").make()
 
@@ -17,8 +18,8 @@ def test_jax_backward_compiles_the_linearization_and_the_pullback_once_for_every
     import jax.numpy as jnp
 
     case = Case((2, 3, 8, 8), mode="backward")
-    x64s = [reference.make_input(Case(case.shape, seed=s)) for s in range(4)]
-    g64 = reference.make_upstream_grad(case)
+    x64s = [instance_norm.make_input(Case(case.shape, seed=s)) for s in range(4)]
+    g64 = instance_norm.make_upstream_grad(case)
     xs = [jax_adapter.to_tensor(x, case) for x in x64s]
 
     def fn(x):
@@ -42,7 +43,7 @@ def test_jax_backward_compiles_the_linearization_and_the_pullback_once_for_every
         jax.jit = real_jit
     for i, x64 in enumerate(x64s):
         dx = jax_adapter.to_numpy(jax_adapter.finish(call(i), "cpu"), case, "gradient")
-        want = reference.normalize_grad(x64, g64, case.eps, "population/eps@sqrt")
+        want = instance_norm.normalize_grad(x64, g64, case.eps, "population/eps@sqrt")
         assert reference.accuracy(dx, want).max_rel_err < 1e-4, f"buffer {i}"
     # One trace of the linearization and one of the pullback's application, for every buffer.
     assert len(traces) == 2, f"{len(traces)} traces for {len(xs)} buffers"
@@ -82,7 +83,7 @@ def test_torch_inputs_are_restored_without_bumping_the_version_autograd_checks()
 
     ad = make()
     case = Case((2, 3, 8, 8), layout="NHWC")
-    xs = [ad.to_tensor(reference.make_input(case), case) for _ in range(2)]
+    xs = [ad.to_tensor(instance_norm.make_input(case), case) for _ in range(2)]
     snap = ad.snapshot(xs)
     leaf = xs[1].detach().requires_grad_(True)
     y = (leaf * leaf).sum()  # saves leaf for backward

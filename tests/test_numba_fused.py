@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from bench import registry  # noqa: E402
 from bench.cases import Case  # noqa: E402
-from bench.reference import (  # noqa: E402
+from implementations import numba_fused as nf  # noqa: E402
+from tests.instance_norm import (  # noqa: E402
     CANONICAL,
     EDGE_CASES,
     TOLERANCE,
@@ -25,7 +26,6 @@ from bench.reference import (  # noqa: E402
     normalize,
     normalize_grad,
 )
-from implementations import numba_fused as nf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -314,3 +314,26 @@ def test_functional_forward_and_backward_match_autograd():
     assert mean.shape == rstd.shape == (2, 3) and mean.dtype == torch.float64
     (want,) = torch.autograd.grad(nf.instance_norm(x, EPS), x, g)
     torch.testing.assert_close(nf.backward(x, g, mean, rstd, EPS), want)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8])
+def test_group_norm_nchw_matches_torch_in_every_kernel_path(groups, path, poisoned):
+    """NCHW GroupNorm(G) runs the InstanceNorm kernels over groups of C/G planes (one span each)."""
+    x = (torch.randn(3, 8, 5, 7) * 2 + 1).requires_grad_(True)
+    g = torch.randn(3, 8, 5, 7)
+    y = nf.group_norm(x, groups, EPS)
+    (dx,) = torch.autograd.grad(y, x, g)
+    xr = x.detach().clone().requires_grad_(True)
+    yr = torch.nn.functional.group_norm(xr, groups, eps=EPS)
+    (dxr,) = torch.autograd.grad(yr, xr, g)
+    torch.testing.assert_close(y, yr, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dx, dxr, atol=1e-5, rtol=1e-5)
+
+
+def test_group_norm_refuses_what_it_does_not_compute():
+    with pytest.raises(ValueError, match="num_groups 3 does not divide the 8 channels"):
+        nf.group_norm(torch.randn(2, 8, 4, 4), 3, EPS)
+    nhwc = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="channels_last groups of one channel only, not 4"):
+        nf.group_norm(nhwc, 2, EPS)
+    torch.testing.assert_close(nf.group_norm(nhwc, 8, EPS), torch.nn.functional.instance_norm(nhwc, eps=EPS))

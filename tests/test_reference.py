@@ -5,10 +5,11 @@ import pytest
 
 from bench import reference
 from bench.cases import Case
-from bench.reference import (
+from bench.reference import accuracy
+from tests.instance_norm import (
     CANONICAL,
+    OP,
     SEMANTICS,
-    accuracy,
     detect_semantics,
     make_input,
     make_upstream_grad,
@@ -102,19 +103,24 @@ def test_ideal_bytes_per_mode():
         assert case.ideal_bytes == passes * 120 * 2
 
 
-def test_the_shared_case_reference_is_the_module_functions_computed_once():
-    """What every implementation's check reuses gives exactly what the standalone functions give."""
+def test_the_shared_case_reference_matches_the_textbook_formulas_computed_once():
+    """What every implementation's check reuses: each semantics' output is the textbook formula
+    (NumPy's var over each plane), computed once per case reference."""
     case = Case(shape=(2, 5, 7, 6), mode="train")
     x, g = make_input(case), make_upstream_grad(case)
-    ref = reference.CaseReference(x, case.eps, g)
-    for semantics in reference.SEMANTICS:
-        np.testing.assert_array_equal(ref.output(semantics), normalize(x, case.eps, semantics))
-        np.testing.assert_array_equal(ref.grad(semantics), normalize_grad(x, g, case.eps, semantics))
+    ref = OP.reference(x, case, g)
+    mean = x.mean(axis=(2, 3), keepdims=True)
+    for semantics in SEMANTICS:
+        std, at = semantics.split("/eps@")
+        var = x.var(axis=(2, 3), keepdims=True, ddof=1 if std == "unbiased" else 0)
+        s = np.sqrt(var + case.eps) if at == "sqrt" else np.sqrt(var) + case.eps
+        np.testing.assert_allclose(ref.output(semantics), (x - mean) / s, rtol=1e-12, atol=1e-12)
         assert ref.output(semantics) is ref.output(semantics)  # computed once
-        y = normalize(x, case.eps, semantics).astype(np.float32)
-        assert ref.detect(y).label == detect_semantics(x, y, case.eps).label == semantics
+        assert ref.grad(semantics) is ref.grad(semantics)
+        y = ref.output(semantics).astype(np.float32)
+        assert ref.detect(y).label == semantics
     with pytest.raises(ValueError, match="no upstream gradient"):
-        reference.CaseReference(x, case.eps).grad()
+        OP.reference(x, case).grad(CANONICAL)
 
 
 def test_accuracy_counts_nonfinite_outputs_and_skips_them():

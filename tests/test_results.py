@@ -97,7 +97,7 @@ def test_v1_rows_migrate_to_the_roles_v1_knew_by_name(tmp_path):
     d = {k: v for k, v in d.items() if k not in ("roles", "compiled_from", "machine")}
     path.write_text(json.dumps(d, default=list) + "\n")
     (row,) = read_rows(path)
-    assert row.compiled_from == "torch_module" and row.schema_version == 3
+    assert row.compiled_from == "torch_module" and row.schema_version == SCHEMA_VERSION
 
 
 def test_v2_rows_get_the_bytes_their_buffers_rotated_and_the_report_judges_their_cache_state(tmp_path):
@@ -109,7 +109,7 @@ def test_v2_rows_get_the_bytes_their_buffers_rotated_and_the_report_judges_their
 
     sample = ROOT / "tests" / "data" / "v2_sample.jsonl"
     rows = [r for r in read_rows(sample) if r.status == "ok" and r.input_kind == "random"]
-    assert rows and all(r.schema_version == 3 and r.cache_state == "" for r in rows)
+    assert rows and all(r.schema_version == SCHEMA_VERSION and r.cache_state == "" for r in rows)
     small = next(
         r for r in rows if r.shape == (8, 3, 32, 32) and r.mode == "forward" and r.dtype == "float32"
     )

@@ -20,7 +20,8 @@ if DEVICE != "cpu" and not torch.cuda.is_available():
 
 from bench import registry  # noqa: E402
 from bench.cases import Case  # noqa: E402
-from bench.reference import (  # noqa: E402
+from implementations import triton_fused as tf  # noqa: E402
+from tests.instance_norm import (  # noqa: E402
     CANONICAL,
     TOLERANCE,
     detect_semantics,
@@ -29,7 +30,6 @@ from bench.reference import (  # noqa: E402
     normalize,
     normalize_grad,
 )
-from implementations import triton_fused as tf  # noqa: E402
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 EPS = 1e-5

@@ -20,9 +20,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from bench.cases import Case  # noqa: E402
-from bench.reference import CANONICAL, make_input, normalize  # noqa: E402
 from bench.results import REQUIRED, ROW_FIELDS  # noqa: E402
 from bench.timing import summarize  # noqa: E402
+from tests.instance_norm import CANONICAL, make_input, normalize  # noqa: E402
 
 MAX_SAMPLES = 16
 DEFAULTS = {
