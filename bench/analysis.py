@@ -99,16 +99,19 @@ def load(paths: Sequence[Path | str], warn: Callable[[str], None] | None = None)
 
 @dataclass(frozen=True, order=True)
 class Config:
-    """One run's device x mode x dtype x layout: the unit of a verdict, a table and four plots."""
+    """One run's operator x device x mode x dtype x layout: the unit of a verdict, a table and
+    four plots. `op` is the operator's label with its parameters ("GroupNorm(32)")."""
 
     run: str
     device: str
     mode: str
     dtype: str
     layout: str
+    op: str = ""
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (self.run, self.device, _rank(MODE_ORDER, self.mode), _rank(DTYPES, self.dtype), self.layout)
+        mode, dtype = _rank(MODE_ORDER, self.mode), _rank(DTYPES, self.dtype)
+        return (self.run, self.device, operators.label_rank(self.op), mode, dtype, self.layout)
 
 
 def _rank(order: Sequence[str], value: str) -> int:
@@ -161,6 +164,7 @@ class Measurement:
     rotated_bytes: int = 0
     default_alloc_s: float | None = None  # the same call in a default process's allocator state
     default_alloc_faults: float | None = None
+    op: str = ""  # the operator's label with its parameters (bench.operators.label)
 
     @property
     def elements(self) -> int:
@@ -176,7 +180,7 @@ class Measurement:
 
     @property
     def config(self) -> Config:
-        return Config(self.run, self.device, self.mode, self.dtype, self.layout)
+        return Config(self.run, self.device, self.mode, self.dtype, self.layout, self.op)
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -238,7 +242,7 @@ def measurement(run: str, row: Row, envs: Mapping[str, Mapping[str, Any]]) -> Me
         concurrent=row.concurrent, timer=row.timer,
         cache_state=row.cache_state or row_cache_state(row, envs.get(row.run_id, {})),
         rotated_bytes=row.rotated_bytes, default_alloc_s=row.default_alloc_time_median_s,
-        default_alloc_faults=row.default_alloc_faults_per_call,
+        default_alloc_faults=row.default_alloc_faults_per_call, op=operators.label(row.op, row.op_params),
     )  # fmt: skip
 
 
@@ -448,6 +452,7 @@ class Answer:
     copy_gbps: float | None  # the speed of light the fractions refer to
     layouts: tuple[LayoutAnswer, ...]
     article: tuple[ArticleMatch, ...]
+    op: str = ""  # the operator's label ("GroupNorm(32)"); "" when the answer spans every row
 
 
 @dataclass(frozen=True)
@@ -469,6 +474,7 @@ class Headline:
     main: Answer | None
     train: Answer | None
     article_edge_failures: tuple[EdgeFailure, ...]
+    op: str = ""  # the operator's label ("GroupNorm(32)")
 
 
 def _library(ms: Iterable[Measurement]) -> list[Measurement]:
@@ -516,9 +522,11 @@ def _as_written(ms: Sequence[Measurement], variant: str, framework: str) -> tupl
 
 
 def answer(
-    run: str, device: str, mode: str, dtype: str, ms: Sequence[Measurement], copy: float | None
+    run: str, device: str, mode: str, dtype: str, ms: Sequence[Measurement], copy: float | None, op: str = ""
 ) -> Answer:
+    """One operator's answer (`op`: its label; "": every row given) for one mode and dtype."""
     here = [m for m in ms if (m.run, m.device, m.mode, m.dtype) == (run, device, mode, dtype)]
+    here = [m for m in here if m.op == op] if op else here
     layouts = []
     for layout in [lay for lay in LAYOUTS if any(m.layout == lay for m in here)]:
         g = _of(here, layout=layout)
@@ -544,7 +552,7 @@ def answer(
                     keras_canonical_rel_err=_worst(m.canonical_rel_err for m in here if m.variant == k),
                 )
             )  # fmt: skip
-    return Answer(run, device, mode, dtype, copy, tuple(layouts), tuple(article))
+    return Answer(run, device, mode, dtype, copy, tuple(layouts), tuple(article), op)
 
 
 def _semantics_of(ms: Sequence[Measurement], variant: str) -> str:
@@ -554,25 +562,27 @@ def _semantics_of(ms: Sequence[Measurement], variant: str) -> str:
 
 def headlines(results: Results, ms: Sequence[Measurement]) -> list[Headline]:
     out = []
-    keys = sorted({(m.run, m.device) for m in ms})
-    for run, device in keys:
-        here = [m for m in ms if (m.run, m.device) == (run, device)]
+    keys = sorted(
+        {(m.run, m.device, m.op) for m in ms}, key=lambda k: (k[0], k[1], operators.label_rank(k[2]))
+    )
+    for run, device, op in keys:
+        here = [m for m in ms if (m.run, m.device, m.op) == (run, device, op)]
         present = {(m.mode, m.dtype) for m in here}
         main_key = ("forward", HEADLINE_DTYPE)
         if main_key not in present:
             main_key = min(present, key=lambda md: (_rank(MODE_ORDER, md[0]), _rank(DTYPES, md[1])))
         copy = _copy_median(results, run, device)
-        main = answer(run, device, *main_key, here, copy)
+        main = answer(run, device, *main_key, here, copy, op)
         train = None
         if ("train", HEADLINE_DTYPE) in present and main_key != ("train", HEADLINE_DTYPE):
-            train = answer(run, device, "train", HEADLINE_DTYPE, here, copy)
+            train = answer(run, device, "train", HEADLINE_DTYPE, here, copy, op)
         failures = [
             EdgeFailure(r.variant, r.layout, r.input_kind, r.nonfinite_outputs or 0, r.max_abs_err)
             for lab, r in results.pairs()
             if lab == run and r.device == device and r.input_kind != "random" and "article" in r.roles
-            and _edge_verdict(r) == "unsafe"
+            and _edge_verdict(r) == "unsafe" and operators.label(r.op, r.op_params) == op
         ]  # fmt: skip
-        out.append(Headline(run, device, main, train, tuple(sorted(set(failures), key=_edge_order))))
+        out.append(Headline(run, device, main, train, tuple(sorted(set(failures), key=_edge_order)), op))
     return out
 
 
@@ -1318,6 +1328,13 @@ class Analysis:
     rows: int
     calibration: tuple[Calibration, ...] = ()
     per_case_limits: bool = False  # rows carry their case's own speed of light (limit_how)
+    # the operators measured, by label ("InstanceNorm", "GroupNorm(32)"); the report names them
+    # when there is more than one, or when the one is not the default operator
+    op_labels: tuple[str, ...] = ()
+
+    @property
+    def show_op(self) -> bool:
+        return len(self.op_labels) > 1 or any(op != operators.default_label() for op in self.op_labels)
 
 
 @dataclass(frozen=True)
@@ -1388,6 +1405,7 @@ def analyse(results: Results, baseline: str | None = None) -> Analysis:
         rows=len(everything.rows),
         calibration=tuple(calibrations(calib)),
         per_case_limits=any(r.limit_how for r in everything.rows),
+        op_labels=tuple(sorted({m.op for m in ms}, key=operators.label_rank)),
     )
 
 

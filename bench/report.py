@@ -185,7 +185,8 @@ def _stems(a: Analysis) -> list[str]:
     for cr in a.configs:
         c = cr.config
         prefix = f"run{runs.index(c.run) + 1}-" if len(runs) > 1 else ""
-        stem = prefix + "-".join(safe_name(x, 30) for x in (c.device, c.mode, c.dtype, c.layout))
+        parts = (c.op,) if a.show_op else ()
+        stem = prefix + "-".join(safe_name(x, 30) for x in (*parts, c.device, c.mode, c.dtype, c.layout))
         unique, n = stem, 2
         while unique in seen:
             unique, n = f"{stem}-{n}", n + 1

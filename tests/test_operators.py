@@ -169,3 +169,30 @@ def test_check_runs_a_group_norm_implementation_at_each_g():
     assert "verdict: ok" in got.stdout
     wrong = cli("check", "torch_groupnorm", "--op", "instance_norm")
     assert wrong.returncode == 2 and "torch_groupnorm computes group_norm, not instance_norm" in wrong.stderr
+
+
+def test_the_report_answers_each_operator_on_its_own(tmp_path):
+    """Rows of two operators at one shape: each gets its own answer, verdicts and plots; no best
+    is picked across them."""
+    out = tmp_path / "two.jsonl"
+    got = cli(
+        "run", "--impl", "torch_group_norm", "--impl", "torch_layer_norm", "--impl", "torch_groupnorm",
+        "--impl", "keras_groupnorm", "--op", "instance_norm", "--op", "group_norm", "--num-groups", "2",
+        "--shape", "2,4,6,8", "--device", "cpu", "--max-time", "0.02", "--out", str(out),
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    from bench import analysis
+
+    a = analysis.analyse(analysis.load([out]))
+    assert a.op_labels == ("InstanceNorm", "GroupNorm(2)") and a.show_op
+    assert {h.op for h in a.headlines} == {"InstanceNorm", "GroupNorm(2)"}
+    for v in a.verdicts:
+        group_norm = v.fastest.startswith(("torch_groupnorm", "keras_groupnorm"))
+        assert group_norm == (v.config.op == "GroupNorm(2)"), (v.config, v.fastest)
+    report = tmp_path / "report"
+    assert cli("report", str(out), "--out", str(report)).returncode == 0
+    page = (report / "index.html").read_text()
+    assert 'data-op="GroupNorm(2)"' in page and 'data-op="InstanceNorm"' in page
+    assert "GroupNorm(2) · cpu · forward · float32 · NCHW" in page
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert any(p.startswith("GroupNorm") for p in pngs) and any(p.startswith("InstanceNorm") for p in pngs)

@@ -158,3 +158,24 @@ def canonical(op: str) -> str:
     results file from elsewhere is read, never refused for it)."""
     known = operators().get(op)
     return known.canonical if known else ""
+
+
+def label(op: str, params: str) -> str:
+    """What a report calls an operator with its parameters: `InstanceNorm`, `GroupNorm(32)` (the
+    parameter values in the operator's order; an operator this normbench lacks: its name)."""
+    known = operators().get(op)
+    title = known.title if known else op
+    values = [v.split("=", 1)[-1] for v in params.split(",")] if params else []
+    return f"{title}({', '.join(values)})" if values else title
+
+
+def default_label() -> str:
+    """The label of the default operator (rows from before rows named one)."""
+    return operators()[DEFAULT].title
+
+
+def label_rank(text: str) -> tuple[int, str]:
+    """Reports list operators in bench/operators/ order (the default one first), then by label."""
+    titles = [default_label(), *(op.title for op in operators().values())]
+    base = text.split("(", 1)[0]
+    return (titles.index(base) if base in titles else len(titles), text)
