@@ -898,15 +898,35 @@ def _fold(st, cs):
 
 
 @nb.njit(**JIT)
-def _rows_coefs(s, count, eps, kt, co, mean, rstd):
-    """mean, rstd (float64, per channel) from shifted sums s (2, C); co (3, 2T) <- float32
-    K, mean - K and rstd, tiled."""
+def _rows_coefs(s, count, eps, kt, co, mean, rstd, cmean, per):
+    """mean, rstd (float64, per channel: its group's) from shifted sums s (2, C) over `count`
+    rows; co (3, 2T) <- float32 K, mean - K and rstd, tiled. Groups of `per` consecutive channels
+    (GroupNorm) merge their channels' sums, each about its own pivot, in float64:
+    sum((x - mu)^2) = S2 + 2 (K - mu) S1 + count (K - mu)^2; cmean <- each channel's own mean
+    (what the backward needs to do the same)."""
     cs = s.shape[1]
-    for c in range(cs):
-        m, rs = _rstd(s[0, c], s[1, c], count, eps)
-        mean[c], rstd[c] = kt[c] + m, rs
-        for j in range(c, co.shape[1], cs):
-            co[0, j], co[1, j], co[2, j] = kt[c], m, rs
+    if per == 1:
+        for c in range(cs):
+            m, rs = _rstd(s[0, c], s[1, c], count, eps)
+            mean[c], rstd[c] = kt[c] + m, rs
+            for j in range(c, co.shape[1], cs):
+                co[0, j], co[1, j], co[2, j] = kt[c], m, rs
+        return
+    for first in range(0, cs, per):
+        total = 0.0
+        for c in range(first, first + per):
+            cmean[c] = kt[c] + s[0, c] / count
+            total += cmean[c]
+        mu = total / per
+        ss = 0.0
+        for c in range(first, first + per):
+            d = kt[c] - mu
+            ss += s[1, c] + 2.0 * d * s[0, c] + count * d * d
+        rs = 1.0 / math.sqrt(max(ss / (count * per), 0.0) + eps)
+        for c in range(first, first + per):
+            mean[c], rstd[c] = mu, rs
+            for j in range(c, co.shape[1], cs):
+                co[0, j], co[1, j], co[2, j] = kt[c], mu - kt[c], rs
 
 
 @nb.njit(**JIT)
@@ -952,22 +972,24 @@ def _rows_emit(x, y, co, cs, stream):
 
 
 @nb.njit(**JIT)
-def forward_rows(xa, ya, n, p, cs, stats, eps, chunks, stream, like):
-    """y = normalize(x) per channel of each sample: x, y the addresses of n channels_last samples
-    of p rows of cs channels of like's type, stats float64 (2, n, cs) <- mean, rstd."""
+def forward_rows(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
+    """y = normalize(x) per channel of each sample, or per group of `per` consecutive channels:
+    x, y the addresses of n channels_last samples of p rows of cs channels of like's type, stats
+    float64 (3, n, cs) <- mean and rstd (each channel its group's) and, for groups, each
+    channel's own mean (for the backward)."""
     x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
-    _forward_rows(x, y, stats[0], stats[1], eps, chunks, stream)
+    _forward_rows(x, y, stats[0], stats[1], stats[2], per, eps, chunks, stream)
 
 
 @nb.njit(**JIT)
-def forward_rows_split(xa, ya, n, p, cs, stats, eps, chunks, stream, like):
+def forward_rows_split(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
     """forward_rows with every sample split into `chunks` runs of rows across the threads."""
     x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
-    _forward_rows_split(x, y, stats[0], stats[1], eps, chunks, stream)
+    _forward_rows_split(x, y, stats[0], stats[1], stats[2], per, eps, chunks, stream)
 
 
 @nb.njit(parallel=True, **JIT)
-def _forward_rows(x, y, mean, rstd, eps, chunks, stream):
+def _forward_rows(x, y, mean, rstd, cmean, per, eps, chunks, stream):
     """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -986,13 +1008,13 @@ def _forward_rows(x, y, mean, rstd, eps, chunks, stream):
                 st[:] = 0.0
                 _rows_sums(xf, kt, st)
                 s = _fold(st, cs)
-            _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i])
+            _rows_coefs(s, p, eps, kt, co, mean[i], rstd[i], cmean[i], per)
             _rows_emit(xf, yf, co, cs, stream)
         _fence()
 
 
 @nb.njit(parallel=True, **JIT)
-def _forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
+def _forward_rows_split(x, y, mean, rstd, cmean, per, eps, chunks, stream):
     """forward_rows with every sample split into `chunks` runs of rows across the threads."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -1008,7 +1030,7 @@ def _forward_rows_split(x, y, mean, rstd, eps, chunks, stream):
         kt = np.empty(ts)
         _tiled_pivot(x[i], kt)
         total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
-        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[i], mean[i], rstd[i])
+        _rows_coefs(_fold(total, cs), p, eps, kt, coefs[i], mean[i], rstd[i], cmean[i], per)
     for task in nb.prange(n * chunks):
         i = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
@@ -1080,15 +1102,35 @@ def _rows_grad_sums_fast(x, g, kt, gt, st, count, cs, mean, rstd, eps):
 
 
 @nb.njit(**JIT)
-def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd):
-    """co (6, 2T) <- float32 K, mean - K, rstd, G, mean(g) - G, mean(g * xhat) per channel, tiled."""
+def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd, cmean, per):
+    """co (6, 2T) <- float32 K, mean - K, rstd, G, mean(g) - G, mean(g * xhat) per channel, tiled,
+    from each channel's sums s[0] = sum(g - G), s[1] = sum((g - G)(x - K)). A group of `per`
+    channels (GroupNorm) shares mean(g) and mean(g * xhat), merged in float64 from its channels'
+    sums about their own pivots: sum(g (x - mu)) = s[1] + (K - mu) s[0] + G (X + count (K - mu)),
+    X = count (cmean - K) the channel's own sum of x - K (forward's cmean)."""
     cs = s.shape[1]
-    for c in range(cs):
-        m = mean[c] - kt[c]
-        mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
-        for j in range(c, co.shape[1], cs):
-            co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
-            co[3, j], co[4, j], co[5, j] = gt[c], mg, mgx
+    if per == 1:
+        for c in range(cs):
+            m = mean[c] - kt[c]
+            mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
+            for j in range(c, co.shape[1], cs):
+                co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
+                co[3, j], co[4, j], co[5, j] = gt[c], mg, mgx
+        return
+    n = count * per
+    for first in range(0, cs, per):
+        mu, rs = mean[first], rstd[first]
+        sg = 0.0
+        sgx = 0.0
+        for c in range(first, first + per):
+            d = kt[c] - mu
+            sg += s[0, c] + count * gt[c]
+            sgx += s[1, c] + d * s[0, c] + gt[c] * (count * (cmean[c] - kt[c]) + count * d)
+        mean_g, mgx = sg / n, rs * (sgx / n)
+        for c in range(first, first + per):
+            for j in range(c, co.shape[1], cs):
+                co[0, j], co[1, j], co[2, j] = kt[c], mu - kt[c], rs
+                co[3, j], co[4, j], co[5, j] = gt[c], mean_g - gt[c], mgx
 
 
 @nb.njit(**JIT)
@@ -1133,24 +1175,24 @@ def _rows_grad_emit(x, g, dx, co, cs, stream):
 
 
 @nb.njit(**JIT)
-def backward_rows(xa, ga, da, n, p, cs, stats, eps, chunks, stream, like):
-    """dx from x, upstream g and forward's float64 (2, n, cs) mean and rstd, at addresses as in
+def backward_rows(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, like):
+    """dx from x, upstream g and forward's float64 (3, n, cs) statistics, at addresses as in
     forward_rows."""
     x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
     dx = nb.carray(_ptr(da, like), (n, p, cs))
-    _backward_rows(x, g, dx, stats[0], stats[1], eps, chunks, stream)
+    _backward_rows(x, g, dx, stats[0], stats[1], stats[2], per, eps, chunks, stream)
 
 
 @nb.njit(**JIT)
-def backward_rows_split(xa, ga, da, n, p, cs, stats, eps, chunks, stream, like):
+def backward_rows_split(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, like):
     """backward_rows with every sample split into `chunks` runs of rows across the threads."""
     x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
     dx = nb.carray(_ptr(da, like), (n, p, cs))
-    _backward_rows_split(x, g, dx, stats[0], stats[1], eps, chunks, stream)
+    _backward_rows_split(x, g, dx, stats[0], stats[1], stats[2], per, eps, chunks, stream)
 
 
 @nb.njit(parallel=True, **JIT)
-def _backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
+def _backward_rows(x, g, dx, mean, rstd, cmean, per, eps, chunks, stream):
     """dx for channels_last rows, samples whole as in _forward_rows."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -1170,13 +1212,13 @@ def _backward_rows(x, g, dx, mean, rstd, eps, chunks, stream):
                 st[:] = 0.0
                 _rows_grad_sums(xf, gf, kt, gt, st)
                 s = _fold(st, cs)
-            _rows_grad_coefs(s, p, kt, gt, co, mean[i], rstd[i])
+            _rows_grad_coefs(s, p, kt, gt, co, mean[i], rstd[i], cmean[i], per)
             _rows_grad_emit(xf, gf, df, co, cs, stream)
         _fence()
 
 
 @nb.njit(parallel=True, **JIT)
-def _backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
+def _backward_rows_split(x, g, dx, mean, rstd, cmean, per, eps, chunks, stream):
     """backward_rows with every sample split into `chunks` runs of rows across the threads."""
     n, p, cs = x.shape
     ts, te = _tiles(cs)
@@ -1197,7 +1239,7 @@ def _backward_rows_split(x, g, dx, mean, rstd, eps, chunks, stream):
         _tiled_pivot(x[i], kt)
         _tiled_pivot(g[i], gt)
         total = sums[i * chunks : (i + 1) * chunks].sum(axis=0)
-        _rows_grad_coefs(_fold(total, cs), p, kt, gt, coefs[i], mean[i], rstd[i])
+        _rows_grad_coefs(_fold(total, cs), p, kt, gt, coefs[i], mean[i], rstd[i], cmean[i], per)
     for task in nb.prange(n * chunks):
         i = task // chunks
         start, stop = _chunk(task % chunks, chunks, p)
