@@ -1,10 +1,7 @@
 """PyTorch: torch.compile of nn.GroupNorm(G) without affine (compile time is first_call_s)."""
 
-import torch
-import torch._dynamo
-import torch._functorch.config
-
 from bench.registry import register
+from implementations._torch_compile import compile_fresh
 from implementations.torch_groupnorm_module import group_norm_module
 
 
@@ -18,7 +15,4 @@ from implementations.torch_groupnorm_module import group_norm_module
     compiled_from="torch_groupnorm_module",
 )
 def torch_groupnorm_compile(case):
-    # As torch_compile: a fresh compile per case, static shapes, no donated buffers in backward.
-    torch._dynamo.reset()
-    torch._functorch.config.donated_buffer = case.mode != "backward"
-    return torch.compile(group_norm_module(case).to(case.device), dynamic=False)
+    return compile_fresh(group_norm_module(case), case)

@@ -10,9 +10,11 @@ import pytest
 from bench import operators
 from bench.cases import Case, CaseKey, edge_cases
 from bench.errors import BenchError
-from bench.registry import Declaration, declarations, register
+from bench.registry import Declaration, declarations, register, sources
 from bench.results import SCHEMA_VERSION, read_rows
 from tests.conftest import ROOT, cli
+
+GROUP_NORM = sorted(d.name for s in sources(plugins=False) for d in s.declared if d.op == "group_norm")
 
 
 def test_operators_are_found_in_their_folder_and_unknown_names_say_which_exist():
@@ -177,8 +179,8 @@ def test_the_report_answers_each_operator_on_its_own(tmp_path):
     out = tmp_path / "two.jsonl"
     got = cli(
         "run", "--impl", "torch_group_norm", "--impl", "torch_layer_norm", "--impl", "torch_groupnorm",
-        "--impl", "keras_groupnorm", "--op", "instance_norm", "--op", "group_norm", "--num-groups", "2",
-        "--shape", "2,4,6,8", "--device", "cpu", "--max-time", "0.02", "--out", str(out),
+        "--impl", "torch_groupnorm_module", "--op", "instance_norm", "--op", "group_norm",
+        "--num-groups", "2", "--shape", "2,4,6,8", "--device", "cpu", "--max-time", "0.02", "--out", str(out),
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
     from bench import analysis
@@ -187,7 +189,7 @@ def test_the_report_answers_each_operator_on_its_own(tmp_path):
     assert a.op_labels == ("InstanceNorm", "GroupNorm(2)") and a.show_op
     assert {h.op for h in a.headlines} == {"InstanceNorm", "GroupNorm(2)"}
     for v in a.verdicts:
-        group_norm = v.fastest.startswith(("torch_groupnorm", "keras_groupnorm"))
+        group_norm = v.fastest.startswith("torch_groupnorm")
         assert group_norm == (v.config.op == "GroupNorm(2)"), (v.config, v.fastest)
     report = tmp_path / "report"
     assert cli("report", str(out), "--out", str(report)).returncode == 0
@@ -196,3 +198,17 @@ def test_the_report_answers_each_operator_on_its_own(tmp_path):
     assert "GroupNorm(2) · cpu · forward · float32 · NCHW" in page
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert any(p.startswith("GroupNorm") for p in pngs) and any(p.startswith("InstanceNorm") for p in pngs)
+
+
+@pytest.mark.parametrize("impl", GROUP_NORM)
+def test_every_group_norm_implementation_is_measured_and_correct(impl, group_norm_run):
+    _, rows = group_norm_run
+    mine = [r for r in rows if r.impl == impl]
+    timed = [r for r in mine if r.input_kind == "random" and r.status == "ok"]
+    assert timed, f"{impl}: no measured row; {[(r.status, r.message) for r in mine]}"
+    for r in timed:
+        assert r.op == "group_norm" and r.op_params == "num_groups=2"
+        assert r.correct and r.semantics == r.semantics_declared, (
+            f"{impl}[{r.backend}] {r.layout} {r.mode}: {r}"
+        )
+    assert all(r.message for r in mine if r.status != "ok")
