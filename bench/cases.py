@@ -8,6 +8,7 @@ from typing import Any
 
 from bench import operators
 from bench.errors import BenchError
+from bench.operators import params_text, parse_params
 
 DTYPES = ("float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -30,16 +31,40 @@ def op_text(op: str, params: str) -> str:
     return f"{op}({params})" if params else op
 
 
-def params_text(values: dict[str, int]) -> str:
-    """An operator's parameters as a case and a row hold them: `num_groups=32` ("" for none)."""
-    return ",".join(f"{k}={v}" for k, v in values.items())
+@dataclass(frozen=True)
+class Variant:
+    """One combination of an operator's parameter values in a run or a check, and which of the
+    asked-for shapes it can take."""
+
+    op: str
+    values: dict[str, int]
+    shapes: tuple[Shape, ...]  # those it can take
+    skipped: tuple[tuple[Shape, str], ...]  # (shape, why not)
+
+    @property
+    def text(self) -> str:
+        return params_text(self.values)
+
+    def skip_lines(self, what: str) -> list[str]:
+        """One line per skipped shape: `group_norm(num_groups=4) 2x6x4x4: not planned (C=6 ...)`."""
+        return [
+            f"{op_text(self.op, self.text)} {shape_text(s)}: not {what} ({why})" for s, why in self.skipped
+        ]
 
 
-def parse_params(text: str) -> dict[str, int]:
-    """params_text's inverse."""
-    if not text:
-        return {}
-    return {k: int(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+def variants(op: str, given: dict[str, tuple[int, ...]], shapes: list[Shape]) -> list[Variant]:
+    """Every combination of operator `op`'s parameter values `given` asks for (its defaults
+    otherwise), each with the shapes it can take."""
+    operator = operators.get(op)
+    out = []
+    for values in operator.variants(given):
+        why = {s: operator.unplannable(s, values) for s in shapes}
+        out.append(
+            Variant(
+                op, values, tuple(s for s in shapes if not why[s]), tuple((s, w) for s, w in why.items() if w)
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True, order=True)
@@ -209,12 +234,16 @@ def edge_cases(
     layouts: list[str] | tuple[str, ...],
     eps: float,
     dtypes: tuple[str, ...] | None = None,
+    values: dict[str, int] | None = None,
 ) -> list[Case]:
-    """Operator `op`'s edge-case inputs on `device` in each layout (forward); only those of
-    `dtypes` if given."""
+    """Operator `op`'s edge-case inputs on `device` in each layout (forward), with its parameter
+    `values` (its defaults if none), those it can take; only those of `dtypes` if given."""
+    operator = operators.get(op)
+    values = values if values is not None else dict(operator.params)
+    text = params_text(values)
     return [
-        Case(shape, dtype, lay, "forward", device, eps, input_kind=kind, op=op)
-        for kind, (shape, dtype) in operators.get(op).edge_cases.items()
-        if dtypes is None or dtype in dtypes
+        Case(shape, dtype, lay, "forward", device, eps, input_kind=kind, op=op, op_params=text)
+        for kind, (shape, dtype) in operator.edge_cases.items()
+        if (dtypes is None or dtype in dtypes) and not operator.unplannable(shape, values)
         for lay in layouts
     ]

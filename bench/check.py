@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from typing import TextIO
 
 from bench import frameworks, operators
-from bench.cases import Case, Shape, edge_cases, op_text, params_text, shape_text
+from bench.cases import Case, Shape, edge_cases, variants
 from bench.errors import BenchError
 from bench.registry import Impl, declared_names, describe_source, sources
 from bench.results import Row
@@ -84,25 +83,19 @@ def plan_checks(
             notes.append(f"{device}: not declared (declares {', '.join(impl.devices)})")
             continue
         cases: list[Case] = []
-        for values in op.variants(params or {}):
-            text = params_text(values)
-            chosen = shapes or list(op.check_shapes)
-            notes += [
-                f"{op_text(op.name, text)} {shape_text(s)}: not checked ({op.unplannable(s, values)})"
-                for s in chosen
-                if op.unplannable(s, values)
-            ]
+        for v in variants(op.name, params or {}, shapes or list(op.check_shapes)):
+            notes += v.skip_lines("checked")
             cases += [
-                Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=eps, op=op.name, op_params=text)
+                Case(
+                    shape=s, dtype=d, layout=lay, mode=m, device=device, eps=eps, op=op.name, op_params=v.text
+                )
                 for m in mds
                 for d in dts
                 for lay in lays
-                for s in chosen
-                if not op.unplannable(s, values)
+                for s in v.shapes
             ]
             if edge and "forward" in impl.modes:
-                edges = edge_cases(op.name, device, lays, eps, impl.dtypes)
-                cases += [replace(c, op_params=text) for c in edges if not op.unplannable(c.shape, values)]
+                cases += edge_cases(op.name, device, lays, eps, impl.dtypes, v.values)
         if edge and "forward" in impl.modes:
             notes += [
                 f"edge case {kind} needs {dtype}, not declared: not checked"

@@ -69,10 +69,14 @@ def operator_params() -> dict[str, str]:
     return {name: ", ".join(ops) for name, ops in found.items()}
 
 
+def _param_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def add_param_args(p: argparse.ArgumentParser) -> None:
     for name, ops in operator_params().items():
-        flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, action="append", default=None, metavar="N", help=f"{ops} parameter (repeatable)")
+        help_text = f"{ops} parameter (repeatable)"
+        p.add_argument(_param_flag(name), action="append", default=None, metavar="N", help=help_text)
 
 
 def param_options(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
@@ -81,8 +85,7 @@ def param_options(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
     for name in operator_params():
         values = getattr(args, name, None)
         if values:
-            flag = "--" + name.replace("_", "-")
-            given[name] = tuple(dict.fromkeys(parse_count(v, flag) for v in values))
+            given[name] = tuple(dict.fromkeys(parse_count(v, _param_flag(name)) for v in values))
     return given
 
 

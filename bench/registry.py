@@ -299,12 +299,12 @@ def declarations(text: str, stem: str) -> tuple[tuple[Declaration, ...], str]:
             fw, name, op = kw.get("framework"), kw.get("name"), kw.get("op")
             if not (isinstance(fw, ast.Constant) and isinstance(fw.value, str)):
                 return (), f"@register(framework=...) of {node.name} must be a string literal"
-            if op is not None and not (isinstance(op, ast.Constant) and isinstance(op.value, str)):
-                return (), f"@register(op=...) of {node.name} must be a string literal"
+            op_name = operators.DEFAULT
+            if op is not None:
+                if not (isinstance(op, ast.Constant) and isinstance(op.value, str)):
+                    return (), f"@register(op=...) of {node.name} must be a string literal"
+                op_name = op.value
             impl_name = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
-            op_name = (
-                op.value if isinstance(op, ast.Constant) and isinstance(op.value, str) else operators.DEFAULT
-            )
             found.append(Declaration(impl_name or node.name, fw.value, op_name))
     if found:
         known = frameworks()

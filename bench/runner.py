@@ -25,10 +25,8 @@ from bench.cases import (
     Shape,
     device_kind,
     edge_cases,
-    op_text,
-    params_text,
     preset_shapes,
-    shape_text,
+    variants,
 )
 from bench.errors import BenchError
 from bench.locks import RunLock
@@ -154,34 +152,22 @@ def cases(cfg: RunConfig, device: str, ops: tuple[str, ...] | None = None) -> li
     return _cases(cfg, device, ops or cfg.ops or (operators.DEFAULT,))[0]
 
 
-def unplanned(cfg: RunConfig, device: str, ops: tuple[str, ...]) -> list[str]:
-    """Why some shapes are not measured with some operator parameters, one line each."""
-    return _cases(cfg, device, ops)[1]
-
-
 def _cases(cfg: RunConfig, device: str, ops: tuple[str, ...]) -> tuple[list[Case], list[str]]:
+    """The cases, and why some shapes are not measured with some operator parameters (a line each)."""
     shapes = list(cfg.shapes) or preset_shapes(cfg.preset, device)
     found: list[Case] = []
     skipped: list[str] = []
     for op in ops:
-        operator = operators.get(op)
-        for values in operator.variants(cfg.params):
-            text = params_text(values)
-            planned = [s for s in shapes if not operator.unplannable(s, values)]
-            skipped += [
-                f"{op_text(op, text)} {shape_text(s)}: not planned ({operator.unplannable(s, values)})"
-                for s in shapes
-                if s not in planned
-            ]
+        for v in variants(op, cfg.params, shapes):
+            skipped += v.skip_lines("planned")
             found += [
-                Case(shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps, op=op, op_params=text)
-                for s, m, d, lay in itertools.product(planned, cfg.modes, cfg.dtypes, cfg.layouts)
+                Case(
+                    shape=s, dtype=d, layout=lay, mode=m, device=device, eps=cfg.eps, op=op, op_params=v.text
+                )
+                for s, m, d, lay in itertools.product(v.shapes, cfg.modes, cfg.dtypes, cfg.layouts)
             ]
             if cfg.edge:
-                edges = edge_cases(op, device, cfg.layouts, cfg.eps)
-                found += [
-                    replace(c, op_params=text) for c in edges if not operator.unplannable(c.shape, values)
-                ]
+                found += edge_cases(op, device, cfg.layouts, cfg.eps, values=v.values)
     return found, skipped
 
 
@@ -220,8 +206,11 @@ def make_plan(
     groups: dict[tuple[str, str | None, str], list[tuple[Case, str]]] = {}
     direct: list[Row] = []
     ops = plan_ops(cfg, impls, chosen)
+    unplanned: list[str] = []
     for device in cfg.devices:
-        for case in cases(cfg, device, ops):
+        device_cases, skipped = _cases(cfg, device, ops)
+        unplanned += skipped
+        for case in device_cases:
             fits = case_buffers(cfg, case, rotation.get(device, 0)) is not None
             for name in chosen:
                 impl = impls[name]
@@ -258,8 +247,7 @@ def make_plan(
         )
         for (fw_name, backend, device), pairs in groups.items()
     ]
-    unplanned_lines = tuple(line for device in cfg.devices for line in unplanned(cfg, device, ops))
-    return Plan(specs, direct, impls, ops, unplanned_lines)
+    return Plan(specs, direct, impls, ops, tuple(unplanned))
 
 
 def max_rotation_bytes(device: str, max_memory: int = 0) -> int:

@@ -160,12 +160,24 @@ def canonical(op: str) -> str:
     return known.canonical if known else ""
 
 
+def params_text(values: Mapping[str, int]) -> str:
+    """An operator's parameters as a case and a row hold them: `num_groups=32` ("" for none)."""
+    return ",".join(f"{k}={v}" for k, v in values.items())
+
+
+def parse_params(text: str) -> dict[str, int]:
+    """params_text's inverse."""
+    if not text:
+        return {}
+    return {k: int(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+
+
 def label(op: str, params: str) -> str:
     """What a report calls an operator with its parameters: `InstanceNorm`, `GroupNorm(32)` (the
     parameter values in the operator's order; an operator this normbench lacks: its name)."""
     known = operators().get(op)
     title = known.title if known else op
-    values = [v.split("=", 1)[-1] for v in params.split(",")] if params else []
+    values = [str(v) for v in parse_params(params).values()]
     return f"{title}({', '.join(values)})" if values else title
 
 
