@@ -78,6 +78,44 @@ def rss_bytes(pid: int | str = "self") -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """A process's CPU time as the kernel counts it: all its threads', dead ones included, in clock
+    ticks (coarse), and each live thread's to the nanosecond."""
+
+    total_s: float
+    threads: dict[str, float]
+
+    def since(self, earlier: CpuReading) -> float:
+        """Seconds of CPU the process had since `earlier`: the threads' own clocks where they lived
+        through both readings, the coarse total less a tick where threads came and went."""
+        precise = sum(
+            max(0.0, t - earlier.threads[tid]) for tid, t in self.threads.items() if tid in earlier.threads
+        )
+        return max(precise, self.total_s - earlier.total_s - CLOCK_TICK_S)
+
+
+def cpu_reading(pid: int) -> CpuReading | None:
+    """The CPU time of process `pid` (None where /proc does not say)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S  # utime, stime
+        threads = {}
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                with open(f"{task.path}/schedstat") as f:
+                    threads[task.name] = int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended meanwhile
+        return CpuReading(total, threads)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def peak_rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:

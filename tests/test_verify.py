@@ -1,0 +1,59 @@
+"""The parent's witness of a row's claimed time: the wall time it saw, or the worker's CPU time where
+a loaded machine kept the worker waiting (an honest short row is not called a cheat for that)."""
+
+import os
+import time
+from types import SimpleNamespace
+
+from bench.cases import CaseKey
+from bench.memory import CLOCK_TICK_S, CpuReading, cpu_reading
+from bench.verify import Verifier
+
+KEY = CaseKey("cpu", "float32", "NCHW", "train", (1, 4096, 4, 4))
+
+
+def judged(rounds, wall_s, cpu_s, claimed_s, cpu_known=True):
+    """A row of `rounds` sampling rounds, each `wall_s` long for the parent, `cpu_s` of CPU for the
+    worker (one thread), `claimed_s` claimed by the worker's clock."""
+    now = [0.0]
+    verifier = Verifier(lambda: now[0], {"impl": "population/eps@sqrt"})
+    cpu = 0.0
+    for _ in range(rounds):
+        verifier.round_begins(KEY, "impl", CpuReading(cpu, {"1": cpu}) if cpu_known else None)
+        now[0] += wall_s
+        cpu += cpu_s
+        event = SimpleNamespace(when="timed", claimed_s=claimed_s)
+        verifier.sample(KEY, "impl", event, CpuReading(cpu, {"1": cpu}) if cpu_known else None)
+    return verifier.judge(KEY, "impl")
+
+
+def test_a_short_honest_row_on_a_loaded_machine_is_not_called_a_cheat():
+    # Seen beside a test suite on 2 cores: 2 rounds of 0.7 ms of calls in 39 ms of wall time each,
+    # the worker on a CPU for 3 ms of each.
+    assert judged(2, 0.039, 0.003, 0.0007) is None
+    status, message = judged(2, 0.039, 0.003, 0.0007, cpu_known=False)  # the wall time alone
+    assert status == "error" and "in 78 ms the parent saw" in message
+
+
+def test_a_clock_that_reports_a_fiftieth_is_caught_by_the_cpu_time_too():
+    status, message = judged(5, 0.02, 0.02, 0.02 / 50)
+    assert status == "error" and "its clock disagrees with the parent's: 5 sampling rounds" in message
+    status, message = judged(5, 0.05, 0.02, 0.02 / 50)  # waiting too: the CPU time is the witness
+    assert status == "error" and "ms of CPU the worker had (250 ms wall)" in message
+
+
+def test_cpu_time_counts_threads_that_ended_from_the_coarse_total():
+    before = CpuReading(1.0, {"1": 0.5, "2": 0.5})
+    after = CpuReading(1.2, {"1": 0.51})  # thread 2 ended after working
+    assert abs(after.since(before) - (0.2 - CLOCK_TICK_S)) < 1e-12
+    assert abs(CpuReading(1.0, {"1": 0.55}).since(CpuReading(1.0, {"1": 0.5})) - 0.05) < 1e-12
+
+
+def test_cpu_reading_of_a_real_process_follows_its_work():
+    first = cpu_reading(os.getpid())
+    assert first is not None and str(os.getpid()) in first.threads
+    deadline = time.thread_time() + 0.05
+    while time.thread_time() < deadline:
+        pass
+    later = cpu_reading(os.getpid())
+    assert later is not None and later.since(first) >= 0.04
