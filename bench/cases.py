@@ -14,9 +14,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
 MODES = ("forward", "backward", "train")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
-# Ideal bytes per element moved by each mode: forward reads x and writes y; backward reads x and dy
-# and writes dx; train does both.
-BYTES_PER_ELEMENT_PASS = {"forward": 2, "backward": 3, "train": 5}
 DEFAULT_EPS = 1e-5
 
 Shape = tuple[int, int, int, int]
@@ -150,7 +147,7 @@ class Case:
 
     @property
     def ideal_bytes(self) -> int:
-        return BYTES_PER_ELEMENT_PASS[self.mode] * self.numel * self.itemsize
+        return operators.get(self.op).bytes_per_element[self.mode] * self.numel * self.itemsize
 
     @property
     def physical_shape(self) -> Shape:
@@ -165,8 +162,9 @@ class Case:
         return CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape, kind, op, params)
 
 
-# Shapes per preset and device kind. CPU shapes are sized so `make bench` fits a 2-core machine;
-# GPU shapes come from real networks (ResNet-50 stages, diffusion UNet blocks, 7x7 planes).
+# Shapes per preset and device kind, for every operator; an operator adds its own (Operator.presets).
+# CPU shapes are sized so `make bench` fits a 2-core machine; GPU shapes come from real networks
+# (ResNet-50 stages, diffusion UNet blocks, 7x7 planes).
 PRESETS: dict[str, dict[str, list[Shape]]] = {
     "smoke": {
         "cpu": [(2, 3, 8, 8), (2, 4, 16, 16)],
@@ -192,12 +190,6 @@ PRESETS: dict[str, dict[str, list[Shape]]] = {
             (8, 128, 128, 128),  # diffusion UNet/VAE block at 128x128
         ],
     },
-    # GroupNorm(32)'s home: diffusion UNet blocks, channels from 320 to 1280 (every C a multiple of
-    # 32), sized for a CPU and, on a GPU, as Stable Diffusion's UNet runs them at 512x512.
-    "unet": {
-        "cpu": [(2, 320, 32, 32), (2, 640, 16, 16), (2, 1280, 8, 8)],
-        "cuda": [(16, 320, 64, 64), (16, 640, 32, 32), (16, 1280, 16, 16), (16, 1280, 8, 8)],
-    },
 }
 
 
@@ -205,10 +197,21 @@ def device_kind(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def preset_shapes(preset: str, device: str) -> list[Shape]:
-    if preset not in PRESETS:
-        raise BenchError(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
-    return list(PRESETS[preset][device_kind(device)])
+def presets() -> tuple[str, ...]:
+    """Every preset's name: the shared ones, then the operators' own."""
+    own = [name for op in operators.operators().values() for name in op.presets]
+    return tuple(dict.fromkeys([*PRESETS, *own]))
+
+
+def preset_shapes(preset: str, device: str, op: str = operators.DEFAULT) -> list[Shape]:
+    """Preset `preset`'s shapes on `device` for operator `op`: the operator's own when it has that
+    preset, else the shared ones, else the shapes of the operator that defines it (`--preset unet`
+    measures InstanceNorm on GroupNorm's UNet shapes too)."""
+    tables = [operators.get(op).presets, PRESETS, *(o.presets for o in operators.operators().values())]
+    for table in tables:
+        if preset in table:
+            return list(table[preset][device_kind(device)])
+    raise BenchError(f"unknown preset {preset!r}; expected one of: {', '.join(presets())}")
 
 
 def parse_shape(text: str) -> Shape:

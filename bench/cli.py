@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.cases import DTYPES, LAYOUTS, MODES, PRESETS, check_choice, parse_shape
+from bench import operators
+from bench.cases import DTYPES, LAYOUTS, MODES, check_choice, parse_shape, presets
 from bench.errors import BenchError
 from bench.registry import check_impl_paths
-from bench.timing import PRESET_TIMING
+from bench.timing import preset_timing
 
 MIN_SIZE_BYTES = 1 << 20
 EXIT_INCOMPLETE = 75  # a submission ended with measurements `stopped` (EX_TEMPFAIL): --resume completes it
@@ -60,8 +61,6 @@ def parse_seconds(text: str | None, option: str) -> float | None:
 def operator_params() -> dict[str, str]:
     """Every operator's parameters (name -> the operators that take it), each a repeatable option
     of run and check: num_groups is --num-groups."""
-    from bench import operators
-
     found: dict[str, list[str]] = {}
     for op in operators.operators().values():
         for name in op.params:
@@ -91,8 +90,6 @@ def param_options(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
 
 def parse_ops(names: list[str]) -> tuple[str, ...]:
     """--op's operators, each checked (an unknown one: a BenchError naming the known ones)."""
-    from bench import operators
-
     return tuple(dict.fromkeys(check_choice("operator", n, tuple(operators.operators())) for n in names))
 
 
@@ -128,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--device", default=None, help="cpu | cuda | cuda:N | auto (default: cpu, and cuda if present)"
     )
-    run.add_argument("--preset", default=None, help=f"shape sweep: {', '.join(PRESETS)} (default quick)")
+    run.add_argument("--preset", default=None, help=f"shape sweep: {', '.join(presets())} (default quick)")
     run.add_argument("--shape", action="append", default=None, metavar="N,C,H,W")
     run.add_argument("--dtype", action="append", default=None, help=f"{', '.join(DTYPES)} (repeatable)")
     run.add_argument("--layout", action="append", default=None, help=f"{', '.join(LAYOUTS)} (repeatable)")
@@ -205,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the heatmaps' reference (default: the implementation whose rows declare the baseline role)",
     )
+    add_op_path_arg(rep)
 
     rep_ = sub.add_parser(
         "repro",
@@ -254,6 +252,13 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--impl-module", action="append", default=[], metavar="MODULE", help="extra implementations"
     )
+    add_op_path_arg(p)
+
+
+def add_op_path_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--op-path", action="append", default=[], metavar="DIR", help="extra operators (folder or .py file)"
+    )
 
 
 def resolve_devices(text: str, gpus: int | None = None) -> list[str]:
@@ -280,7 +285,7 @@ def say_imports(cfg: Any, source: Path) -> None:
     from bench.stored import imports
 
     if imports(cfg):
-        print(f"resume of {source} imports implementations from: {imports(cfg)}", file=sys.stderr)
+        print(f"resume of {source} imports code from: {imports(cfg)}", file=sys.stderr)
 
 
 def check_out_path(path: Path) -> None:
@@ -324,7 +329,7 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
     if args.device:
         given["devices"] = tuple(resolve_devices(args.device, gpus))
     if args.preset:
-        given["preset"] = check_choice("preset", args.preset, tuple(PRESETS))
+        given["preset"] = check_choice("preset", args.preset, presets())
     if args.shape:
         given["shapes"] = tuple(parse_shape(s) for s in args.shape)
     if args.dtype:
@@ -345,6 +350,8 @@ def run_options(args: argparse.Namespace, gpus: int | None = None) -> dict[str, 
         given["impl_paths"] = tuple(str(Path(p).resolve()) for p in args.impl_path)
     if args.impl_module:
         given["impl_modules"] = tuple(args.impl_module)
+    if args.op_path:
+        given["op_paths"] = operators.use_paths(args.op_path)
     if args.edge:
         given["edge"] = True
     if args.case_timeout is not None:
@@ -381,7 +388,7 @@ def new_config(
     from bench.runner import RunConfig
 
     preset = given.get("preset", "quick")
-    settings = PRESET_TIMING[preset]
+    settings = preset_timing(preset)
     if warm_cache:
         settings = replace(settings, warm_cache=True)
     if max_time is not None:
@@ -765,7 +772,25 @@ def cmd_repro(args: argparse.Namespace, run_args: list[str]) -> int:
     return 0
 
 
+def op_paths_given(argv: list[str]) -> list[str]:
+    """The --op-path values in a command line, read before the parser is built: the operators they
+    hold add their parameters' options (--num-groups is GroupNorm's)."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--op-path" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--op-path="):
+            found.append(arg.split("=", 1)[1])
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        operators.use_paths(op_paths_given(argv))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "repro":

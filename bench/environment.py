@@ -116,6 +116,7 @@ def collect(cfg: Any, run_id: str, impls: dict[str, Any], command: str = "") -> 
         "timing_settings": settings,
         "case_timeout_s": cfg.case_timeout_s,
         "max_memory_bytes": cfg.max_memory_bytes,
+        "op_paths": list(cfg.op_paths),  # where its operators outside bench/operators/ were (the report's)
         "implementations": {
             n: {"framework": i.framework, "source": i.source, "unavailable": i.unavailable}
             for n, i in sorted(impls.items())

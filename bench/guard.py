@@ -29,9 +29,12 @@ class Tampered(Exception):
 
 
 def _namespaces(extra: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """normbench's modules and the classes they define, the clock and collector modules it reads,
-    and what the adapter names (its framework's functions and tensor class)."""
-    spaces: list[tuple[str, Any]] = [("time", time), ("gc", gc)]
+    """normbench's modules and the classes they define, the operators' from elsewhere (--op-path,
+    entry points), the clock and collector modules it reads, and what the adapter names (its
+    framework's functions and tensor class)."""
+    from bench import operators
+
+    spaces: list[tuple[str, Any]] = [("time", time), ("gc", gc), *operators.modules()]
     for name, module in sorted(sys.modules.items()):
         if module is None or not (name == "bench" or name.startswith("bench.")):
             continue
@@ -56,7 +59,8 @@ def _same_value(before: Any, after: Any) -> bool:
 
 def _its_own(space: str, before: Any, after: Any) -> bool:
     """A framework changing itself: the new value's code lives in the framework's own package (torch
-    wraps torch.manual_seed when torch._dynamo loads). normbench never changes itself this way."""
+    wraps torch.manual_seed when torch._dynamo loads). normbench never changes itself this way, nor
+    does an operator (its spaces, "operator:<module>", name no package)."""
     top = space.split(".")[0]
     package = sys.modules.get(top)
     where = getattr(package, "__file__", None)

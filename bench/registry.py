@@ -37,15 +37,10 @@ from bench import environment, operators
 from bench.cases import DTYPES, LAYOUTS, MODES
 from bench.errors import BenchError
 from bench.frameworks import frameworks
+from bench.reference import COPY
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "implementations"
 ENTRY_POINT_GROUP = "normbench.implementations"
-STDS = ("population", "unbiased", "copy")  # "copy": a calibration's answer is its input
-EPS_AT = (
-    "sqrt",
-    "std",
-    "none",
-)  # eps inside the square root (added to the variance), added to the std, or none
 # Roles an implementation can declare; the report reads them from the rows, never from names.
 ROLES = (
     "article",  # a snippet of the article this benchmark answers (see README)
@@ -70,8 +65,7 @@ class Impl:
     name: str
     framework: str
     layouts: tuple[str, ...]
-    std: str
-    eps_at: str
+    semantics: str  # one of its operator's (bench/operators/), or COPY for a calibration
     backends: tuple[str, ...]
     modes: tuple[str, ...] = MODES
     dtypes: tuple[str, ...] = DTYPES
@@ -84,10 +78,6 @@ class Impl:
     source: str = ""  # Source.label() of the file, module or plugin that registered it
     unavailable: str | None = None
     builder: Builder | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def semantics(self) -> str:
-        return "copy" if self.std == "copy" else f"{self.std}/eps@{self.eps_at}"
 
     def info(self) -> dict[str, Any]:
         """A picklable, JSON-able description (no builder): what probes send to the parent."""
@@ -134,8 +124,9 @@ def register(
     *,
     framework: str,
     layout: str | tuple[str, ...],
-    std: str,
-    eps_at: str,
+    semantics: str | None = None,
+    std: str | None = None,
+    eps_at: str | None = None,
     backends: tuple[str, ...] | None = None,
     modes: tuple[str, ...] = MODES,
     dtypes: tuple[str, ...] = DTYPES,
@@ -150,30 +141,26 @@ def register(
 
     `framework` must be a string literal (normbench reads it without importing the file).
     `layout` lists the layouts the callable accepts (torch tensors are logically NCHW; NHWC means
-    channels_last memory). `std` is "population" or "unbiased"; `eps_at` is "sqrt" (eps added to
-    the variance) or "std" (eps added to the standard deviation). `compiled_from` names the eager
+    channels_last memory). `semantics` is what it computes, one of its operator's `semantics` (the
+    report checks the declaration against what the output shows); `std=` and `eps_at=` spell it
+    as `f"{std}/eps@{eps_at}"`, the normalizations' two choices ("population" or "unbiased"
+    variance; eps added to it under the sqrt, "sqrt", or to the std, "std"). `compiled_from` names the eager
     implementation this one compiles (the report's break-even pairs them); `roles` are facts the
     report reads: "article" for the article's snippets, "baseline" for the heatmaps' reference.
     `op` names the operator it computes (a file in bench/operators/; a string literal, read like
     `framework`): InstanceNorm unless it says otherwise.
     """
-    operators.get(op)
+    operator = operators.get(op)
     known = frameworks()
     if framework not in known:
         raise BenchError(f"unknown framework {framework!r}; expected one of: {', '.join(known)}")
     fw = known[framework]
     layouts = _as_tuple(layout, "layout", LAYOUTS)
-    _as_tuple(std, "std", STDS)
-    _as_tuple(eps_at, "eps_at", EPS_AT)
     _as_tuple(modes, "mode", MODES)
     _as_tuple(dtypes, "dtype", DTYPES)
     _as_tuple(layout_copy, "layout", LAYOUTS)
     role_tuple = _as_tuple(roles, "role", ROLES)
-    if (std == "copy") != ("calibration" in role_tuple) or (std == "copy") != (eps_at == "none"):
-        raise BenchError(
-            f"std {std!r}, eps_at {eps_at!r}, roles {role_tuple}: a calibration (role 'calibration') "
-            "declares std 'copy' and eps_at 'none', and only a calibration does"
-        )
+    declared = _semantics(operator, semantics, std, eps_at, "calibration" in role_tuple)
     if backends is not None and fw.known_backends:
         _as_tuple(backends, f"{framework} backend", fw.known_backends)
 
@@ -185,8 +172,7 @@ def register(
             name=impl_name,
             framework=framework,
             layouts=layouts,
-            std=std,
-            eps_at=eps_at,
+            semantics=declared,
             backends=tuple(backends or fw.backends),
             modes=tuple(modes),
             dtypes=tuple(dtypes),
@@ -208,6 +194,30 @@ def register(
         return builder
 
     return decorate
+
+
+def _semantics(
+    operator: operators.Operator,
+    semantics: str | None,
+    std: str | None,
+    eps_at: str | None,
+    calibration: bool,
+) -> str:
+    """The semantics an implementation declares: `semantics=`, or `std=` and `eps_at=` spelling
+    it (a calibration's std "copy", eps_at "none": COPY); one of its operator's, or COPY for a
+    calibration and only for one."""
+    if semantics is not None and (std is not None or eps_at is not None):
+        raise BenchError(f"semantics {semantics!r} and std {std!r}, eps_at {eps_at!r}: declare one, not both")
+    if semantics is None:
+        if std is None or eps_at is None:
+            known = ", ".join(operator.semantics)
+            raise BenchError(f"no semantics declared; expected semantics= one of {operator.name}'s: {known}")
+        semantics = COPY if (std, eps_at) == (COPY, "none") else f"{std}/eps@{eps_at}"
+    allowed = (COPY,) if calibration else operator.semantics
+    if semantics not in allowed:
+        what = "a calibration (role 'calibration') declares" if calibration else f"{operator.name}'s are"
+        raise BenchError(f"unknown semantics {semantics!r}; {what}: {', '.join(allowed)}")
+    return semantics
 
 
 def _label_of(module: Any, module_name: str) -> str:
@@ -575,6 +585,7 @@ class ProbeMemo:
             "source": source.to_json(),
             "files": files,
             "normbench": _own_code(),
+            "operators": _digest(operators.files()),  # what @register checks a declaration against
             "framework": framework,
             "backend": backend,
             "python": sys.executable,
@@ -664,8 +675,7 @@ def unavailable_impl(source: Source, framework: str, reason: str, name: str | No
         op=op,
         framework=framework,
         layouts=(),
-        std="?",
-        eps_at="?",
+        semantics="",
         backends=fw.backends if fw else (),
         source=source.label(),
         unavailable=reason,

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -195,9 +196,15 @@ def _stems(a: Analysis) -> list[str]:
     return stems
 
 
-def render_page(
-    a: Analysis, plots: Sequence[dict[str, str]], title: str = "normbench: per-channel normalization"
-) -> str:
+def render_page(a: Analysis, plots: Sequence[dict[str, str]], title: str | None = None) -> str:
+    """The page; its title names the operators measured (those this normbench has)."""
+    titles = {label.split("(", 1)[0] for label in a.op_labels}
+    ops = [op for op in operators.operators().values() if op.title in titles]
+    title = title or f"normbench: {', '.join(op.title for op in ops) or 'normalization'}"
+    edge_help: dict[str, str] = {}
+    for op in ops:
+        for kind, text in op.edge_help.items():
+            edge_help.setdefault(kind, text)
     return (
         environment()
         .get_template("report.html.j2")
@@ -205,8 +212,9 @@ def render_page(
             title=title,
             a=a,
             plots=plots,
-            canonical=operators.canonical(operators.DEFAULT),
-            edge_cases=list(operators.edge_kinds()),
+            ops=ops,
+            canon_name=ops[0].title if len(ops) == 1 else "the canonical formula",
+            edge_help=edge_help,
             noisy=analysis.NOISY_REL_IQR,
             small_plane=analysis.SMALL_PLANE,
             cache_sol=analysis.CACHE_RESIDENT_SOL,
@@ -219,11 +227,23 @@ def render_page(
     )
 
 
+def their_operators(results: Results) -> None:
+    """Load the operators the runs measured from the folders their sidecars name (--op-path), those
+    still there; a run whose folder is gone is reported with its operators' names for titles."""
+    paths = {str(p) for env in results.envs.values() for p in env.get("op_paths", ()) if isinstance(p, str)}
+    gone = sorted(p for p in paths if not Path(p).exists())
+    for p in gone:
+        print(f"warning: operators of these results were in {p}, which is gone: their rows are "
+              "labelled by operator name, without canonical semantics", file=sys.stderr)  # fmt: skip
+    operators.use_paths(sorted(paths - set(gone)))
+
+
 def render(paths: Sequence[Path], out: Path | None = None, baseline: str | None = None) -> Path:
     """Read, analyse, draw and write the report; returns its index.html."""
     from bench import plots as plotting
 
     results = analysis.load(list(paths))
+    their_operators(results)
     a = analysis.analyse(results, baseline=baseline)
     target = out if out is not None else default_out(results)
     with staged(target) as tmp:

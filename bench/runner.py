@@ -78,6 +78,7 @@ class RunConfig:
     settings: TimingSettings = field(default_factory=TimingSettings)
     impl_paths: tuple[str, ...] = ()
     impl_modules: tuple[str, ...] = ()
+    op_paths: tuple[str, ...] = ()  # operator folders and files (--op-path), resolved
     edge: bool = False
     case_timeout_s: float = 300.0
     import_timeout_s: float = 120.0
@@ -99,7 +100,8 @@ class RunConfig:
     def from_json(cls, d: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        for k in ("impl_globs", "ops", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules"):
+        tuples = ("impl_globs", "ops", "devices", "dtypes", "layouts", "modes", "impl_paths", "impl_modules")
+        for k in (*tuples, "op_paths"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         if "groups" in kw:
@@ -154,10 +156,10 @@ def cases(cfg: RunConfig, device: str, ops: tuple[str, ...] | None = None) -> li
 
 def _cases(cfg: RunConfig, device: str, ops: tuple[str, ...]) -> tuple[list[Case], list[str]]:
     """The cases, and why some shapes are not measured with some operator parameters (a line each)."""
-    shapes = list(cfg.shapes) or preset_shapes(cfg.preset, device)
     found: list[Case] = []
     skipped: list[str] = []
     for op in ops:
+        shapes = list(cfg.shapes) or preset_shapes(cfg.preset, device, op)
         for v in variants(op, cfg.params, shapes):
             skipped += v.skip_lines("planned")
             found += [
@@ -302,6 +304,8 @@ class Run(Listener):
         check_groups: bool = False,
     ) -> None:
         self.cfg = cfg
+        if cfg.op_paths:  # its operators, for this process and its workers (a cluster job's too)
+            operators.use_paths(cfg.op_paths)
         self.check_groups = (
             check_groups  # `--group` globs from a person: one that matches nothing is an error
         )

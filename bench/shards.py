@@ -48,7 +48,7 @@ SUPERVISION = ("case_timeout_s", "import_timeout_s", "max_memory_bytes", "fail_f
 # RunConfig fields that do not change what is measured: supervision, which part of the plan a run
 # takes, and where implementations were found (absolute paths differ between checkouts; the
 # measurement keys say what was found).
-NOT_IDENTITY = (*SUPERVISION, "shard", "groups", "impl_paths", "impl_modules")
+NOT_IDENTITY = (*SUPERVISION, "shard", "groups", "impl_paths", "impl_modules", "op_paths")
 GROUP_SLACK = 0.25  # a cut moves to a group's edge within this fraction of a shard's measurements
 
 

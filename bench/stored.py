@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import operators
-from bench.cases import DTYPES, LAYOUTS, MODES, PRESETS, check_choice, parse_shape
+from bench.cases import DTYPES, LAYOUTS, MODES, check_choice, parse_shape, presets
 from bench.errors import BenchError
 from bench.registry import check_impl_paths
 from bench.timing import TimingSettings
@@ -111,6 +111,8 @@ def run_config(d: Any, where: str, gpus: int | None = None) -> Any:
         if not isinstance(d, dict):
             raise BenchError(f"expected a JSON object, not {type(d).__name__}")
         kw: dict[str, Any] = {}
+        if "op_paths" in d:  # first: the operators they hold are names the fields below may use
+            kw["op_paths"] = operators.use_paths(_strings(d["op_paths"], "op_paths"))
         for name in ("impl_globs", "impl_modules", "groups"):
             if name in d:
                 kw[name] = _strings(d[name], name)
@@ -123,7 +125,7 @@ def run_config(d: Any, where: str, gpus: int | None = None) -> Any:
         if "devices" in d:
             kw["devices"] = tuple(_device(v, gpus) for v in _strings(d["devices"], "devices"))
         if "preset" in d:
-            kw["preset"] = check_choice("preset", str(d["preset"]), tuple(PRESETS))
+            kw["preset"] = check_choice("preset", str(d["preset"]), presets())
         if "shapes" in d:
             if not isinstance(d["shapes"], list):
                 raise BenchError(f"bad shapes {d['shapes']!r}; expected a list of N,C,H,W lists")
@@ -162,8 +164,10 @@ def run_config(d: Any, where: str, gpus: int | None = None) -> Any:
 
 
 def imports(cfg: Any) -> str:
-    """What a resume imports beyond implementations/ (folders and modules its file names), or ""."""
+    """What a resume imports beyond implementations/ and bench/operators/ (folders and modules its
+    file names), or ""."""
     parts = [f"--impl-path {p}" for p in cfg.impl_paths] + [f"--impl-module {m}" for m in cfg.impl_modules]
+    parts += [f"--op-path {p}" for p in cfg.op_paths]
     return ", ".join(parts)
 
 

@@ -43,7 +43,11 @@ PRESET_TIMING = {
     "quick": TimingSettings(warmup_s=0.05, min_time_s=0.2, max_time_s=1.0),
     "full": TimingSettings(warmup_s=0.1, min_time_s=0.3, max_time_s=1.5),
 }
-PRESET_TIMING["unet"] = PRESET_TIMING["full"]
+
+
+def preset_timing(preset: str) -> TimingSettings:
+    """How long a preset samples each case: an operator's own preset (bench/operators/) as "full"."""
+    return PRESET_TIMING.get(preset, PRESET_TIMING["full"])
 
 
 def timer_overhead_s() -> float:

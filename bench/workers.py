@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from bench import frameworks
 from bench.cases import Case, CaseKey, MeasurementKey
-from bench.memory import steady_env
+from bench.memory import CpuReading, steady_env
 from bench.registry import Impl, ProbeMemo, Source, unavailable_impl
 from bench.results import Row, row_from_dict
 from bench.timing import TimingSettings
@@ -255,6 +255,7 @@ class WorkerHandle(Protocol):
 
     def events(self, timeout_s: float) -> tuple[list[Event], bool]: ...
     def rss_bytes(self) -> int: ...
+    def cpu(self) -> CpuReading | None: ...
     def kill(self) -> None: ...
     def killed_by_stop_signal(self) -> bool: ...
     def exit_description(self) -> str: ...
@@ -334,6 +335,11 @@ class WorkerProcess:
             return rss_bytes(self.pid)
         except OSError:
             return 0
+
+    def cpu(self) -> CpuReading | None:
+        from bench.memory import cpu_reading
+
+        return cpu_reading(self.pid)
 
     def kill(self) -> None:
         """Kill the worker's whole process group (compile workers, forked children), then reap it."""
@@ -554,10 +560,12 @@ class WorkerClient:
                 for event in events:
                     if isinstance(event, Begin):
                         current, started = event, True
-                        self._verify_begin(event)
+                        self._verify_begin(event, proc)
                         self.listener.begin(spec, event)
                     elif isinstance(event, Sample):
-                        self.verifier.sample(event.case, event.impl, event)
+                        self.verifier.sample(
+                            event.case, event.impl, event, proc.cpu() if event.when == "timed" else None
+                        )
                     elif isinstance(event, RowEvent):
                         self._row(spec, event)
                     elif isinstance(event, Hello):
@@ -706,13 +714,13 @@ class WorkerClient:
             row = caught_row(row, *caught)
         self.listener.row(spec, row)
 
-    def _verify_begin(self, event: Begin) -> None:
+    def _verify_begin(self, event: Begin, proc: WorkerHandle) -> None:
         if event.case is None:
             return
         if event.phase == "inputs" and event.case in self.cases and self.spec.task in ("run", "check"):
             self.verifier.inputs(self.cases[event.case])
         elif event.phase == "sample":
-            self.verifier.round_begins(event.case, event.impl)
+            self.verifier.round_begins(event.case, event.impl, proc.cpu())
 
     def _unloaded(self, event: Unloaded) -> None:
         for key, name in list(self.remaining):

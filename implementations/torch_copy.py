@@ -8,8 +8,7 @@ from bench.registry import register
 @register(
     framework="torch",
     layout=("NCHW", "NHWC"),
-    std="copy",
-    eps_at="none",
+    semantics="copy",
     modes=("forward",),
     roles=("calibration",),
 )

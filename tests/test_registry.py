@@ -68,8 +68,11 @@ def test_bad_impl_path_is_an_error(tmp_path):
     "kwargs, match",
     [
         ({"framework": "mxnet"}, "unknown framework 'mxnet'"),
-        ({"std": "sample"}, "unknown std 'sample'"),
-        ({"eps_at": "var"}, "unknown eps_at 'var'"),
+        ({"std": "sample"}, "unknown semantics 'sample/eps@sqrt'; instance_norm's are: population/eps@sqrt,"),
+        ({"eps_at": "var"}, "unknown semantics 'population/eps@var'"),
+        ({"std": None}, "no semantics declared; expected semantics= one of instance_norm's: population/eps@"),
+        ({"semantics": "population/eps@sqrt"}, "declare one, not both"),
+        ({"semantics": "rms", "std": None, "eps_at": None}, "unknown semantics 'rms'"),
         ({"layout": "CHWN"}, "unknown layout 'CHWN'"),
         ({"roles": ("winner",)}, "unknown role 'winner'"),
         ({"framework": "keras", "backends": ("mxnet",)}, "unknown keras backend 'mxnet'"),

@@ -10,10 +10,12 @@ import math
 
 import pytest
 
+from bench import operators
 from bench.cli import main
 from bench.cluster import MANIFEST_FORMAT
 from bench.results import ResultsWriter, write_env
 from bench.runner import RunConfig
+from tests.test_add_an_operator import readme_block
 from tests.test_shards import row
 
 GOOD = RunConfig(impl_globs=("numpy_two_pass",), shapes=((2, 3, 8, 8),), threads=1, max_memory_bytes=1 << 30)
@@ -127,10 +129,27 @@ def test_out_never_appends_to_a_file_that_is_not_normbench_results(tmp_path, cap
     assert notes.read_text() == "my notes\n"
 
 
-def test_a_resume_says_which_code_it_imports(tmp_path, capsys):
-    impls = tmp_path / "impls"
+def test_a_resume_says_which_code_it_imports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(operators.PATH_ENV, "")  # the resume adds its operators' folder here
+    impls, ops = tmp_path / "impls", tmp_path / "ops"
     impls.mkdir()
-    out = results(tmp_path, {**GOOD.to_json(), "impl_paths": [str(impls)], "impl_globs": ["nothing_here"]})
+    ops.mkdir()
+    (ops / "rms_norm.py").write_text(readme_block("operator"))
+    config = {
+        "impl_paths": [str(impls)],
+        "op_paths": [str(ops)],
+        "ops": ["rms_norm"],
+        "impl_globs": ["nothing_here"],
+    }
+    out = results(tmp_path, {**GOOD.to_json(), **config})
     assert main(["run", "--resume", str(out)]) == 2  # its glob matches nothing: refused after saying so
     err = capsys.readouterr().err
-    assert f"resume of {out} imports implementations from: --impl-path {impls}" in err
+    assert f"resume of {out} imports code from: --impl-path {impls}, --op-path {ops}" in err
+    (ops / "rms_norm.py").unlink()
+    ops.rmdir()
+    assert main(["run", "--resume", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        line.startswith(f"error: --resume '{out}'")
+        and f"--op-path '{ops}' is neither a directory nor a .py file" in line
+    )

@@ -17,7 +17,9 @@ from bench.timing import TimingSettings
 
 
 def impl(name, framework="torch", backends=("eager",), **kw):
-    return Impl(name, framework, ("NCHW",), "population", "sqrt", backends, source=f"file /x/{name}.py", **kw)
+    return Impl(
+        name, framework, ("NCHW",), "population/eps@sqrt", backends, source=f"file /x/{name}.py", **kw
+    )
 
 
 IMPLS = {

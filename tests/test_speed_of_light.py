@@ -81,9 +81,13 @@ def test_a_calibration_is_shown_against_the_limit_and_never_in_a_verdict(tmp_pat
 
 
 def test_only_a_calibration_declares_a_copy():
-    with pytest.raises(BenchError, match="a calibration .* declares std 'copy' and eps_at 'none'"):
+    with pytest.raises(
+        BenchError, match="unknown semantics 'copy'; instance_norm's are: population/eps@sqrt"
+    ):
         register(framework="torch", layout="NCHW", std="copy", eps_at="none")(lambda case: None)
-    with pytest.raises(BenchError, match="only a calibration does"):
+    with pytest.raises(BenchError, match="unknown semantics 'copy'; instance_norm's are"):
+        register(framework="torch", layout="NCHW", semantics="copy")(lambda case: None)
+    with pytest.raises(BenchError, match="'population/eps@sqrt'; a calibration .* declares: copy"):
         register(framework="torch", layout="NCHW", std="population", eps_at="sqrt", roles=("calibration",))(
             lambda case: None
         )

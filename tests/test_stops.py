@@ -129,7 +129,7 @@ def test_sigkill_of_a_local_controller_leaves_no_process_and_an_immediate_resume
     second = cli("run", "--resume", str(folder), env=env, timeout=120)  # while the first still runs
     assert second.returncode == 2, second.stderr
     said, line = second.stderr.strip().splitlines()
-    assert said == f"resume of {folder} imports implementations from: --impl-path {IMPLS}"
+    assert said == f"resume of {folder} imports code from: --impl-path {IMPLS}"
     assert f"submission {folder} is being measured by another normbench (pid {proc.pid}" in line
 
     killed = time.monotonic()

@@ -1,10 +1,17 @@
 """Operators: what is computed and how an answer is checked, one file each; never how it is run.
 
-An operator file (`bench/operators/<name>.py`, not starting with "_") defines `OPERATOR`, an
-`Operator`: its name, the semantics an implementation may declare and the canonical one, its
-inputs and upstream gradients, its edge cases, its float64 reference (output, input gradient,
-semantics detection) and its tolerances. The harness plans, runs, checks, times and formats; it
-asks the case's operator (`get(case.op)`) for everything that is the operator's, and names none.
+An operator file defines `OPERATOR`, an `Operator`: its name, its parameters, the semantics an
+implementation may declare and the canonical one, its inputs and upstream gradients, its edge
+cases and presets, its float64 reference (output, input gradient, semantics detection), its
+tolerances and the bytes a call moves. The harness plans, runs, checks, times and formats; it asks
+the case's operator (`get(case.op)`) for everything that is the operator's, and names none.
+
+Where operators come from, in this order (a name defined twice is an error naming both places):
+1. the files of bench/operators/ (not starting with "_");
+2. folders and files given with `--op-path` (`use_paths`), kept in $NORMBENCH_OP_PATH so that every
+   process the command starts (its workers, a cluster's jobs) finds the same ones;
+3. entry points in the group `normbench.operators` of installed packages: a module that defines
+   OPERATOR, or `module:NAME` naming an Operator.
 
 Lifecycle: `reference(x, case, g)` is built once per case from the inputs as the implementations
 see them (rounded to the dtype) and shared by every implementation checked on that case.
@@ -13,9 +20,14 @@ see them (rounded to the dtype) and shared by every implementation checked on th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import itertools
+import os
+import re
+import sys
 from collections.abc import Mapping
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -30,6 +42,8 @@ if TYPE_CHECKING:
 
 # The operator of an implementation that names none, and of rows written before rows named one.
 DEFAULT = "instance_norm"
+PATH_ENV = "NORMBENCH_OP_PATH"  # os.pathsep-separated operator folders and files (--op-path)
+ENTRY_POINT_GROUP = "normbench.operators"
 
 
 class Reference:
@@ -71,11 +85,13 @@ class Operator:
     title: str = ""  # what people call it: "InstanceNorm"
     semantics: tuple[str, ...] = ()  # what an implementation may declare (@register std=, eps_at=)
     canonical: str = ""  # the operator's definition; distance from it is reported for every row
+    semantics_help: str = ""  # what its semantics tell apart, for the report's readers
     # Normwise relative tolerance, max|out - ref| / max|ref|, per dtype.
     tolerance: dict[str, float] = {}
     # Inputs that break implementations: kind -> (shape, dtype); judged for finiteness and error
     # (edge_tolerance), never timed.
     edge_cases: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+    edge_help: dict[str, str] = {}  # what each edge case breaks, for the report's readers
     # Parameters besides eps, positive integers, by name: their defaults, in the order a case's
     # op_params text lists them. Each is a repeatable `run` option (`num_groups`: --num-groups).
     params: dict[str, int] = {}
@@ -83,6 +99,12 @@ class Operator:
     # both: an implementation that reduces over the wrong axes, or mixes up NCHW and NHWC, gets a
     # different answer; 48-pixel planes keep biased and unbiased std 1 % apart.
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((2, 3, 6, 8),)
+    # Its own presets, {name: {"cpu": shapes, "cuda": shapes}}: a name of its own (every operator
+    # of a run can take it), or its shapes for a shared one (bench.cases.PRESETS). Timed as "full".
+    presets: dict[str, dict[str, list[tuple[int, int, int, int]]]] = {}
+    # Ideal bytes per element a call moves, per mode: forward reads x and writes y; backward reads x
+    # and dy and writes dx; train does both. The speed of light is these bytes at copy bandwidth.
+    bytes_per_element: dict[str, int] = {"forward": 2, "backward": 3, "train": 5}
 
     def variants(self, given: Mapping[str, tuple[int, ...]]) -> list[dict[str, int]]:
         """Every combination of parameter values `given` asks for (the default where it gives
@@ -126,19 +148,130 @@ class Operator:
 
 
 def operators() -> Mapping[str, Operator]:
-    """The operators in bench/operators/, by name (read-only)."""
-    return MappingProxyType(_found())
+    """Every operator, by name (read-only): bench/operators/, --op-path, entry points."""
+    return MappingProxyType(_found(os.environ.get(PATH_ENV, "")))
+
+
+def use_paths(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Add operator folders or .py files (`--op-path`) for this process and the ones it starts; every
+    operator is loaded now, so a bad path, a broken operator file or plugin is an error before
+    anything runs.
+    Returns the resolved paths, as a run's configuration stores them."""
+    resolved = tuple(str(Path(p).resolve()) for p in paths)
+    for given, path in zip(paths, resolved):
+        if not (Path(path).is_dir() or (Path(path).is_file() and path.endswith(".py"))):
+            raise BenchError(f"--op-path {given!r} is neither a directory nor a .py file")
+    current = [p for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    text = os.pathsep.join(dict.fromkeys([*current, *resolved]))
+    _found(text)  # a bad one fails here, before the environment names it
+    if resolved:
+        os.environ[PATH_ENV] = text
+    return resolved
+
+
+def _path_files(text: str) -> list[Path]:
+    files: list[Path] = []
+    for entry in (p for p in text.split(os.pathsep) if p):
+        path = Path(entry)
+        if path.is_dir():
+            files += sorted(path.glob("*.py"))
+        elif path.is_file() and path.suffix == ".py":
+            files.append(path)
+        else:
+            raise BenchError(f"${PATH_ENV} names {entry!r}, neither a directory nor a .py file")
+    return [f for f in files if not f.stem.startswith("_")]
+
+
+def _from_file(path: Path) -> Operator:
+    """Import an operator file from a folder (as module normbench_op_<stem>) and take its OPERATOR."""
+    if path.parent == Path(__file__).parent:
+        module = importlib.import_module(f"{__name__}.{path.stem}")
+    else:
+        name = f"normbench_op_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001  a user's file: one line that names it
+            del sys.modules[name]
+            raise BenchError(f"operator file {path}: {type(exc).__name__}: {exc}") from None
+    return _checked(getattr(module, "OPERATOR", None), f"operator file {path}")
+
+
+def _from_entry_point(ep: metadata.EntryPoint) -> Operator:
+    where = f"entry point {ep.name}={ep.value} (group {ENTRY_POINT_GROUP})"
+    try:
+        loaded = ep.load()
+    except Exception as exc:  # noqa: BLE001  an installed plugin: one line that names it
+        raise BenchError(f"{where}: {type(exc).__name__}: {exc}") from None
+    return _checked(getattr(loaded, "OPERATOR", loaded), where)
+
+
+def _checked(op: object, where: str) -> Operator:
+    """An operator is a stateless Operator instance whose facts agree with each other."""
+    if not isinstance(op, Operator):
+        raise BenchError(f"{where}: defines no OPERATOR, an instance of bench.operators.Operator")
+    if hasattr(op, "__dict__"):
+        raise BenchError(f"{where}: {type(op).__name__} and each class it derives from must set "
+                         "__slots__ = (): an operator holds no state a measured call can change")  # fmt: skip
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", op.name) or not op.title:
+        raise BenchError(f"{where}: bad name {op.name!r} or title {op.title!r}; expected a lower-case "
+                         "identifier and a non-empty title")  # fmt: skip
+    if op.canonical not in op.semantics:
+        raise BenchError(f"{where}: canonical {op.canonical!r} is not one of its semantics {op.semantics}")
+    for name, default in op.params.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or not isinstance(default, int) or default < 1:
+            raise BenchError(f"{where}: bad parameter {name}={default!r}; expected a lower-case "
+                             "identifier with a positive integer default")  # fmt: skip
+    return op
 
 
 @cache
-def _found() -> dict[str, Operator]:
+def _found(path_text: str) -> dict[str, Operator]:
     found: dict[str, Operator] = {}
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        if path.stem.startswith("_"):
-            continue
-        op = importlib.import_module(f"{__name__}.{path.stem}").OPERATOR
-        found[op.name] = op
+    where: dict[str, str] = {}
+
+    def add(op: Operator, place: str) -> None:
+        if op.name in found:
+            raise BenchError(f"operator {op.name!r} of {place} is already defined by {where[op.name]}")
+        found[op.name], where[op.name] = op, place
+
+    builtin = [p for p in sorted(Path(__file__).parent.glob("*.py")) if not p.stem.startswith("_")]
+    for path in builtin + _path_files(path_text):
+        add(_from_file(path), str(path))
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        add(_from_entry_point(ep), f"entry point {ep.name}={ep.value}")
     return found
+
+
+def modules() -> list[tuple[str, object]]:
+    """The modules that define operators outside bench/, and the classes each defines (its
+    reference's too), for bench.guard, which watches them as it watches normbench's own: a measured
+    call must not change how answers are checked."""
+    names = {
+        klass.__module__
+        for op in operators().values()
+        for klass in type(op).__mro__
+        if klass.__module__.split(".")[0] not in ("bench", "builtins")
+    }
+    out: list[tuple[str, object]] = []
+    for name in sorted(names):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        out.append((f"operator:{name}", module))
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, type) and value.__module__ == name:
+                out.append((f"operator:{name}.{attr}", value))
+    return out
+
+
+def files() -> list[Path]:
+    """The files of the operators defined outside bench/ (see modules)."""
+    found = {getattr(m, "__file__", None) for _, m in modules()}
+    return sorted(Path(f) for f in found if isinstance(f, str))
 
 
 def get(name: str) -> Operator:

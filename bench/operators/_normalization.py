@@ -126,7 +126,14 @@ class Normalization(Operator):
 
     semantics = SEMANTICS
     canonical = CANONICAL
+    semantics_help = "population or unbiased variance; eps inside the sqrt or added to the std"
     tolerance = TOLERANCE
+    edge_help = {
+        "one_pixel": "1x1 planes: the unbiased std divides by zero where a group is one element",
+        "constant": "std 0: eps decides",
+        "large_offset": "1e4 + 0.01·noise: one-pass variance cancels",
+        "fp16_range": "float16 values near its maximum: squares overflow",
+    }
 
     def groups(self, shape: tuple[int, ...], case: Case) -> int:
         """How many groups each sample of an input of `shape` (logical NCHW) is normalized over."""

@@ -24,6 +24,14 @@ class GroupNorm(Normalization):
     title = "GroupNorm"
     params = {"num_groups": 32}
     check_shapes = ((2, 64, 6, 8),)  # 64 channels: every G that divides 64
+    # GroupNorm(32)'s home: diffusion UNet blocks, channels from 320 to 1280 (every C a multiple of
+    # 32), sized for a CPU and, on a GPU, as Stable Diffusion's UNet runs them at 512x512.
+    presets = {
+        "unet": {
+            "cpu": [(2, 320, 32, 32), (2, 640, 16, 16), (2, 1280, 8, 8)],
+            "cuda": [(16, 320, 64, 64), (16, 640, 32, 32), (16, 1280, 16, 16), (16, 1280, 8, 8)],
+        }
+    }
     # The edge cases' shapes hold 64 channels: every G that divides 64 plans them (one_pixel with
     # G = 64 is InstanceNorm's 1x1 plane, where the unbiased std divides by zero).
     edge_cases = {
