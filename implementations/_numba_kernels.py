@@ -812,12 +812,25 @@ def _tiles(c):
     return max(1, SUM_TILE // c) * c, max(1, EMIT_TILE // c) * c
 
 
+PIVOT_ROWS = 8
+
+
 @nb.njit(**JIT)
 def _tiled_pivot(x, kt):
-    """kt <- the sample's first row x[0, :], float64, tiled to kt's length."""
+    """kt <- per channel, the mean of the sample's first PIVOT_ROWS rows of x (float32-rounded,
+    float64), tiled to kt's length. One row's value sits more than 3 standard deviations from
+    its channel's mean for ~0.3 % of channels: with hundreds of channels nearly every sample had
+    one, and its float32 guard sent the whole sample back through float64 sums (2x320x32x32:
+    every call). The mean of 8 rows sits that far from it once in ~10^17."""
     cs = x.shape[1]
-    for j in range(kt.shape[0]):
-        kt[j] = to_f32(x[0, j % cs])
+    rows = min(PIVOT_ROWS, x.shape[0])
+    for c in range(cs):
+        total = 0.0
+        for r in range(rows):
+            total += np.float64(to_f32(x[r, c]))
+        kt[c] = np.float64(np.float32(total / rows))
+    for j in range(cs, kt.shape[0]):
+        kt[j] = kt[j % cs]
 
 
 @nb.njit(**JIT)
@@ -848,6 +861,34 @@ def _rows_sums(x, kt, st):
         st[1, j] += d * d
 
 
+# Blocks of at most this many bytes are summed row after row, in memory order (_octets_row_major).
+# Eight 1,280-byte rows read a stride apart at once (the octet loops) came 1.7x slower from memory
+# than one row at a time (C = 320 float32, one thread: 131 vs 78 us a 1.3 MB sample); at 2,560
+# bytes they were even and at 5,120 the octets 1.25x faster. In cache the octets are 1.6x faster
+# at every C (a row at a time keeps its sums in L1, not registers).
+ROW_MAJOR_BYTES = 2048
+
+
+@nb.njit(**JIT)
+def _octets_row_major(xb, k32, st, start, octets):
+    """st += float32 sums of x - K and (x - K)^2 over rows start..octets of blocks xb, a row at a
+    time, added to float64 once per eight rows (as the octet loops do)."""
+    t = xb.shape[1]
+    a1 = np.empty(t, np.float32)
+    a2 = np.empty(t, np.float32)
+    for b in range(start, octets, 8):
+        a1[:] = 0.0
+        a2[:] = 0.0
+        for r in range(b, b + 8):
+            for j in range(t):
+                d = to_f32(xb[r, j]) - k32[j]
+                a1[j] += d
+                a2[j] += d * d
+        for j in range(t):
+            st[0, j] += np.float64(a1[j])
+            st[1, j] += np.float64(a2[j])
+
+
 @nb.njit(**JIT)
 def _rows_sums_f32(x, kt, st):
     """_rows_sums with the differences, their squares and the sums of eight blocks in float32,
@@ -864,6 +905,9 @@ def _rows_sums_f32(x, kt, st):
     start = 0
     if t == REG_TILE:
         _octet_sums(x, k32, st, full // 8)
+        start = octets
+    if t * x.itemsize <= ROW_MAJOR_BYTES:
+        _octets_row_major(xb, k32, st, start, octets)
         start = octets
     for b in range(start, octets, 8):
         for j in range(t):
@@ -1072,13 +1116,54 @@ def _rows_grad_sums(x, g, kt, gt, st):
 
 
 @nb.njit(**JIT)
+def _grad_octets(xb, gb, k32, g32, st, octets):
+    """_grad_octets_row_major with the eight rows of an octet read at once, position by position:
+    their float32 sums stay in registers (see ROW_MAJOR_BYTES)."""
+    t = xb.shape[1]
+    for b in range(0, octets * OCTET, OCTET):
+        for j in range(t):
+            k, gk = k32[j], g32[j]
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            for r in range(b, b + OCTET):
+                e = to_f32(gb[r, j]) - gk
+                s0 += e
+                s1 += e * (to_f32(xb[r, j]) - k)
+                s2 += e * e
+            st[0, j] += np.float64(s0)
+            st[1, j] += np.float64(s1)
+            st[2, j] += np.float64(s2)
+
+
+@nb.njit(**JIT)
+def _grad_octets_row_major(xb, gb, k32, g32, st, octets):
+    """st (3, T) += float32 sums of e = g - G, e (x - K) and e^2 over the first `octets` * 8 rows
+    of blocks xb, gb, a row at a time, added to float64 once per eight rows."""
+    t = xb.shape[1]
+    a = np.empty((3, t), np.float32)
+    for b in range(0, octets * OCTET, OCTET):
+        a[:] = 0.0
+        for r in range(b, b + OCTET):
+            for j in range(t):
+                e = to_f32(gb[r, j]) - g32[j]
+                a[0, j] += e
+                a[1, j] += e * (to_f32(xb[r, j]) - k32[j])
+                a[2, j] += e * e
+        for j in range(t):
+            st[0, j] += np.float64(a[0, j])
+            st[1, j] += np.float64(a[1, j])
+            st[2, j] += np.float64(a[2, j])
+
+
+@nb.njit(**JIT)
 def _rows_grad_sums_fast(x, g, kt, gt, st, count, cs, mean, rstd, eps):
     """Per-channel (3, C) sum(g - G), sum((g - G)(x - K)), sum((g - G)^2) from float32 octets
-    (_octet_grad_sums) when the blocks fit the registers (REG_TILE % C == 0) and both pivots pass
-    the guard (_grad_far); otherwise an empty (0, C) array: the caller sums in float64."""
+    (_octet_grad_sums in registers when the blocks are REG_TILE long, else a row at a time) when
+    both pivots pass the guard (_grad_far); otherwise an empty (0, C) array: the caller sums in
+    float64. (Until the pivots were the mean of the first rows, only REG_TILE blocks took this
+    path: at C = 320 one channel in ~300 failed the guard, so nearly every sample did.)"""
     t = kt.shape[0]
-    if t != REG_TILE:
-        return np.empty((0, cs))
     k32 = np.empty(t, np.float32)
     g32 = np.empty(t, np.float32)
     for j in range(t):
@@ -1086,7 +1171,14 @@ def _rows_grad_sums_fast(x, g, kt, gt, st, count, cs, mean, rstd, eps):
     full = x.shape[0] // t
     octets = full // OCTET
     st[:] = 0.0
-    _octet_grad_sums(x, g, k32, g32, st, octets)
+    if t == REG_TILE:
+        _octet_grad_sums(x, g, k32, g32, st, octets)
+    else:
+        xb, gb = x[: full * t].reshape(full, t), g[: full * t].reshape(full, t)
+        if t * x.itemsize <= ROW_MAJOR_BYTES:
+            _grad_octets_row_major(xb, gb, k32, g32, st, octets)
+        else:
+            _grad_octets(xb, gb, k32, g32, st, octets)
     done = octets * OCTET * t
     xr, gr = x[done:], g[done:]
     for j in range(xr.shape[0]):

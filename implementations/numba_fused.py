@@ -52,7 +52,11 @@ STREAM_MIN_BYTES = _last_level_cache_bytes() * 3 // 2
 # L2 and evict the input lines that the same pass is about to read (the oldest ones in LRU order
 # are those not yet re-read), so the pass reads them again from L3; streaming stores bypass L2.
 # Measured at 8x64x56x56 float32, 2 threads (800 KB samples, 1 MB L2): forward 0.336 vs 0.358
-# ns/element (10th percentiles), backward 0.428 vs 0.464.
+# ns/element (10th percentiles), backward 0.428 vs 0.464. Only where C divides 64, whose register
+# loops stream whole blocks: other C stream line by line (_affine_line), and GroupNorm(32) on the
+# UNet preset (C = 320 to 1280, 1.3 MB samples) ran forward 1.13-1.21x faster with regular stores
+# (harness runs in turn, 2 threads: 192 -> 166 and 171 us at 2x320x32x32, 132 -> 98 and 101 us
+# at 2x640x16x16; backward alike within noise).
 ROWS_STREAM_UNIT_BYTES = _cache_bytes().get(2, 1 << 20)
 
 
@@ -143,7 +147,7 @@ def _launch(
         units, shape, unit_bytes = n * c // per, (per * h * w,), per * h * w * itemsize
     count = len(tensors)
     stream = count * units * unit_bytes >= STREAM_MIN_BYTES or (
-        rows and count * unit_bytes > ROWS_STREAM_UNIT_BYTES
+        rows and count * unit_bytes > ROWS_STREAM_UNIT_BYTES and kernels.REG_TILE % c == 0
     )
     threads = _threads
     whole = _whole(units, (count - 1) * unit_bytes, threads)

@@ -179,13 +179,14 @@ def test_pivot_far_from_the_mean_stays_accurate():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("sigmas", [2.9, 3.1, 30.0])
 def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout, channels):
-    """The first pixel (the pivot) `sigmas` standard deviations from the mean: float32 partial sums
-    just inside the guard (3 sigma), exact float64 sums beyond it; both accurate."""
+    """The pivot `sigmas` standard deviations from the mean (the first pixel of a plane; the mean of
+    the first 8 pixels of a channels_last sample: all 8 set): float32 partial sums just inside the
+    guard (3 sigma), exact float64 sums beyond it; both accurate."""
     rng = np.random.default_rng(2)
     x64 = rng.standard_normal((2, channels, 48, 40))
     x64 -= x64.mean(axis=(2, 3), keepdims=True)
     x64 /= x64.std(axis=(2, 3), keepdims=True)
-    x64[:, :, 0, 0] = sigmas
+    x64[:, :, 0, :8] = sigmas
     x64 = 5.0 + 0.25 * x64
     x = to_torch(x64, layout=layout)
     assert normwise(nf.instance_norm(x, EPS), normalize(x.double().numpy(), EPS)) < 2e-6
@@ -296,12 +297,13 @@ def test_double_backward_is_refused():
 @pytest.mark.parametrize("channels", [3, 64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_gradient_with_outlier_pivots(layout, channels, path):
-    """First pixel of x and of g far out in their tails: the float32 partial sums' guard sends the
-    plane to exact float64 sums."""
+    """First 8 pixels of x and of g far out in their tails (the pivots: a plane's first pixel, the
+    mean of a channels_last sample's first 8): the float32 partial sums' guard sends the sums to
+    float64."""
     case = Case((2, channels, 24, 20))
     x64, g64 = make_input(case), make_upstream_grad(case)
-    x64[:, :, 0, 0] += 50.0
-    g64[:, :, 0, 0] = 1e3
+    x64[:, :, 0, :8] += 50.0
+    g64[:, :, 0, :8] = 1e3
     x = to_torch(x64, layout=layout, requires_grad=True)
     _, dx, _, dx_ref = run(x, to_torch(g64, layout=layout))
     assert normwise(dx, dx_ref) < 1e-5
@@ -350,3 +352,28 @@ def test_group_norm_refuses_groups_that_do_not_divide_the_channels():
         nf.group_norm(torch.randn(2, 8, 4, 4), 3, EPS)
     nhwc = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(nf.group_norm(nhwc, 8, EPS), torch.nn.functional.instance_norm(nhwc, eps=EPS))
+
+
+@pytest.mark.parametrize("far", [False, True])
+@pytest.mark.parametrize("channels", [96, 640])
+def test_channels_last_group_norm_with_blocks_longer_than_the_registers(channels, far, path):
+    """C not dividing 64: the sums run a row at a time (96 channels: 384-byte rows) or eight rows
+    at once (640: 2,560-byte rows), forward and gradient in float32 octets; with the first 8
+    pixels of x and g far out (the pivots), the guard sends them to float64. Against float64."""
+    from bench import operators
+
+    rng = np.random.default_rng(7)
+    shape = (2, channels, 6, 8)
+    x64 = rng.standard_normal(shape) * np.linspace(0.2, 3.0, channels).reshape(1, -1, 1, 1) + 1.5
+    g64 = rng.standard_normal(shape) + 1.0
+    if far:
+        x64[:, :, 0, :8] += 50.0
+        g64[:, :, 0, :8] = 1e3
+    x = to_torch(x64, layout="NHWC", requires_grad=True)
+    y = nf.group_norm(x, 32, EPS)
+    (dx,) = torch.autograd.grad(y, x, to_torch(g64, layout="NHWC"))
+    op = operators.get("group_norm")
+    case = Case(shape=shape, eps=EPS, op="group_norm", op_params="num_groups=32")
+    ref = op.reference(x.detach().double().numpy(), case, to_torch(g64).double().numpy())
+    assert normwise(y, ref.output(op.canonical)) < 2e-6
+    assert normwise(dx, ref.grad(op.canonical)) < 1e-5
