@@ -199,7 +199,10 @@ def _stems(a: Analysis) -> list[str]:
 def render_page(a: Analysis, plots: Sequence[dict[str, str]], title: str | None = None) -> str:
     """The page; its title names the operators measured (those this normbench has)."""
     titles = {label.split("(", 1)[0] for label in a.op_labels}
-    ops = [op for op in operators.operators().values() if op.title in titles]
+    ops = sorted(
+        (op for op in operators.operators().values() if op.title in titles),
+        key=lambda op: operators.label_rank(op.title),  # the default operator first, as the page
+    )
     title = title or f"normbench: {', '.join(op.title for op in ops) or 'normalization'}"
     edge_help: dict[str, str] = {}
     for op in ops:
