@@ -36,6 +36,7 @@ from typing import Any
 from bench import environment, operators
 from bench.cases import DTYPES, LAYOUTS, MODES
 from bench.errors import BenchError
+from bench.folders import python_files
 from bench.frameworks import frameworks
 from bench.reference import COPY
 
@@ -359,16 +360,7 @@ def _scanned(kind: str, ref: str, path: Path | None, stem: str) -> Source:
 
 
 def check_impl_paths(impl_paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in impl_paths:
-        path = Path(p)
-        if path.is_dir():
-            files += sorted(path.glob("*.py"))
-        elif path.is_file() and path.suffix == ".py":
-            files.append(path)
-        else:
-            raise BenchError(f"--impl-path {p!r} is neither a directory nor a .py file")
-    return files
+    return python_files(impl_paths, "--impl-path")
 
 
 def sources(

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from bench import frameworks
 from bench.cases import Case, CaseKey, MeasurementKey
-from bench.memory import CpuReading, steady_env
+from bench.memory import CpuReading, cpu_reading, steady_env
 from bench.registry import Impl, ProbeMemo, Source, unavailable_impl
 from bench.results import Row, row_from_dict
 from bench.timing import TimingSettings
@@ -337,8 +337,6 @@ class WorkerProcess:
             return 0
 
     def cpu(self) -> CpuReading | None:
-        from bench.memory import cpu_reading
-
         return cpu_reading(self.pid)
 
     def kill(self) -> None:

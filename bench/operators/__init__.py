@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.errors import BenchError
+from bench.folders import python_files
 from bench.reference import COPY, Detected
 
 if TYPE_CHECKING:
@@ -157,10 +158,8 @@ def use_paths(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     operator is loaded now, so a bad path, a broken operator file or plugin is an error before
     anything runs.
     Returns the resolved paths, as a run's configuration stores them."""
+    python_files(paths, "--op-path")
     resolved = tuple(str(Path(p).resolve()) for p in paths)
-    for given, path in zip(paths, resolved):
-        if not (Path(path).is_dir() or (Path(path).is_file() and path.endswith(".py"))):
-            raise BenchError(f"--op-path {given!r} is neither a directory nor a .py file")
     current = [p for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
     text = os.pathsep.join(dict.fromkeys([*current, *resolved]))
     _found(text)  # a bad one fails here, before the environment names it
@@ -170,15 +169,7 @@ def use_paths(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _path_files(text: str) -> list[Path]:
-    files: list[Path] = []
-    for entry in (p for p in text.split(os.pathsep) if p):
-        path = Path(entry)
-        if path.is_dir():
-            files += sorted(path.glob("*.py"))
-        elif path.is_file() and path.suffix == ".py":
-            files.append(path)
-        else:
-            raise BenchError(f"${PATH_ENV} names {entry!r}, neither a directory nor a .py file")
+    files = python_files((p for p in text.split(os.pathsep) if p), f"${PATH_ENV} entry")
     return [f for f in files if not f.stem.startswith("_")]
 
 
