@@ -550,9 +550,10 @@ class WorkerClient:
         fatal: str | None = None
         try:
             while True:
-                if self.should_stop():
-                    return False
-                events, ended = proc.events(self.poll_s)
+                # A stop still takes what the worker wrote before it: the Begin of the phase a
+                # signal caught (its `stopped` row names it, and counts towards MAX_STOPS), a row.
+                stopping = self.should_stop()
+                events, ended = proc.events(0 if stopping else self.poll_s)
                 if events:
                     last_event = self.clock()
                 for event in events:
@@ -579,6 +580,8 @@ class WorkerClient:
                         self._unloaded(event)
                     elif isinstance(event, Fatal):
                         fatal = event.message
+                if stopping:
+                    return False
                 if ended:
                     break
                 measuring = current is not None and current.phase in MEASURING

@@ -316,6 +316,28 @@ def test_a_stop_request_kills_the_worker_and_writes_nothing_more():
     assert [r.impl for r in listener.rows] == ["x"] and spawn.workers[0].killed
 
 
+def test_a_stop_still_takes_what_the_worker_wrote_before_it():
+    # The worker began y's build and then the stop came (an implementation that signals its own
+    # run does just that): the Begin is in the pipe, unread, when the client sees the stop. Its
+    # `stopped` row, and the count that gives up after three stops, need the phase it names.
+    clock = Clock()
+    spawn = Scripts(clock, ([*measured("x", A), "wait 1", Begin("build", "y", A.key()), "wait 5",
+                             *measured("y", A)], None))  # fmt: skip
+    begun = []
+
+    class Watching(Collector):
+        def begin(self, spec, event):
+            begun.append((event.phase, event.impl))
+
+    spec = WorkerSpec(task="run", framework="torch", backend=None, jobs=JOBS, sources=(SRC_X,))
+    listener = Watching()
+    WorkerClient(
+        spec, IMPLS, listener, spawn=spawn, clock=clock, should_stop=lambda: clock.now >= 1, poll_s=0
+    ).run()
+    assert begun[-1] == ("build", "y") and spawn.workers[0].killed
+    assert [r.impl for r in listener.rows] == ["x"] and clock.now == 1  # nothing waited for after it
+
+
 def test_an_exception_from_the_listener_still_kills_the_worker():
     clock = Clock()
     spawn = Scripts(clock, ([*measured("x", A)], None))
