@@ -942,6 +942,14 @@ def _fold(st, cs):
 
 
 @nb.njit(**JIT)
+def _tile(co, cs):
+    """Each row of co repeats its first cs entries (one per channel) to its end, in place."""
+    for r in range(co.shape[0]):
+        for j in range(cs, co.shape[1]):
+            co[r, j] = co[r, j - cs]
+
+
+@nb.njit(**JIT)
 def _rows_coefs(s, count, eps, kt, co, mean, rstd, cmean, per):
     """mean, rstd (float64, per channel: its group's) from shifted sums s (2, C) over `count`
     rows; co (3, 2T) <- float32 K, mean - K and rstd, tiled. Groups of `per` consecutive channels
@@ -953,8 +961,8 @@ def _rows_coefs(s, count, eps, kt, co, mean, rstd, cmean, per):
         for c in range(cs):
             m, rs = _rstd(s[0, c], s[1, c], count, eps)
             mean[c], rstd[c] = kt[c] + m, rs
-            for j in range(c, co.shape[1], cs):
-                co[0, j], co[1, j], co[2, j] = kt[c], m, rs
+            co[0, c], co[1, c], co[2, c] = kt[c], m, rs
+        _tile(co, cs)
         return
     for first in range(0, cs, per):
         total = 0.0
@@ -969,8 +977,8 @@ def _rows_coefs(s, count, eps, kt, co, mean, rstd, cmean, per):
         rs = 1.0 / math.sqrt(max(ss / (count * per), 0.0) + eps)
         for c in range(first, first + per):
             mean[c], rstd[c] = mu, rs
-            for j in range(c, co.shape[1], cs):
-                co[0, j], co[1, j], co[2, j] = kt[c], mu - kt[c], rs
+            co[0, c], co[1, c], co[2, c] = kt[c], mu - kt[c], rs
+    _tile(co, cs)
 
 
 @nb.njit(**JIT)
@@ -1015,6 +1023,121 @@ def _rows_emit(x, y, co, cs, stream):
     _rows_affine(x[e:], y[e:], co, e)
 
 
+# Rows of at least this many channels that REG_TILE does not hold whole (GroupNorm's C = 320 to
+# 1,280, InstanceNorm's 512) take the per-row loops below: one contiguous row at a time, running
+# sums and coefficients one entry per channel (no tiling, no views per block). Harness runs in
+# turn on an Emerald Rapids VM (GroupNorm(32), UNet preset, NHWC, 2 threads, two runs each): numba
+# forward 8-16 % and backward 10-22 % faster than the tiled loops above (with _tile in both).
+# They ignore `stream` (regular stores): measured only where the harness's outputs stay cached.
+WIDE_ROW = 128
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _wide_pivot(x, k):
+    """k (C,) <- per channel, the mean of the first PIVOT_ROWS rows of x (P, C), float32-rounded
+    (see _tiled_pivot), read row by row."""
+    rows = min(PIVOT_ROWS, x.shape[0])
+    k[:] = 0.0
+    for r in range(rows):
+        for c in range(x.shape[1]):
+            k[c] += np.float64(to_f32(x[r, c]))
+    for c in range(x.shape[1]):
+        k[c] = np.float64(np.float32(k[c] / rows))
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _wide_sums_f32(x, k32, st, a1, a2):
+    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C), a row at a time in float32,
+    added to float64 once per OCTET rows (a1, a2: float32 scratch of C)."""
+    p, cs = x.shape
+    for b in range(0, p, OCTET):
+        a1[:] = 0.0
+        a2[:] = 0.0
+        for r in range(b, min(b + OCTET, p)):
+            for c in range(cs):
+                d = to_f32(x[r, c]) - k32[c]
+                a1[c] += d
+                a2[c] += d * d
+        for c in range(cs):
+            st[0, c] += np.float64(a1[c])
+            st[1, c] += np.float64(a2[c])
+
+
+@nb.njit(**JIT)
+def _wide_emit(x, y, co):
+    """y = ((x - K) - m) * rstd over rows (P, C), co (3, C) float32 K, m, rstd."""
+    kk, mm, rr = co[0], co[1], co[2]
+    for r in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            y[r, c] = from_f32(((to_f32(x[r, c]) - kk[c]) - mm[c]) * rr[c], y)
+
+
+@nb.njit(**JIT)
+def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, a1, a2, co):
+    """One channels_last sample x, y (P, C) through the per-row loops; scratch of C entries."""
+    p = x.shape[0]
+    _wide_pivot(x, k)
+    for c in range(k.shape[0]):
+        k32[c] = k[c]
+    st[:] = 0.0
+    _wide_sums_f32(x, k32, st, a1, a2)
+    if _any_far(st, p):
+        st[:] = 0.0
+        _rows_sums(x.reshape(-1), k, st)
+    _rows_coefs(st, p, eps, k, co, mean, rstd, cmean, per)
+    _wide_emit(x, y, co)
+
+
+@nb.njit(fastmath=REDUCE_MATH, **JIT)
+def _wide_grad_sums_f32(x, g, k32, g32, st, a):
+    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C), a row at a time in
+    float32, added to float64 once per OCTET rows (a: float32 scratch (3, C))."""
+    p, cs = x.shape
+    for b in range(0, p, OCTET):
+        a[:] = 0.0
+        for r in range(b, min(b + OCTET, p)):
+            for c in range(cs):
+                e = to_f32(g[r, c]) - g32[c]
+                a[0, c] += e
+                a[1, c] += e * (to_f32(x[r, c]) - k32[c])
+                a[2, c] += e * e
+        for c in range(cs):
+            st[0, c] += np.float64(a[0, c])
+            st[1, c] += np.float64(a[1, c])
+            st[2, c] += np.float64(a[2, c])
+
+
+@nb.njit(**JIT)
+def _wide_grad_emit(x, g, dx, co):
+    """dx = (((g - G) - mean(g) + G) - xhat mean(g xhat)) rstd over rows (P, C), co (6, C) as in
+    _rows_grad_coefs."""
+    kk, mm, rr, g0, mg, mgx = co[0], co[1], co[2], co[3], co[4], co[5]
+    for r in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            xhat = ((to_f32(x[r, c]) - kk[c]) - mm[c]) * rr[c]
+            dx[r, c] = from_f32((((to_f32(g[r, c]) - g0[c]) - mg[c]) - xhat * mgx[c]) * rr[c], dx)
+
+
+@nb.njit(**JIT)
+def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, a, co):
+    """One channels_last sample's dx (P, C) through the per-row loops; scratch of C entries."""
+    p, cs = x.shape
+    _wide_pivot(x, k)
+    _wide_pivot(g, gk)
+    for c in range(cs):
+        k32[c], g32[c] = k[c], gk[c]
+    st[:] = 0.0
+    _wide_grad_sums_f32(x, g, k32, g32, st, a)
+    far = False
+    for c in range(cs):
+        far |= _grad_far(st[0, c], st[2, c], p, mean[c] - k[c], rstd[c], eps)
+    if far:
+        st[:] = 0.0
+        _rows_grad_sums(x.reshape(-1), g.reshape(-1), k, gk, st)
+    _rows_grad_coefs(st, p, k, gk, co, mean, rstd, cmean, per)
+    _wide_grad_emit(x, g, dx, co)
+
+
 @nb.njit(**JIT)
 def forward_rows(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
     """y = normalize(x) per channel of each sample, or per group of `per` consecutive channels:
@@ -1036,6 +1159,15 @@ def forward_rows_split(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
 def _forward_rows(x, y, mean, rstd, cmean, per, eps, chunks, stream):
     """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
+    if cs >= WIDE_ROW and REG_TILE % cs:
+        for task in nb.prange(chunks):
+            k, k32 = np.empty(cs), np.empty(cs, np.float32)
+            a1, a2 = np.empty(cs, np.float32), np.empty(cs, np.float32)
+            st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
+            lo, hi = _chunk(task, chunks, n)
+            for i in range(lo, hi):
+                _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, a1, a2, co)
+        return
     ts, te = _tiles(cs)
     for task in nb.prange(chunks):
         kt = np.empty(ts)
@@ -1205,9 +1337,9 @@ def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd, cmean, per):
         for c in range(cs):
             m = mean[c] - kt[c]
             mg, mgx = _grad_coefs(s[0, c], s[1, c], count, m, rstd[c])
-            for j in range(c, co.shape[1], cs):
-                co[0, j], co[1, j], co[2, j] = kt[c], m, rstd[c]
-                co[3, j], co[4, j], co[5, j] = gt[c], mg, mgx
+            co[0, c], co[1, c], co[2, c] = kt[c], m, rstd[c]
+            co[3, c], co[4, c], co[5, c] = gt[c], mg, mgx
+        _tile(co, cs)
         return
     n = count * per
     for first in range(0, cs, per):
@@ -1220,9 +1352,9 @@ def _rows_grad_coefs(s, count, kt, gt, co, mean, rstd, cmean, per):
             sgx += s[1, c] + d * s[0, c] + gt[c] * (count * (cmean[c] - kt[c]) + count * d)
         mean_g, mgx = sg / n, rs * (sgx / n)
         for c in range(first, first + per):
-            for j in range(c, co.shape[1], cs):
-                co[0, j], co[1, j], co[2, j] = kt[c], mu - kt[c], rs
-                co[3, j], co[4, j], co[5, j] = gt[c], mean_g - gt[c], mgx
+            co[0, c], co[1, c], co[2, c] = kt[c], mu - kt[c], rs
+            co[3, c], co[4, c], co[5, c] = gt[c], mean_g - gt[c], mgx
+    _tile(co, cs)
 
 
 @nb.njit(**JIT)
@@ -1287,6 +1419,17 @@ def backward_rows_split(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, l
 def _backward_rows(x, g, dx, mean, rstd, cmean, per, eps, chunks, stream):
     """dx for channels_last rows, samples whole as in _forward_rows."""
     n, p, cs = x.shape
+    if cs >= WIDE_ROW and REG_TILE % cs:
+        for task in nb.prange(chunks):
+            k, gk = np.empty(cs), np.empty(cs)
+            k32, g32 = np.empty(cs, np.float32), np.empty(cs, np.float32)
+            st, a, co = np.empty((3, cs)), np.empty((3, cs), np.float32), np.empty((6, cs), np.float32)
+            lo, hi = _chunk(task, chunks, n)
+            for i in range(lo, hi):
+                _wide_backward(
+                    x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, a, co
+                )
+        return
     ts, te = _tiles(cs)
     for task in nb.prange(chunks):
         kt = np.empty(ts)

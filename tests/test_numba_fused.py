@@ -109,7 +109,7 @@ def test_forward_and_gradient_match_reference(shape, layout, path, poisoned):
     assert normwise(dx, dx_ref) < 1e-5
 
 
-@pytest.mark.parametrize("channels", [9, 16])
+@pytest.mark.parametrize("channels", [9, 16, 160])  # 160: channels_last per-row loops (WIDE_ROW)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_half_precision_within_tolerance(dtype, layout, channels, path, poisoned):
@@ -175,7 +175,7 @@ def test_pivot_far_from_the_mean_stays_accurate():
         assert normwise(y, normalize(x.double().numpy(), EPS)) < 1e-6
 
 
-@pytest.mark.parametrize("channels", [3, 64])
+@pytest.mark.parametrize("channels", [3, 64, 160])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("sigmas", [2.9, 3.1, 30.0])
 def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout, channels):
@@ -192,7 +192,7 @@ def test_pivot_just_inside_and_outside_the_float32_guard(sigmas, layout, channel
     assert normwise(nf.instance_norm(x, EPS), normalize(x.double().numpy(), EPS)) < 2e-6
 
 
-@pytest.mark.parametrize("channels", [3, 64])
+@pytest.mark.parametrize("channels", [3, 64, 160])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_upstream_gradient_with_a_large_mean(layout, channels, path):
     """g = 3 + 1e-4 * noise: dx depends only on the noise; float32 rounding of mean(g) alone
@@ -294,7 +294,7 @@ def test_double_backward_is_refused():
         torch.autograd.grad((y * y).sum(), x, create_graph=True)
 
 
-@pytest.mark.parametrize("channels", [3, 64])
+@pytest.mark.parametrize("channels", [3, 64, 160])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_gradient_with_outlier_pivots(layout, channels, path):
     """First 8 pixels of x and of g far out in their tails (the pivots: a plane's first pixel, the
@@ -357,9 +357,10 @@ def test_group_norm_refuses_groups_that_do_not_divide_the_channels():
 @pytest.mark.parametrize("far", [False, True])
 @pytest.mark.parametrize("channels", [96, 640])
 def test_channels_last_group_norm_with_blocks_longer_than_the_registers(channels, far, path):
-    """C not dividing 64: the sums run a row at a time (96 channels: 384-byte rows) or eight rows
-    at once (640: 2,560-byte rows), forward and gradient in float32 octets; with the first 8
-    pixels of x and g far out (the pivots), the guard sends them to float64. Against float64."""
+    """C not dividing 64: the tiled sums a row at a time (96 channels: 384-byte rows), or the
+    per-row loops of rows of WIDE_ROW channels or more (640), forward and gradient in float32
+    octets; with the first 8 pixels of x and g far out (the pivots), the guard sends them to
+    float64. Against float64."""
     from bench import operators
 
     rng = np.random.default_rng(7)
