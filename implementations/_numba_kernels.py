@@ -1140,6 +1140,53 @@ def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, a
     _wide_grad_emit(x, g, dx, co)
 
 
+def wide(cs: int) -> bool:
+    """Whether rows of cs channels take the per-row loops (forward_wide, backward_wide)."""
+    return cs >= WIDE_ROW and REG_TILE % cs != 0
+
+
+@nb.njit(**JIT)
+def forward_wide(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
+    """forward_rows through the per-row loops (rows for which `wide` holds; `stream` unused:
+    regular stores). Kernels of their own, so that only such shapes compile them."""
+    x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
+    _forward_wide(x, y, stats[0], stats[1], stats[2], per, eps, chunks)
+
+
+@nb.njit(parallel=True, **JIT)
+def _forward_wide(x, y, mean, rstd, cmean, per, eps, chunks):
+    n, p, cs = x.shape
+    for task in nb.prange(chunks):
+        k, k32 = np.empty(cs), np.empty(cs, np.float32)
+        a1, a2 = np.empty(cs, np.float32), np.empty(cs, np.float32)
+        st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
+        lo, hi = _chunk(task, chunks, n)
+        for i in range(lo, hi):
+            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, a1, a2, co)
+
+
+@nb.njit(**JIT)
+def backward_wide(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, like):
+    """backward_rows through the per-row loops (see forward_wide)."""
+    x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
+    dx = nb.carray(_ptr(da, like), (n, p, cs))
+    _backward_wide(x, g, dx, stats[0], stats[1], stats[2], per, eps, chunks)
+
+
+@nb.njit(parallel=True, **JIT)
+def _backward_wide(x, g, dx, mean, rstd, cmean, per, eps, chunks):
+    n, p, cs = x.shape
+    for task in nb.prange(chunks):
+        k, gk = np.empty(cs), np.empty(cs)
+        k32, g32 = np.empty(cs, np.float32), np.empty(cs, np.float32)
+        st, a, co = np.empty((3, cs)), np.empty((3, cs), np.float32), np.empty((6, cs), np.float32)
+        lo, hi = _chunk(task, chunks, n)
+        for i in range(lo, hi):
+            _wide_backward(
+                x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, a, co
+            )
+
+
 @nb.njit(**JIT)
 def forward_rows(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
     """y = normalize(x) per channel of each sample, or per group of `per` consecutive channels:
@@ -1161,15 +1208,6 @@ def forward_rows_split(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
 def _forward_rows(x, y, mean, rstd, cmean, per, eps, chunks, stream):
     """Samples whole, contiguous runs of them per task (thread); mean, rstd: float64 (N, C)."""
     n, p, cs = x.shape
-    if cs >= WIDE_ROW and REG_TILE % cs:
-        for task in nb.prange(chunks):
-            k, k32 = np.empty(cs), np.empty(cs, np.float32)
-            a1, a2 = np.empty(cs, np.float32), np.empty(cs, np.float32)
-            st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
-            lo, hi = _chunk(task, chunks, n)
-            for i in range(lo, hi):
-                _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, a1, a2, co)
-        return
     ts, te = _tiles(cs)
     for task in nb.prange(chunks):
         kt = np.empty(ts)
@@ -1421,17 +1459,6 @@ def backward_rows_split(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, l
 def _backward_rows(x, g, dx, mean, rstd, cmean, per, eps, chunks, stream):
     """dx for channels_last rows, samples whole as in _forward_rows."""
     n, p, cs = x.shape
-    if cs >= WIDE_ROW and REG_TILE % cs:
-        for task in nb.prange(chunks):
-            k, gk = np.empty(cs), np.empty(cs)
-            k32, g32 = np.empty(cs, np.float32), np.empty(cs, np.float32)
-            st, a, co = np.empty((3, cs)), np.empty((3, cs), np.float32), np.empty((6, cs), np.float32)
-            lo, hi = _chunk(task, chunks, n)
-            for i in range(lo, hi):
-                _wide_backward(
-                    x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, a, co
-                )
-        return
     ts, te = _tiles(cs)
     for task in nb.prange(chunks):
         kt = np.empty(ts)
