@@ -426,6 +426,7 @@ class LayoutAnswer:
     comparison: Comparison | None  # a = PyTorch's best, b = Keras's best
     own: Best | None = None  # the best kernel written for normbench ("own" role), any framework
     own_vs_torch: Comparison | None = None  # a = that kernel, b = PyTorch's best
+    timed: tuple[str, ...] = ()  # the question's frameworks with any timed row here, wrong ones too
 
 
 @dataclass(frozen=True)
@@ -532,8 +533,9 @@ def answer(
         g = _of(here, layout=layout)
         torch, keras = (_best(fw, g) for fw in QUESTION)
         own = _best(None, g)
+        timed = tuple(fw for fw in QUESTION if _of(_library(g), framework=fw))
         layouts.append(
-            LayoutAnswer(layout, torch, keras, _versus(torch, keras, g), own, _versus(own, torch, g))
+            LayoutAnswer(layout, torch, keras, _versus(torch, keras, g), own, _versus(own, torch, g), timed)
         )
     snippets = {
         fw: sorted({m.variant for m in here if "article" in m.roles and m.framework == fw}) for fw in QUESTION

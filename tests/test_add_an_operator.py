@@ -119,6 +119,10 @@ def test_the_readme_operator_is_listed_checked_measured_and_reported(folders):
     assert "all zeros: eps alone keeps 0 / 0 away" in page
     assert "torch_rms_norm_mislabelled" in page and "MISMATCH" in page
     assert "InstanceNorm" not in page and "population" not in page
+    # Only PyTorch implementations exist: the answer says Keras was not measured, not that it failed.
+    text = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+    assert "Only PyTorch was measured here (best: torch_rms_norm): no Keras implementation" in text
+    assert "were all wrong" not in text
     assert bench_tree() == before
 
 
