@@ -1047,22 +1047,18 @@ def _wide_pivot(x, k):
         k[c] = np.float64(np.float32(k[c] / rows))
 
 
-@nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _wide_sums_f32(x, k32, st, a1, a2):
-    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C), a row at a time in float32,
-    added to float64 once per OCTET rows (a1, a2: float32 scratch of C)."""
+@nb.njit(**JIT)
+def _wide_sums_f32(x, k32, st):
+    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): whole octets a row at a time
+    (_octets_row_major), the last rows added to float64 one by one."""
     p, cs = x.shape
-    for b in range(0, p, OCTET):
-        a1[:] = 0.0
-        a2[:] = 0.0
-        for r in range(b, min(b + OCTET, p)):
-            for c in range(cs):
-                d = to_f32(x[r, c]) - k32[c]
-                a1[c] += d
-                a2[c] += d * d
+    full = p // OCTET * OCTET
+    _octets_row_major(x, k32, st, 0, full)
+    for r in range(full, p):
         for c in range(cs):
-            st[0, c] += np.float64(a1[c])
-            st[1, c] += np.float64(a2[c])
+            d = to_f32(x[r, c]) - k32[c]
+            st[0, c] += np.float64(d)
+            st[1, c] += np.float64(d * d)
 
 
 @nb.njit(**JIT)
@@ -1075,14 +1071,14 @@ def _wide_emit(x, y, co):
 
 
 @nb.njit(**JIT)
-def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, a1, a2, co):
+def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co):
     """One channels_last sample x, y (P, C) through the per-row loops; scratch of C entries."""
     p = x.shape[0]
     _wide_pivot(x, k)
     for c in range(k.shape[0]):
         k32[c] = k[c]
     st[:] = 0.0
-    _wide_sums_f32(x, k32, st, a1, a2)
+    _wide_sums_f32(x, k32, st)
     if _any_far(st, p):
         st[:] = 0.0
         _rows_sums(x.reshape(-1), k, st)
@@ -1090,23 +1086,19 @@ def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, a1, a2, co):
     _wide_emit(x, y, co)
 
 
-@nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _wide_grad_sums_f32(x, g, k32, g32, st, a):
-    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C), a row at a time in
-    float32, added to float64 once per OCTET rows (a: float32 scratch (3, C))."""
+@nb.njit(**JIT)
+def _wide_grad_sums_f32(x, g, k32, g32, st):
+    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C): whole octets a row at a
+    time (_grad_octets_row_major), the last rows added to float64 one by one."""
     p, cs = x.shape
-    for b in range(0, p, OCTET):
-        a[:] = 0.0
-        for r in range(b, min(b + OCTET, p)):
-            for c in range(cs):
-                e = to_f32(g[r, c]) - g32[c]
-                a[0, c] += e
-                a[1, c] += e * (to_f32(x[r, c]) - k32[c])
-                a[2, c] += e * e
+    octets = p // OCTET
+    _grad_octets_row_major(x, g, k32, g32, st, octets)
+    for r in range(octets * OCTET, p):
         for c in range(cs):
-            st[0, c] += np.float64(a[0, c])
-            st[1, c] += np.float64(a[1, c])
-            st[2, c] += np.float64(a[2, c])
+            e = to_f32(g[r, c]) - g32[c]
+            st[0, c] += np.float64(e)
+            st[1, c] += np.float64(e * (to_f32(x[r, c]) - k32[c]))
+            st[2, c] += np.float64(e * e)
 
 
 @nb.njit(**JIT)
@@ -1121,7 +1113,7 @@ def _wide_grad_emit(x, g, dx, co):
 
 
 @nb.njit(**JIT)
-def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, a, co):
+def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, co):
     """One channels_last sample's dx (P, C) through the per-row loops; scratch of C entries."""
     p, cs = x.shape
     _wide_pivot(x, k)
@@ -1129,7 +1121,7 @@ def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, a
     for c in range(cs):
         k32[c], g32[c] = k[c], gk[c]
     st[:] = 0.0
-    _wide_grad_sums_f32(x, g, k32, g32, st, a)
+    _wide_grad_sums_f32(x, g, k32, g32, st)
     far = False
     for c in range(cs):
         far |= _grad_far(st[0, c], st[2, c], p, mean[c] - k[c], rstd[c], eps)
@@ -1158,11 +1150,10 @@ def _forward_wide(x, y, mean, rstd, cmean, per, eps, chunks):
     n, p, cs = x.shape
     for task in nb.prange(chunks):
         k, k32 = np.empty(cs), np.empty(cs, np.float32)
-        a1, a2 = np.empty(cs, np.float32), np.empty(cs, np.float32)
         st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
-            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, a1, a2, co)
+            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, co)
 
 
 @nb.njit(**JIT)
@@ -1179,12 +1170,10 @@ def _backward_wide(x, g, dx, mean, rstd, cmean, per, eps, chunks):
     for task in nb.prange(chunks):
         k, gk = np.empty(cs), np.empty(cs)
         k32, g32 = np.empty(cs, np.float32), np.empty(cs, np.float32)
-        st, a, co = np.empty((3, cs)), np.empty((3, cs), np.float32), np.empty((6, cs), np.float32)
+        st, co = np.empty((3, cs)), np.empty((6, cs), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
-            _wide_backward(
-                x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, a, co
-            )
+            _wide_backward(x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, co)
 
 
 @nb.njit(**JIT)
