@@ -1034,19 +1034,6 @@ def _rows_emit(x, y, co, cs, stream):
 WIDE_ROW = 128
 
 
-@nb.njit(fastmath=REDUCE_MATH, **JIT)
-def _wide_pivot(x, k):
-    """k (C,) <- per channel, the mean of the first PIVOT_ROWS rows of x (P, C), float32-rounded
-    (see _tiled_pivot), read row by row."""
-    rows = min(PIVOT_ROWS, x.shape[0])
-    k[:] = 0.0
-    for r in range(rows):
-        for c in range(x.shape[1]):
-            k[c] += np.float64(to_f32(x[r, c]))
-    for c in range(x.shape[1]):
-        k[c] = np.float64(np.float32(k[c] / rows))
-
-
 @nb.njit(**JIT)
 def _wide_sums_f32(x, k32, st):
     """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): whole octets a row at a time
@@ -1074,7 +1061,7 @@ def _wide_emit(x, y, co):
 def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co):
     """One channels_last sample x, y (P, C) through the per-row loops; scratch of C entries."""
     p = x.shape[0]
-    _wide_pivot(x, k)
+    _tiled_pivot(x, k)
     for c in range(k.shape[0]):
         k32[c] = k[c]
     st[:] = 0.0
@@ -1116,8 +1103,8 @@ def _wide_grad_emit(x, g, dx, co):
 def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, co):
     """One channels_last sample's dx (P, C) through the per-row loops; scratch of C entries."""
     p, cs = x.shape
-    _wide_pivot(x, k)
-    _wide_pivot(g, gk)
+    _tiled_pivot(x, k)
+    _tiled_pivot(g, gk)
     for c in range(cs):
         k32[c], g32[c] = k[c], gk[c]
     st[:] = 0.0
