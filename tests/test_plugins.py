@@ -122,7 +122,9 @@ def test_plugin_and_module_implementations_are_measured_and_reported(site, tmp_p
         by_impl.setdefault(r.impl, []).append(r)
     assert set(by_impl) == {"torch_plugin_demo", "torch_module_demo", "torch_file_demo", "fancy_norm"}
     for impl_rows in by_impl.values():
-        assert len(impl_rows) == 2 and all(r.status == "ok" and r.correct for r in impl_rows), impl_rows
+        assert len(impl_rows) == 2 and all(r.status == "ok" and r.correct for r in impl_rows), [
+            (r.impl, r.mode, r.status, r.correct, r.message) for r in impl_rows
+        ]
     assert by_impl["torch_plugin_demo"][0].source == "plugin torch_plugin_demo=normbench_plugin_demo"
     assert by_impl["torch_module_demo"][0].source == "module torch_module_demo"
     assert by_impl["torch_file_demo"][0].source == f"file {files / 'torch_file_demo.py'}"

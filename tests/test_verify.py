@@ -12,16 +12,18 @@ from bench.verify import Verifier
 KEY = CaseKey("cpu", "float32", "NCHW", "train", (1, 4096, 4, 4))
 
 
-def judged(rounds, wall_s, cpu_s, claimed_s, cpu_known=True):
+def judged(rounds, wall_s, cpu_s, claimed_s, cpu_known=True, late=None):
     """A row of `rounds` sampling rounds, each `wall_s` long for the parent, `cpu_s` of CPU for the
-    worker (one thread), `claimed_s` claimed by the worker's clock."""
+    worker (one thread), `claimed_s` claimed by the worker's clock; `late`: round -> (wall, cpu) of
+    a round the parent read late (the worker ran on meanwhile)."""
     now = [0.0]
     verifier = Verifier(lambda: now[0], {"impl": "population/eps@sqrt"})
     cpu = 0.0
-    for _ in range(rounds):
+    for i in range(rounds):
         verifier.round_begins(KEY, "impl", CpuReading(cpu, {"1": cpu}) if cpu_known else None)
-        now[0] += wall_s
-        cpu += cpu_s
+        seen_wall, seen_cpu = (late or {}).get(i, (wall_s, cpu_s))
+        now[0] += seen_wall
+        cpu += seen_cpu
         event = SimpleNamespace(when="timed", claimed_s=claimed_s)
         verifier.sample(KEY, "impl", event, CpuReading(cpu, {"1": cpu}) if cpu_known else None)
     return verifier.judge(KEY, "impl")
@@ -32,14 +34,31 @@ def test_a_short_honest_row_on_a_loaded_machine_is_not_called_a_cheat():
     # the worker on a CPU for 3 ms of each.
     assert judged(2, 0.039, 0.003, 0.0007) is None
     status, message = judged(2, 0.039, 0.003, 0.0007, cpu_known=False)  # the wall time alone
-    assert status == "error" and "in 78 ms the parent saw" in message
+    assert (
+        status == "error"
+        and "1 sampling round (1 of 2 left out" in message
+        and "in 39 ms the parent saw" in message
+    )
 
 
 def test_a_clock_that_reports_a_fiftieth_is_caught_by_the_cpu_time_too():
     status, message = judged(5, 0.02, 0.02, 0.02 / 50)
-    assert status == "error" and "its clock disagrees with the parent's: 5 sampling rounds" in message
+    assert status == "error" and "its clock disagrees with the parent's: 4 sampling rounds (1 of 5" in message
     status, message = judged(5, 0.05, 0.02, 0.02 / 50)  # waiting too: the CPU time is the witness
-    assert status == "error" and "ms of CPU the worker had (250 ms wall)" in message
+    assert status == "error" and "ms of CPU the worker had (200 ms wall)" in message
+    status, message = judged(1, 0.02, 0.02, 0.02 / 50)  # one round: nothing is left out
+    assert status == "error" and "parent's: 1 sampling round claimed 0.4 ms of calls in 20 ms" in message
+
+
+def test_a_round_the_parent_read_late_does_not_make_an_honest_row_a_cheat():
+    # CI beside a test suite on 2 cores: the parent read one of two rounds of 8.5 ms of calls
+    # (12 ms wall, 24 ms of CPU on 2 threads) after 400 ms, the worker having timed three other
+    # implementations meanwhile.
+    assert judged(2, 0.012, 0.024, 0.0085, late={1: (0.4, 0.11)}) is None
+    assert judged(8, 0.012, 0.024, 0.0085, late={1: (0.4, 0.11), 6: (0.3, 0.1)}) is None
+    # A clock that lies in every round but one is still caught; one honest round is not enough.
+    status, message = judged(8, 0.012, 0.024, 0.0085 / 50, late={3: (0.012, 0.024)})
+    assert status == "error" and "6 sampling rounds (2 of 8 left out" in message
 
 
 def test_cpu_time_counts_threads_that_ended_from_the_coarse_total():
