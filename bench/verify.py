@@ -188,7 +188,8 @@ def compare(got: list[float] | None, want: np.ndarray, dtype: str) -> float | No
 class Verifier:
     """The parent's side: one per worker client. `inputs` when a case starts (the parent builds
     its own inputs while the worker builds its, so no timed call competes with it), `round_begins`
-    and `sample` as events come, `judge` when the row arrives."""
+    as a round's timed calls start (after its untimed first call) and `sample` as events come,
+    `judge` when the row arrives."""
 
     def __init__(self, clock: Any, semantics: dict[str, str]) -> None:
         self.clock = clock

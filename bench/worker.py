@@ -217,7 +217,7 @@ class ChildMeasurer:
                 self.begin(p.impl, case, "sample")
                 try:
                     before = len(p.sampler.latency_samples)
-                    p.sampler.round(after_first=partial(self.send_held, p, case))
+                    p.sampler.round(after_first=partial(self.timing_starts, p, case))
                     self.guard.raise_if_changed("while being timed")
                     self.sampled_round(p, case, before)
                     if p.sampler.stop_reason:  # the held output's later call: here, not a round's
@@ -342,6 +342,13 @@ class ChildMeasurer:
         layout = self.layouts[p.run.last_buffer]
         self.send_sample(p.impl, case, p.run.out, "timed", layout, p.rounds, claimed)
         p.held = (p.run.out, layout, p.rounds)
+
+    def timing_starts(self, p: Prepared, case: Case) -> None:
+        """After a round's untimed first call: the held output goes to the parent, then the
+        parent's witness of the round's time starts (that call is the implementation's switch
+        from its neighbours, a scheduler slice on a busy machine, and claims nothing)."""
+        self.send_held(p, case)
+        self.begin(p.impl, case, "timing")
 
     def send_held(self, p: Prepared, case: Case) -> None:
         if p.held is not None:

@@ -468,7 +468,7 @@ def unrun_row(impl: Impl, backend: str, case: Case | CaseKey, status: str, messa
 
 
 Spawn = Callable[[WorkerSpec, Path | None], WorkerHandle]
-MEASURING = ("build", "first_call", "check", "warmup", "memory", "sample", "edge")
+MEASURING = ("build", "first_call", "check", "warmup", "memory", "sample", "timing", "edge")
 
 
 class WorkerClient:
@@ -720,7 +720,7 @@ class WorkerClient:
             return
         if event.phase == "inputs" and event.case in self.cases and self.spec.task in ("run", "check"):
             self.verifier.inputs(self.cases[event.case])
-        elif event.phase == "sample":
+        elif event.phase == "timing":
             self.verifier.round_begins(event.case, event.impl, proc.cpu())
 
     def _unloaded(self, event: Unloaded) -> None:

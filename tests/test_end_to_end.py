@@ -29,6 +29,9 @@ def test_every_implementation_has_a_row_per_case(impl, smoke_run):
     for r in mine:
         if r.status != "ok":
             assert r.message, f"{impl} {r.status} without a reason"
+        # No built-in cheats: the parent's clock check must never call one a cheat (seen here once,
+        # when the witness began before each round's untimed first call)
+        assert "its clock disagrees" not in r.message, f"{impl} {r.mode} {r.layout} {r.dtype}: {r.message}"
 
 
 @pytest.mark.parametrize("impl", BUILT_IN)
