@@ -84,10 +84,12 @@ CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
 @dataclass(frozen=True)
 class CpuReading:
     """A process's CPU time as the kernel counts it: all its threads', dead ones included, in clock
-    ticks (coarse), and each live thread's to the nanosecond."""
+    ticks (coarse), and each live thread's to the nanosecond; with each live thread's time spent
+    runnable on a run queue, waiting for a CPU (schedstat's run_delay; 0 where not counted)."""
 
     total_s: float
     threads: dict[str, float]
+    waited: dict[str, float] = field(default_factory=dict)
 
     def since(self, earlier: CpuReading) -> float:
         """Seconds of CPU the process had since `earlier`: the threads' own clocks where they lived
@@ -97,6 +99,14 @@ class CpuReading:
         )
         return max(precise, self.total_s - earlier.total_s - CLOCK_TICK_S)
 
+    def wanted_since(self, earlier: CpuReading) -> float:
+        """Seconds the process's threads were on a CPU or waiting for one since `earlier`: a loaded
+        machine's waiting counts, sleeping does not."""
+        waited = sum(
+            max(0.0, t - earlier.waited[tid]) for tid, t in self.waited.items() if tid in earlier.waited
+        )
+        return self.since(earlier) + waited
+
 
 def cpu_reading(pid: int) -> CpuReading | None:
     """The CPU time of process `pid` (None where /proc does not say)."""
@@ -104,14 +114,15 @@ def cpu_reading(pid: int) -> CpuReading | None:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         total = (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S  # utime, stime
-        threads = {}
+        threads, waited = {}, {}
         for task in os.scandir(f"/proc/{pid}/task"):
             try:
                 with open(f"{task.path}/schedstat") as f:
-                    threads[task.name] = int(f.read().split()[0]) / 1e9
-            except (OSError, ValueError, IndexError):
+                    on_cpu, on_queue = f.read().split()[:2]
+            except (OSError, ValueError):
                 continue  # a thread that ended meanwhile
-        return CpuReading(total, threads)
+            threads[task.name], waited[task.name] = int(on_cpu) / 1e9, int(on_queue) / 1e9
+        return CpuReading(total, threads, waited)
     except (OSError, ValueError, IndexError):
         return None
 

@@ -18,21 +18,33 @@ from bench.memory import CpuReading
 
 PLANES_PER_SAMPLE = 4
 POSITIONS_PER_PLANE = 64
-# A row's timed calls claimed this share of the time the parent saw the worker busy in the same
-# sampling rounds, at least: of the wall time, or of the worker's CPU time where that is less (a
-# loaded machine's scheduler can leave the worker waiting for most of a short round; an honest row
-# of 2 rounds of 0.7 ms claimed 1.7 % of the wall time beside a test suite on 2 cores). Honest rows
-# claimed 44-74 % of the wall time on a quiet 2-core VM (every implementation, two shapes, forward
-# and train; the rest is the round's untimed call and the sampler's bookkeeping; a CUDA clock's
-# stream hold makes it about a third lower); a clock made to report a fiftieth claimed 1 %.
+# A row's timed calls claimed this share of the time the parent saw the worker take over the same
+# sampling rounds, from the end of each round's untimed first call to its claim, at least. That
+# time is the kernel's: the time between the two events' sending (bench/workers.py stamps them),
+# which a parent that reads late does not move. Without stamps it is the time between their
+# reading, or the time the worker's threads ran or waited to run in it where that is less (a
+# worker blocked on a late parent sleeps). Honest rows claimed 44-74 % of the wall time on a quiet
+# 2-core VM when the window also held the untimed call and the guard (a CUDA clock's stream hold
+# makes it about a third lower); a clock made to report a fiftieth claims 2 %. The worker's CPU
+# time read by a parent that was behind once let such a clock through on a loaded machine (three
+# test processes and two busy loops on 2 cores), and once called honest rows cheats.
 CLAIM_FLOOR = 1 / 10
-CLAIM_SLACK_S = 0.002  # per round: a pipe's delay and a line of bookkeeping, never an implementation's time
-# The parent reads a round's end when it gets to it: one that was descheduled, or busy with its own
-# work, reads it late, and sees that round as long as the wait and the worker's CPU as the rounds the
-# worker ran meanwhile (CI beside a test suite on 2 cores: an honest row of 2 rounds caught so). A
-# lying clock lies in every round: the rounds that claimed least of what the parent saw, one in four
-# and at least one of two or more, are left out of the sums.
+# Per round, what the witness holds besides the timed calls: for the wall clock a message's delay
+# and the parent's own scheduling; for the worker's time the sampler's bookkeeping and the
+# gathered sample (~0.1 ms).
+CLAIM_SLACK_S = 0.002
+CLAIM_CPU_SLACK_S = 0.0005
+# Without the kernel's stamps the parent reads a round's end when it gets to it: one that was
+# descheduled, or busy with its own work, reads it late and sees the rounds the worker ran meanwhile
+# (CI beside a test suite on 2 cores: an honest row of 2 rounds caught so, before the stamps). With
+# them or without, a lying clock lies in every round: the rounds that claimed least of what the
+# parent saw, one in four and at least one of two or more, are left out of the sums.
 LATE_ROUNDS_LEFT_OUT = 4
+# Less than this much of the rounds kept convicts no clock: a round lasts round_s of wall time, and
+# one scheduler slice (~10 ms on a loaded machine) that falls between its timed calls leaves it
+# little to claim (smoke runs beside a test suite and two busy loops on 2 cores: an honest round
+# claimed 0.55 ms in 10.1 ms). A cheat's rows in a real run sample for 0.2 s and more.
+MIN_EVIDENCE_S = 0.02
 
 
 def buffer_layout(planes: int, plane: int, layout: int) -> tuple[int, float, int]:
@@ -125,7 +137,7 @@ class CaseTruth:
 @dataclass(frozen=True)
 class RoundSeen:
     """One sampling round: the time its calls claimed, the wall time the parent saw it take and the
-    CPU time the worker had in it (inf: unknown)."""
+    time the worker's threads were on a CPU or waiting for one in it (inf: unknown)."""
 
     claimed_s: float
     wall_s: float
@@ -133,7 +145,8 @@ class RoundSeen:
 
     def margin(self) -> float:
         """Over zero where the claim stands against this round alone."""
-        return self.claimed_s - CLAIM_FLOOR * (min(self.wall_s, self.busy_s) - CLAIM_SLACK_S)
+        seen = min(self.wall_s - CLAIM_SLACK_S, self.busy_s - CLAIM_CPU_SLACK_S)
+        return self.claimed_s - CLAIM_FLOOR * seen
 
 
 def clock_disagrees(rounds: list[RoundSeen]) -> str:
@@ -145,11 +158,13 @@ def clock_disagrees(rounds: list[RoundSeen]) -> str:
     late = max(1, len(rounds) // LATE_ROUNDS_LEFT_OUT) if len(rounds) > 1 else 0
     kept = sorted(rounds, key=RoundSeen.margin)[late:]
     claimed = sum(r.claimed_s for r in kept)
-    wall = sum(r.wall_s for r in kept)
-    seen = min(wall, sum(r.busy_s for r in kept))
-    if claimed >= CLAIM_FLOOR * (seen - CLAIM_SLACK_S * len(kept)):
+    wall, busy = sum(r.wall_s for r in kept), sum(r.busy_s for r in kept)
+    by_wall = wall - CLAIM_SLACK_S * len(kept) <= busy - CLAIM_CPU_SLACK_S * len(kept)
+    seen = wall if by_wall else busy
+    slack = (CLAIM_SLACK_S if by_wall else CLAIM_CPU_SLACK_S) * len(kept)
+    if seen < MIN_EVIDENCE_S or claimed >= CLAIM_FLOOR * (seen - slack):
         return ""
-    what = "the parent saw" if seen == wall else f"of CPU the worker had ({wall * 1e3:.3g} ms wall)"
+    what = "the parent saw" if by_wall else f"the worker ran or waited to run ({wall * 1e3:.3g} ms wall)"
     aside = f" ({late} of {len(rounds)} left out: the parent may have read them late)" if late else ""
     plural = "s" * (len(kept) != 1)
     return (
@@ -168,6 +183,7 @@ class Judged:
     rounds: list[RoundSeen] = field(default_factory=list)
     samples: int = 0
     round_started: float | None = None
+    round_sent: float | None = None  # when the worker sent the round's start, by the kernel's stamp
     round_cpu: CpuReading | None = None
 
 
@@ -208,17 +224,32 @@ class Verifier:
     def _of(self, key: CaseKey, impl: str) -> Judged:
         return self.judged.setdefault((key, impl), Judged())
 
-    def round_begins(self, key: CaseKey, impl: str, cpu: CpuReading | None = None) -> None:
+    def round_begins(
+        self, key: CaseKey, impl: str, cpu: CpuReading | None = None, sent: float | None = None
+    ) -> None:
+        """`sent`: when the worker sent the event, as the kernel stamped it (None: unknown)."""
         j = self._of(key, impl)
-        j.round_started, j.round_cpu = self.clock(), cpu
+        j.round_started, j.round_sent, j.round_cpu = self.clock(), sent, cpu
 
-    def sample(self, key: CaseKey, impl: str, event: Any, cpu: CpuReading | None = None) -> None:
-        """`cpu`: the worker's CPU time as the event was read (None: unknown)."""
+    def sample(
+        self, key: CaseKey, impl: str, event: Any, cpu: CpuReading | None = None, sent: float | None = None
+    ) -> None:
+        """`cpu`: the worker's CPU time as the event was read (None: unknown); `sent`: as in
+        `round_begins`. Where the kernel stamped both events, the round is the time between their
+        sending, and that alone: a parent that reads late, or reads both at once, moves neither.
+        Otherwise it is the time between their reading, or the time the worker's threads ran or
+        waited to run in it where that is less."""
         j = self._of(key, impl)
         if event.when == "timed" and j.round_started is not None:
-            busy = cpu.since(j.round_cpu) if cpu is not None and j.round_cpu is not None else math.inf
-            j.rounds.append(RoundSeen(event.claimed_s, max(0.0, self.clock() - j.round_started), busy))
-            j.round_started = None
+            if sent is not None and j.round_sent is not None:
+                wall, busy = sent - j.round_sent, math.inf
+            else:
+                wall = self.clock() - j.round_started
+                busy = (
+                    cpu.wanted_since(j.round_cpu) if cpu is not None and j.round_cpu is not None else math.inf
+                )
+            j.rounds.append(RoundSeen(event.claimed_s, max(0.0, wall), busy))
+            j.round_started = j.round_sent = None
         truth = self.truth
         if truth is None or truth.case.key() != key or impl not in self.semantics or j.wrong:
             return

@@ -5,7 +5,9 @@ fault gives the same row whichever front end met it. The child side is bench/wor
 
 Protocol. The parent starts `python -m bench.worker` in a new session (its own process group),
 writes one `WorkerSpec` as JSON on its stdin and reads events, one JSON object per line, from a
-pipe named by NORMBENCH_EVENT_FD. Before every phase that could crash or hang, the child sends
+socket named by NORMBENCH_EVENT_FD (a Unix SOCK_SEQPACKET pair: the kernel stamps each message
+with the time it was sent, a clock no implementation can reach and one that a parent which reads
+late does not move). Before every phase that could crash or hang, the child sends
 `Begin` (importing a source, creating a case's inputs, an implementation's build, first call,
 check, warm-up, memory, sampling), so the parent knows whom to blame.
 
@@ -24,6 +26,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -248,12 +252,22 @@ def worker_env(spec: WorkerSpec) -> dict[str, str]:
     return env
 
 
+# The event socket: each message at most this long (the worker cuts a longer event's line into
+# several; a Unix SOCK_SEQPACKET message must fit the socket's send buffer, ~208 KiB by default),
+# and the kernel's send time of each, as SO_TIMESTAMPNS ancillary data (struct timespec).
+EVENT_MESSAGE_BYTES = 64 << 10
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python 3.11 lacks the name
+TIMESTAMP_CMSG = (socket.SOL_SOCKET, SO_TIMESTAMPNS)
+TIMESTAMP_SPACE = socket.CMSG_SPACE(16)
+
+
 class WorkerHandle(Protocol):
     """What the supervision loop needs from a worker; `WorkerProcess` is the real one."""
 
     pid: int
 
     def events(self, timeout_s: float) -> tuple[list[Event], bool]: ...
+    def sent_at(self, event: Event) -> float | None: ...
     def rss_bytes(self) -> int: ...
     def cpu(self) -> CpuReading | None: ...
     def kill(self) -> None: ...
@@ -263,10 +277,14 @@ class WorkerHandle(Protocol):
 
 
 class WorkerProcess:
-    """A child process, its event pipe and its slice of the log."""
+    """A child process, its event socket and its slice of the log."""
 
     def __init__(self, spec: WorkerSpec, log: Path | None, keep_stdin: bool = False) -> None:
-        read_fd, write_fd = os.pipe()
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        child.shutdown(socket.SHUT_RD)
+        self.sock.shutdown(socket.SHUT_WR)
+        write_fd = child.fileno()
         env = {**worker_env(spec), "NORMBENCH_EVENT_FD": str(write_fd)}
         self.log_path = log
         self.log_start = log.stat().st_size if log and log.exists() else 0
@@ -283,11 +301,12 @@ class WorkerProcess:
             start_new_session=True,
             cwd=ROOT,
         )
-        os.close(write_fd)
+        child.close()
         self.pid = self.proc.pid
-        self.fd = read_fd
+        self.fd = self.sock.fileno()
         self.buffer = b""
         self.closed = False
+        self.sent: dict[int, float] = {}  # id(event) -> when its last message was sent (realtime)
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(spec.to_json().encode() + b"\n")  # the spec is the first line
@@ -306,27 +325,44 @@ class WorkerProcess:
     def events(self, timeout_s: float) -> tuple[list[Event], bool]:
         """Events that arrived within timeout_s, and whether the worker has ended.
 
-        The end is the process's exit, not the pipe's EOF: a child the worker forked may hold the
-        pipe open for ever."""
+        The end is the process's exit, not the socket's EOF: a child the worker forked may hold the
+        socket open for ever."""
+        self.sent = {}
+        return self._read(timeout_s)
+
+    def _read(self, timeout_s: float) -> tuple[list[Event], bool]:
         got: list[Event] = []
         ready, _, _ = select.select([self.fd], [], [], timeout_s)
         while ready:
-            chunk = os.read(self.fd, 1 << 20)
+            chunk, ancillary, _, _ = self.sock.recvmsg(EVENT_MESSAGE_BYTES + 1, TIMESTAMP_SPACE)
             if not chunk:
                 self.closed = True
                 break
+            sent = next(
+                (s + ns / 1e9 for level, kind, data in ancillary if (level, kind) == TIMESTAMP_CMSG
+                 for s, ns in [struct.unpack("qq", data[:16])]),
+                None,
+            )  # fmt: skip
             self.buffer += chunk
             *lines, self.buffer = self.buffer.split(b"\n")
-            got += [decode(line) for line in lines if line.strip()]
+            for line in lines:
+                if line.strip():
+                    got.append(decode(line))
+                    if sent is not None:
+                        self.sent[id(got[-1])] = sent
             ready, _, _ = select.select([self.fd], [], [], 0)
         ended = self.closed or self.proc.poll() is not None
         if ended and not self.closed:
             ready, _, _ = select.select([self.fd], [], [], 0.05)  # what it wrote just before exiting
             if ready:
-                more, _ = self.events(0)
+                more, _ = self._read(0)
                 got += more
         self._cap_log()
         return got, ended
+
+    def sent_at(self, event: Event) -> float | None:
+        """When the worker sent an event of the last `events` (the kernel's realtime stamp)."""
+        return self.sent.get(id(event))
 
     def rss_bytes(self) -> int:
         from bench.memory import rss_bytes
@@ -352,7 +388,7 @@ class WorkerProcess:
             except BrokenPipeError:
                 pass
         if self.fd >= 0:
-            os.close(self.fd)
+            self.sock.close()
             self.fd = -1
         if self.log is not subprocess.DEVNULL:
             self.log.close()  # type: ignore[union-attr]
@@ -562,9 +598,9 @@ class WorkerClient:
                         self._verify_begin(event, proc)
                         self.listener.begin(spec, event)
                     elif isinstance(event, Sample):
-                        self.verifier.sample(
-                            event.case, event.impl, event, proc.cpu() if event.when == "timed" else None
-                        )
+                        timed = event.when == "timed"
+                        cpu, sent = (proc.cpu(), proc.sent_at(event)) if timed else (None, None)
+                        self.verifier.sample(event.case, event.impl, event, cpu, sent)
                     elif isinstance(event, RowEvent):
                         self._row(spec, event)
                     elif isinstance(event, Hello):
@@ -721,7 +757,7 @@ class WorkerClient:
         if event.phase == "inputs" and event.case in self.cases and self.spec.task in ("run", "check"):
             self.verifier.inputs(self.cases[event.case])
         elif event.phase == "timing":
-            self.verifier.round_begins(event.case, event.impl, proc.cpu())
+            self.verifier.round_begins(event.case, event.impl, proc.cpu(), proc.sent_at(event))
 
     def _unloaded(self, event: Unloaded) -> None:
         for key, name in list(self.remaining):

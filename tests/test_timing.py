@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.timing import Sampler, TimingSettings, median_ci, summarize
+from bench.timing import Sampler, TimingSettings, median_ci, median_rel_ci, summarize
 
 
 class FakeClock:
@@ -34,6 +34,14 @@ def test_median_ci_contains_median_and_shrinks():
     lo_l, hi_l = median_ci(large)
     assert lo_s <= np.median(small) <= hi_s
     assert hi_l - lo_l < (hi_s - lo_s) / 4
+
+
+def test_the_stopping_rules_ci_is_summarizes_to_the_last_bit():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 3, 4, 5, 10, 11, 100, 1001):
+        xs = list(rng.lognormal(-9, 0.3, n))
+        assert median_rel_ci(sorted(xs)) == summarize(xs).rel_ci, n
+    assert median_rel_ci([]) is None and median_rel_ci([0.0, 0.0]) is None
 
 
 def _sampler(values, **kw):

@@ -89,6 +89,9 @@ class FakeWorker:
             got.append(item)
         return got, self.exit is not None
 
+    def sent_at(self, event):
+        return None  # unknown: the wall time is the parent's reading
+
     def rss_bytes(self):
         return self.rss
 
@@ -376,3 +379,26 @@ def test_the_workers_log_is_capped_keeping_its_tail(tmp_path):
         "the last words\n"
     )
     assert len(text) < 200
+
+
+def test_events_carry_the_time_the_worker_sent_them_not_the_time_they_were_read():
+    """The parent's witness of a round is the kernel's send stamps: a parent that reads late (here
+    half a second after the worker ended) does not make the worker's rounds look longer."""
+    import time
+
+    from bench.registry import sources
+    from bench.workers import WorkerProcess
+
+    (src,) = [s for s in sources(plugins=False) if s.stem == "numpy_two_pass"]
+    proc = WorkerProcess(WorkerSpec(task="probe", framework="numpy", backend=None, sources=(src,)), None)
+    try:
+        proc.proc.wait(timeout=120)  # it wrote every event and exited before anything was read
+        ended_by = time.time()
+        time.sleep(0.5)
+        events, ended = proc.events(1.0)
+        assert ended and [type(e).__name__ for e in events] == ["Begin", "Probed"]
+        sent = [proc.sent_at(e) for e in events]
+        assert all(s is not None and ended_by - 120 < s <= ended_by for s in sent), (sent, ended_by)
+        assert sent == sorted(sent)
+    finally:
+        proc.kill()
