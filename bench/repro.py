@@ -87,7 +87,7 @@ class Floor:
     device: str
     gbps: tuple[float, ...]  # every copy measurement of every run, in order
     spread: float  # max/min - 1 over all of them
-    worst_in_run: float  # the largest max/min - 1 within one run
+    worst_in_run: float | None  # the largest max/min - 1 within one run (None: one copy a run)
 
 
 def noise_floor(paths: list[Path]) -> list[Floor]:
@@ -102,7 +102,7 @@ def noise_floor(paths: list[Path]) -> list[Floor]:
             device,
             tuple(v for run in runs for v in run),
             max(max(run) for run in runs) / min(min(run) for run in runs) - 1,
-            max(max(run) / min(run) - 1 for run in runs),
+            max((max(run) / min(run) - 1 for run in runs if len(run) > 1), default=None),
         )
         for device, runs in sorted(per_device.items())
     ]
@@ -141,7 +141,12 @@ def print_table(found: list[Spread], floors: list[Floor], out_dir: Path) -> None
     for f in floors:
         print(
             f"the machine itself, {f.device}: copy bandwidth {min(f.gbps):.1f}-{max(f.gbps):.1f} GB/s over "
-            f"the runs (spread {f.spread:.0%}; {f.worst_in_run:.0%} within one run at worst)"
+            f"the runs (spread {f.spread:.0%}; "
+            + (
+                f"{f.worst_in_run:.0%} within one run at worst)"
+                if f.worst_in_run is not None
+                else "each run copied once)"
+            )
         )
     within = sum(s.within_target for s in found)
     print(f"{within} of {len(found)} within {TARGET_SPREAD:.0%}; runs and summary in {out_dir}")

@@ -418,7 +418,7 @@ def test_local_jobs_a_killed_one_leaves_rows_resume_fills_them_and_the_merge_is_
     assert keys_of(out) == keys_of(plain)
     assert {r.status for r in read_rows(out)} == {"ok"}
     (env,) = read_envs(out).values()
-    assert env["host"] and len(env["copy_gbps_samples"]["cpu"]) >= 4  # each job measured its own
+    assert env["host"] and len(env["copy_gbps_samples"]["cpu"]) >= 3  # each job measured its own
 
     report = tmp_path / "report"
     proc = cli("report", str(out), "--out", str(report))

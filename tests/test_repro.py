@@ -61,6 +61,9 @@ def test_the_noise_floor_is_the_machines_own_copy_bandwidth_over_the_runs(tmp_pa
     (floor,) = noise_floor([a, b])
     assert floor.device == "cpu" and floor.gbps == (20.0, 22.0, 21.0, 25.0, 30.0)
     assert floor.spread == pytest.approx(0.5) and floor.worst_in_run == pytest.approx(0.2)
+    # Runs under COPY_EVERY_S copy once: no spread within a run to speak of
+    (floor,) = noise_floor([rerun(tmp_path, "c", copies=[20.0]), rerun(tmp_path, "d", copies=[22.0])])
+    assert floor.spread == pytest.approx(0.1) and floor.worst_in_run is None
     # A file whose sidecar has no usable samples adds nothing rather than failing.
     junk = rerun(tmp_path, "junk", copies=["fast", -1])
     assert noise_floor([junk]) == []
