@@ -36,13 +36,14 @@ bench-pytest: install
 report: install
 	$(PY) -m bench report $(RESULTS) $(ARGS)
 
-# Two workers (whole test files, longest first: tests/conftest.py; most tests wait on worker
-# processes), then the tests that time the machine itself alone, collected only from the files that
+# Three workers on 2 cores (whole test files, longest first: tests/conftest.py; most tests wait on
+# worker processes, hangs and signals: from a fresh snapshot 10:56 with two, 10:10 with three), then
+# the tests that time the machine itself alone, collected only from the files that
 # use the mark unless ARGS names tests (collecting every file imports torch, numba and triton: 15 s
 # against 3). Exit code 5 (no test selected) of the second part is not a failure.
 SERIAL_FILES = $(if $(filter tests%,$(ARGS)),,$(shell grep -l "pytest.mark.serial" tests/test_*.py))
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" $(ARGS)
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not serial" $(ARGS)
 	$(PY) -m pytest -m serial $(SERIAL_FILES) $(ARGS) || [ $$? -eq 5 ]
 
 lint: install

@@ -240,7 +240,9 @@ class Verifier:
         Otherwise it is the time between their reading, or the time the worker's threads ran or
         waited to run in it where that is less."""
         j = self._of(key, impl)
-        if event.when == "timed" and j.round_started is not None:
+        if event.when == "claim":
+            if j.round_started is None:
+                return
             if sent is not None and j.round_sent is not None:
                 wall, busy = sent - j.round_sent, math.inf
             else:
@@ -250,6 +252,7 @@ class Verifier:
                 )
             j.rounds.append(RoundSeen(event.claimed_s, max(0.0, wall), busy))
             j.round_started = j.round_sent = None
+            return
         truth = self.truth
         if truth is None or truth.case.key() != key or impl not in self.semantics or j.wrong:
             return

@@ -316,8 +316,7 @@ class ChildMeasurer:
         fields.update(self.cache_fields)
         return Prepared(impl, base, sampler, fields, run)
 
-    def send_sample(self, impl: Impl, case: Case, out: Any, when: str, buffer: int, round_no: int,
-                    claimed_s: float = 0.0) -> None:  # fmt: skip
+    def send_sample(self, impl: Impl, case: Case, out: Any, when: str, buffer: int, round_no: int) -> None:
         """Sampled values of an output, for the parent to check against its own reference."""
         idx = verify.sample_index(case.shape, round_no)
         if case.mode == "train":
@@ -332,13 +331,12 @@ class ChildMeasurer:
                 impl.name, case.key(), when, buffer, round_no,
                 y=ad.gather(y, case, idx) if y is not None else None,
                 dx=ad.gather(dx, case, idx, "gradient") if dx is not None else None,
-                claimed_s=claimed_s,
             )
         )  # fmt: skip
 
     def sampled_round(self, p: Prepared, case: Case, samples_before: int) -> None:
-        """After a sampling round: the round's last timed output and the time the round claimed go
-        to the parent at once (an answer finished later, by a thread, is caught here). The output
+        """After a sampling round: the time the round claimed, then its last timed output go to the
+        parent at once (an answer finished later, by a thread, is caught here). The output
         is held (as the rotation holds it anyway) until the next round's untimed first call, and
         then sent again (one that a later call overwrote, a view of a persistent buffer, is caught
         there): the check costs no call of its own."""
@@ -346,8 +344,9 @@ class ChildMeasurer:
         p.rounds += 1
         s = p.sampler
         claimed = sum(s.latency_samples[samples_before:]) * s.calls_per_sample
+        emit(Sample(p.impl.name, case.key(), "claim", -1, p.rounds, claimed_s=claimed))  # before the gather
         layout = self.layouts[p.run.last_buffer]
-        self.send_sample(p.impl, case, p.run.out, "timed", layout, p.rounds, claimed)
+        self.send_sample(p.impl, case, p.run.out, "timed", layout, p.rounds)
         p.held = (p.run.out, layout, p.rounds)
 
     def timing_starts(self, p: Prepared, case: Case) -> None:

@@ -171,7 +171,7 @@ class Sample:
 
     impl: str
     case: CaseKey
-    when: str  # "first" | "timed" | "held"
+    when: str  # "first" | "timed" | "held"; or "claim": a round's claimed time, no values
     buffer: int
     round_no: int
     y: list[float] | None = None
@@ -598,8 +598,8 @@ class WorkerClient:
                         self._verify_begin(event, proc)
                         self.listener.begin(spec, event)
                     elif isinstance(event, Sample):
-                        timed = event.when == "timed"
-                        cpu, sent = (proc.cpu(), proc.sent_at(event)) if timed else (None, None)
+                        claim = event.when == "claim"
+                        cpu, sent = (proc.cpu(), proc.sent_at(event)) if claim else (None, None)
                         self.verifier.sample(event.case, event.impl, event, cpu, sent)
                     elif isinstance(event, RowEvent):
                         self._row(spec, event)

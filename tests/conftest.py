@@ -116,7 +116,7 @@ def smoke_report(smoke_run: tuple[Path, list[Row]], tmp_path_factory: pytest.Tem
     return out / "index.html"
 
 
-# `make test` hands whole files to two pytest-xdist workers in collection order (the Makefile's
+# `make test` hands whole files to three pytest-xdist workers in collection order (the Makefile's
 # --no-loadscope-reorder: xdist's default order is by number of tests, which put the long files of
 # one or two tests last, with one worker idle for the last minute). The longest files go first
 # (seconds on this 2-core machine, fresh clone, from --durations), so that none of them starts last

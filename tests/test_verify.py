@@ -30,7 +30,7 @@ def judged(rounds, wall_s, cpu_s, claimed_s, cpu_known=True, late=None, waited_s
         now[0] += seen_wall
         cpu += seen_cpu
         waited += waited_s
-        event = SimpleNamespace(when="timed", claimed_s=claimed_s)
+        event = SimpleNamespace(when="claim", claimed_s=claimed_s)
         verifier.sample(KEY, "impl", event, reading())
     return verifier.judge(KEY, "impl")
 
@@ -110,13 +110,13 @@ def test_the_kernels_send_stamps_are_the_witness_when_the_parent_reads_late():
     still = CpuReading(1.0, {"1": 1.0}, {"1": 0.0})
     for i in range(4):
         verifier.round_begins(KEY, "impl", still, sent=100.0 + i * 0.02)
-        fiftieth = SimpleNamespace(when="timed", claimed_s=0.015 / 50)
+        fiftieth = SimpleNamespace(when="claim", claimed_s=0.015 / 50)
         verifier.sample(KEY, "impl", fiftieth, still, sent=100.0 + i * 0.02 + 0.015)
     status, message = verifier.judge(KEY, "impl")
     assert status == "error" and "claimed 0.9 ms of calls in 45 ms the parent saw" in message
     for i in range(4):  # the same honest: claims its 15 ms rounds
         verifier.round_begins(KEY, "impl", still, sent=200.0 + i * 0.02)
         verifier.sample(
-            KEY, "impl", SimpleNamespace(when="timed", claimed_s=0.0149), still, sent=200.0 + i * 0.02 + 0.015
+            KEY, "impl", SimpleNamespace(when="claim", claimed_s=0.0149), still, sent=200.0 + i * 0.02 + 0.015
         )
     assert verifier.judge(KEY, "impl") is None
