@@ -118,10 +118,10 @@ def cpu_reading(pid: int) -> CpuReading | None:
         for task in os.scandir(f"/proc/{pid}/task"):
             try:
                 with open(f"{task.path}/schedstat") as f:
-                    on_cpu, on_queue = f.read().split()[:2]
+                    on_cpu, on_queue = (int(v) / 1e9 for v in f.read().split()[:2])
             except (OSError, ValueError):
                 continue  # a thread that ended meanwhile
-            threads[task.name], waited[task.name] = int(on_cpu) / 1e9, int(on_queue) / 1e9
+            threads[task.name], waited[task.name] = on_cpu, on_queue
         return CpuReading(total, threads, waited)
     except (OSError, ValueError, IndexError):
         return None

@@ -145,23 +145,29 @@ class RoundSeen:
 
     def margin(self) -> float:
         """Over zero where the claim stands against this round alone."""
-        seen = min(self.wall_s - CLAIM_SLACK_S, self.busy_s - CLAIM_CPU_SLACK_S)
-        return self.claimed_s - CLAIM_FLOOR * seen
+        seen, slack, _ = _witness(self.wall_s, self.busy_s, 1)
+        return self.claimed_s - CLAIM_FLOOR * (seen - slack)
+
+
+def _witness(wall_s: float, busy_s: float, rounds: int) -> tuple[float, float, bool]:
+    """Of the wall time and the worker's threads' time over `rounds` rounds, the one that is less
+    after its slack: (its time, its slack, whether it is the wall time)."""
+    if wall_s - CLAIM_SLACK_S * rounds <= busy_s - CLAIM_CPU_SLACK_S * rounds:
+        return wall_s, CLAIM_SLACK_S * rounds, True
+    return busy_s, CLAIM_CPU_SLACK_S * rounds, False
 
 
 def clock_disagrees(rounds: list[RoundSeen]) -> str:
     """Why the claimed time of these rounds cannot be the worker's ("" where it can): the rounds
     that read late aside, their calls claimed under CLAIM_FLOOR of the wall time the parent saw, or
-    of the worker's CPU time where that is less."""
+    of the time the worker's threads ran or waited to run where that is less."""
     if not rounds:
         return ""
     late = max(1, len(rounds) // LATE_ROUNDS_LEFT_OUT) if len(rounds) > 1 else 0
     kept = sorted(rounds, key=RoundSeen.margin)[late:]
     claimed = sum(r.claimed_s for r in kept)
-    wall, busy = sum(r.wall_s for r in kept), sum(r.busy_s for r in kept)
-    by_wall = wall - CLAIM_SLACK_S * len(kept) <= busy - CLAIM_CPU_SLACK_S * len(kept)
-    seen = wall if by_wall else busy
-    slack = (CLAIM_SLACK_S if by_wall else CLAIM_CPU_SLACK_S) * len(kept)
+    wall = sum(r.wall_s for r in kept)
+    seen, slack, by_wall = _witness(wall, sum(r.busy_s for r in kept), len(kept))
     if seen < MIN_EVIDENCE_S or claimed >= CLAIM_FLOOR * (seen - slack):
         return ""
     what = "the parent saw" if by_wall else f"the worker ran or waited to run ({wall * 1e3:.3g} ms wall)"

@@ -598,8 +598,10 @@ class WorkerClient:
                         self._verify_begin(event, proc)
                         self.listener.begin(spec, event)
                     elif isinstance(event, Sample):
-                        claim = event.when == "claim"
-                        cpu, sent = (proc.cpu(), proc.sent_at(event)) if claim else (None, None)
+                        sent = proc.sent_at(event) if event.when == "claim" else None
+                        # the worker's threads' time (a /proc read per thread) only where the kernel
+                        # did not stamp the claim: with stamps it is not the witness
+                        cpu = proc.cpu() if event.when == "claim" and sent is None else None
                         self.verifier.sample(event.case, event.impl, event, cpu, sent)
                     elif isinstance(event, RowEvent):
                         self._row(spec, event)
@@ -757,7 +759,8 @@ class WorkerClient:
         if event.phase == "inputs" and event.case in self.cases and self.spec.task in ("run", "check"):
             self.verifier.inputs(self.cases[event.case])
         elif event.phase == "timing":
-            self.verifier.round_begins(event.case, event.impl, proc.cpu(), proc.sent_at(event))
+            sent = proc.sent_at(event)
+            self.verifier.round_begins(event.case, event.impl, proc.cpu() if sent is None else None, sent)
 
     def _unloaded(self, event: Unloaded) -> None:
         for key, name in list(self.remaining):
