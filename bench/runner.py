@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import environment, frameworks, memory, operators, shards, stats
+from bench import environment, frameworks, memory, operators, shards, stats, verify
 from bench.cases import (
     Case,
     MeasurementKey,
@@ -397,6 +397,17 @@ class Run(Listener):
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    def say_unwitnessed(self) -> None:
+        """A time budget too short for the parent to check what a row's clock claims, said once."""
+        s = self.cfg.settings
+        rounds = verify.rounds_to_judge(s.round_s)
+        if s.max_time_s < rounds * s.round_s:
+            self.say(
+                f"note: --max-time {s.max_time_s:g} s ends a row before the {rounds} sampling rounds of "
+                f"{s.round_s * 1e3:g} ms over which the parent holds its claimed time to the wall clock: a "
+                "clock that lies can go unnoticed (every timed answer is still checked)"
+            )
+
     def _measure(self, disc: Any, chosen: list[str], writer: ResultsWriter) -> Path:
         cfg = self.cfg
         try:
@@ -411,6 +422,7 @@ class Run(Listener):
                 f"normbench run {self.run_id}: {self.total} measurements in {len(groups)} worker groups "
                 f"-> {self.out}"
             )
+            self.say_unwitnessed()
             self.display.start(self.total)
             for row in direct:
                 self.write(row)

@@ -146,6 +146,8 @@ class Sampler:
     clock: Any = field(default_factory=HostClock)
     min_sample_s: float = 1e-4
     min_warmup_calls: int = 1  # the worker sets the number of rotating input buffers
+    min_rounds: int = 1  # converged only after this many rounds (the worker: what its parent needs)
+    rounds: int = 0  # rounds begun
     calls_per_sample: int = 1
     device_samples: list[float] = field(default_factory=list)
     latency_samples: list[float] = field(default_factory=list)
@@ -182,6 +184,7 @@ class Sampler:
         if self.stop_reason:
             return
         start = read_clock()
+        self.rounds += 1
         self.run(1, True)
         if after_first is not None:
             after_first()
@@ -207,7 +210,7 @@ class Sampler:
             self.stop_reason = "max_samples"
         elif spent >= s.max_time_s and n >= 3:
             self.stop_reason = "max_time"
-        elif n >= s.min_samples and spent >= s.min_time_s:
+        elif n >= s.min_samples and spent >= s.min_time_s and self.rounds >= self.min_rounds:
             rel_ci = median_rel_ci(self._sorted)
             if rel_ci is not None and rel_ci <= s.target_rel_ci:
                 self.stop_reason = "converged"

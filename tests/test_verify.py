@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 from bench.cases import CaseKey
 from bench.memory import CLOCK_TICK_S, CpuReading, cpu_reading
-from bench.verify import Verifier
+from bench.timing import Sampler, TimingSettings
+from bench.verify import Verifier, rounds_to_judge
 
 KEY = CaseKey("cpu", "float32", "NCHW", "train", (1, 4096, 4, 4))
 
@@ -60,6 +61,38 @@ def test_a_clock_that_reports_a_fiftieth_is_caught_by_the_cpu_time_too():
     assert status == "error" and "0.6 ms of calls in 30 ms the parent saw" in message
     status, message = judged(1, 0.02, 0.02, 0.02 / 50)  # one round: nothing is left out
     assert status == "error" and "parent's: 1 sampling round claimed 0.4 ms of calls in 20 ms" in message
+
+
+class FiftiethClock:
+    """Claims a fiftieth of what each sample took."""
+
+    kind = "host"
+
+    def measure(self, run, k):
+        t0 = time.perf_counter()
+        run(k, True)
+        took = (time.perf_counter() - t0) / k / 50
+        return took, took
+
+
+def test_a_row_that_converges_at_once_still_gives_its_parent_enough_rounds_to_judge_its_clock():
+    # A smoke run at --max-time 0.05 (rounds of 10 ms, 20 ms at least): a clock reporting a fiftieth
+    # claims steady times, which converged after 2 rounds, one of them left out, and 10 ms of
+    # evidence convicts no clock: cheat_own_sampler's row went through, in CI's train mode.
+    smoke = TimingSettings(warmup_s=0, min_time_s=0.02, max_time_s=0.05, min_samples=5, round_s=0.01)
+    for settings in (smoke, TimingSettings(round_s=0.02, min_time_s=0.02)):
+        sampler = Sampler(lambda k, sync: time.sleep(2e-4 * k), settings, FiftiethClock(),
+                          min_rounds=rounds_to_judge(settings.round_s))  # fmt: skip
+        verifier = Verifier(time.perf_counter, {"impl": "population/eps@sqrt"})
+        while not sampler.stop_reason:
+            verifier.round_begins(KEY, "impl", None)
+            before = sampler.sampled_s
+            sampler.round()
+            claimed = SimpleNamespace(when="claim", claimed_s=sampler.sampled_s - before)
+            verifier.sample(KEY, "impl", claimed, None)
+        assert sampler.stop_reason == "converged", sampler.stop_reason
+        status, message = verifier.judge(KEY, "impl")
+        assert status == "error" and "its clock disagrees with the parent's" in message, sampler.rounds
 
 
 def test_a_round_or_two_with_a_scheduler_slice_between_their_calls_convict_no_one():
