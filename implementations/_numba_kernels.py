@@ -29,7 +29,7 @@ import math
 import numba as nb
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 # Reassociation lets LLVM vectorise the reductions over a plane (several float64 accumulators);
@@ -173,6 +173,22 @@ def _itemsize(typingctx, a):
         return ir.Constant(context.get_value_type(types.intp), size)
 
     return types.intp(a), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, a, i):
+    """Ask for the cache line holding element i of array a (llvm.prefetch: read, keep in all levels)."""
+
+    def codegen(context, builder, signature, args):
+        p = builder.gep(_data_pointer(context, builder, signature.args[0], args[0]), [args[1]])
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [p.type, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        builder.call(fn, [p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(a, types.intp), codegen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -826,11 +842,14 @@ def _tiled_pivot(x, kt):
     every call). The mean of 8 rows sits that far from it once in ~10^17."""
     cs = x.shape[1]
     rows = min(PIVOT_ROWS, x.shape[0])
+    kc = kt[:cs]
+    kc[:] = 0.0
+    for r in range(rows):  # row by row: contiguous, vectorised (the same sum, in the same order)
+        xr = x[r]
+        for c in range(cs):
+            kc[c] += np.float64(to_f32(xr[c]))
     for c in range(cs):
-        total = 0.0
-        for r in range(rows):
-            total += np.float64(to_f32(x[r, c]))
-        kt[c] = np.float64(np.float32(total / rows))
+        kc[c] = np.float64(np.float32(kc[c] / rows))
     for j in range(cs, kt.shape[0]):
         kt[j] = kt[j % cs]
 
@@ -966,18 +985,21 @@ def _rows_coefs(s, count, eps, kt, co, mean, rstd, cmean, per):
             co[0, c], co[1, c], co[2, c] = kt[c], m, rs
         _tile(co, cs)
         return
+    for c in range(cs):  # apart from the sums below: a vectorised division
+        cmean[c] = kt[c] + s[0, c] / count
     for first in range(0, cs, per):
+        # unsigned bounds: a signed start costs a negative-index check per access, no vectors
+        lo, hi = np.uintp(first), np.uintp(first + per)
         total = 0.0
-        for c in range(first, first + per):
-            cmean[c] = kt[c] + s[0, c] / count
+        for c in range(lo, hi):
             total += cmean[c]
         mu = total / per
         ss = 0.0
-        for c in range(first, first + per):
+        for c in range(lo, hi):
             d = kt[c] - mu
             ss += s[1, c] + 2.0 * d * s[0, c] + count * d * d
         rs = 1.0 / math.sqrt(max(ss / (count * per), 0.0) + eps)
-        for c in range(first, first + per):
+        for c in range(lo, hi):
             mean[c], rstd[c] = mu, rs
             co[0, c], co[1, c], co[2, c] = kt[c], mu - kt[c], rs
     _tile(co, cs)
@@ -1031,7 +1053,23 @@ def _rows_emit(x, y, co, cs, stream):
 # turn on an Emerald Rapids VM (GroupNorm(32), UNet preset, NHWC, 2 threads, two runs each): numba
 # forward 8-16 % and backward 10-22 % faster than the tiled loops above (with _tile in both).
 # They ignore `stream` (regular stores): measured only where the harness's outputs stay cached.
+# Their sums take eight rows (a contiguous octet, 10 KB at C = 320) at once, channel by channel,
+# the running sums in registers, and prefetch the next octet's lines first: the octet loops read
+# a stride apart, which the hardware prefetcher follows badly (ROW_MAJOR_BYTES), and a row at a
+# time keeps the running sums in memory. One thread, one 1,024 x 320 float32 sample (Emerald
+# Rapids VM): from memory 148 us a row at a time, 158 in octets, 113-121 in octets with the next
+# one prefetched (two or four ahead: 124-136), against 102 for a plain sequential read; in cache
+# 45-73, 45, 51. Harness runs in turn (UNet preset, NHWC, 2 threads), with the pivot and group
+# loops below: numba forward 12-31 % and backward 5-22 % faster, geometric-mean ratio to the
+# best built-in 1.09x -> 1.18x.
 WIDE_ROW = 128
+
+
+@nb.njit(**JIT)
+def _prefetch_span(flat, lo, hi):
+    """Prefetch the lines of flat[lo:hi] (clipped to flat's end)."""
+    for i in range(lo, min(hi, flat.shape[0]), 64 // flat.itemsize):
+        _prefetch(flat, i)
 
 
 @nb.njit(**JIT)
@@ -1040,7 +1078,19 @@ def _wide_sums_f32(x, k32, st):
     (_octets_row_major), the last rows added to float64 one by one."""
     p, cs = x.shape
     full = p // OCTET * OCTET
-    _octets_row_major(x, k32, st, 0, full)
+    flat = x.reshape(-1)
+    for b in range(0, full, OCTET):
+        _prefetch_span(flat, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+        for j in range(cs):
+            k = k32[j]
+            d0, d1 = to_f32(x[b, j]) - k, to_f32(x[b + 1, j]) - k
+            d2, d3 = to_f32(x[b + 2, j]) - k, to_f32(x[b + 3, j]) - k
+            d4, d5 = to_f32(x[b + 4, j]) - k, to_f32(x[b + 5, j]) - k
+            d6, d7 = to_f32(x[b + 6, j]) - k, to_f32(x[b + 7, j]) - k
+            st[0, j] += np.float64(((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
+            st[1, j] += np.float64(
+                ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7))
+            )
     for r in range(full, p):
         for c in range(cs):
             d = to_f32(x[r, c]) - k32[c]
@@ -1079,7 +1129,11 @@ def _wide_grad_sums_f32(x, g, k32, g32, st):
     time (_grad_octets_row_major), the last rows added to float64 one by one."""
     p, cs = x.shape
     octets = p // OCTET
-    _grad_octets_row_major(x, g, k32, g32, st, octets)
+    xf, gf = x.reshape(-1), g.reshape(-1)
+    for b in range(0, octets * OCTET, OCTET):
+        _prefetch_span(xf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+        _prefetch_span(gf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+        _grad_octet(x, g, k32, g32, st, b)
     for r in range(octets * OCTET, p):
         for c in range(cs):
             e = to_f32(g[r, c]) - g32[c]
@@ -1267,21 +1321,26 @@ def _rows_grad_sums(x, g, kt, gt, st):
 def _grad_octets(xb, gb, k32, g32, st, octets):
     """_grad_octets_row_major with the eight rows of an octet read at once, position by position:
     their float32 sums stay in registers (see ROW_MAJOR_BYTES)."""
-    t = xb.shape[1]
     for b in range(0, octets * OCTET, OCTET):
-        for j in range(t):
-            k, gk = k32[j], g32[j]
-            s0 = np.float32(0.0)
-            s1 = np.float32(0.0)
-            s2 = np.float32(0.0)
-            for r in range(b, b + OCTET):
-                e = to_f32(gb[r, j]) - gk
-                s0 += e
-                s1 += e * (to_f32(xb[r, j]) - k)
-                s2 += e * e
-            st[0, j] += np.float64(s0)
-            st[1, j] += np.float64(s1)
-            st[2, j] += np.float64(s2)
+        _grad_octet(xb, gb, k32, g32, st, b)
+
+
+@nb.njit(**JIT)
+def _grad_octet(xb, gb, k32, g32, st, b):
+    """_grad_octets' sums over the one octet of rows b..b + 8."""
+    for j in range(xb.shape[1]):
+        k, gk = k32[j], g32[j]
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        for r in range(b, b + OCTET):
+            e = to_f32(gb[r, j]) - gk
+            s0 += e
+            s1 += e * (to_f32(xb[r, j]) - k)
+            s2 += e * e
+        st[0, j] += np.float64(s0)
+        st[1, j] += np.float64(s1)
+        st[2, j] += np.float64(s2)
 
 
 @nb.njit(**JIT)
