@@ -1074,8 +1074,8 @@ def _prefetch_span(flat, lo, hi):
 
 @nb.njit(**JIT)
 def _wide_sums_f32(x, k32, st):
-    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): whole octets a row at a time
-    (_octets_row_major), the last rows added to float64 one by one."""
+    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): eight rows at a time, channel by
+    channel, the next eight prefetched (see WIDE_ROW), the last rows added to float64 one by one."""
     p, cs = x.shape
     full = p // OCTET * OCTET
     flat = x.reshape(-1)
@@ -1125,8 +1125,8 @@ def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co):
 
 @nb.njit(**JIT)
 def _wide_grad_sums_f32(x, g, k32, g32, st):
-    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C): whole octets a row at a
-    time (_grad_octets_row_major), the last rows added to float64 one by one."""
+    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C): eight rows at a time
+    (_grad_octet), the next eight of x and g prefetched, the last rows added to float64 one by one."""
     p, cs = x.shape
     octets = p // OCTET
     xf, gf = x.reshape(-1), g.reshape(-1)
