@@ -101,7 +101,9 @@ def test_a_memory_hungry_neighbour_does_not_change_the_next_ones_time(tmp_path):
     for attempt in range(4):
         order = ("torch_quiet", "torch_hungry") if attempt % 2 == 0 else ("torch_hungry", "torch_quiet")
         for neighbour in order:
-            proc, rows = run_rows(tmp_path / f"{neighbour}{attempt}", "--impl", neighbour, *common)
+            proc, rows = run_rows(
+                tmp_path / f"{neighbour}{attempt}", "--impl", neighbour, *common, host_cache=True
+            )
             assert proc.returncode == 0, proc.stderr[-2000:]
             runs[neighbour] = {r.impl: r for r in rows if r.input_kind == "random"}
             mine = runs[neighbour]["torch_group_norm"]

@@ -7,7 +7,7 @@ import sys
 import time
 
 from bench.results import read_env, read_envs, read_rows
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, SIMULATED_CACHE, cli
 
 ARGS = [
     "--impl",
@@ -32,6 +32,7 @@ ARGS = [
     "0.2",
     "--preset",
     "smoke",
+    *SIMULATED_CACHE,
 ]
 
 

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from tests.conftest import ROOT, run_rows
+from tests.conftest import ROOT, SIMULATED_CACHE, run_rows
 
 FAULTY = str(ROOT / "tests" / "faulty")
 
@@ -41,7 +41,8 @@ def test_sigkill_of_the_parent_takes_its_busy_worker_and_the_workers_children_do
     pidfile = tmp_path / "in_the_call"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", "--impl-path", FAULTY, "--impl", "torch_hang",
-         "--shape", "2,3,8,8", "--device", "cpu", "--preset", "smoke", "--out", str(tmp_path / "r.jsonl")],
+         "--shape", "2,3,8,8", "--device", "cpu", "--preset", "smoke", "--out", str(tmp_path / "r.jsonl"),
+         *SIMULATED_CACHE],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "NORMBENCH_TEST_PIDFILE": str(pidfile)},
     )  # fmt: skip

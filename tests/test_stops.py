@@ -18,14 +18,14 @@ import pytest
 
 from bench.results import read_rows
 from tests import slurm as real_slurm
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, SIMULATED_CACHE, cli
 
 pytestmark = pytest.mark.slow
 
 IMPLS = ROOT / "tests" / "data" / "cluster_impls"
 SWEEP = ["--impl-path", str(IMPLS), "--impl", "torch_slow_build", "--impl", "numpy_two_pass",
          "--shape", "2,3,8,8", "--shape", "2,3,16,16", "--preset", "smoke", "--max-time", "0.05",
-         "--threads", "1", "--device", "cpu"]  # fmt: skip
+         "--threads", "1", "--device", "cpu", *SIMULATED_CACHE]  # fmt: skip
 BLAMES = {"crashed", "error", "timeout", "oom"}  # statuses that say an implementation failed
 
 

@@ -137,7 +137,7 @@ def test_the_second_run_reuses_the_sweep(tmp_path, monkeypatch):
     def cache_of():
         out = tmp_path / str(next(runs))
         out.mkdir()
-        proc, rows = run_rows(out, *args)
+        proc, rows = run_rows(out, *args, host_cache=True)  # the sweep of this machine is the subject
         assert proc.returncode == 0 and rows, proc.stderr[-2000:]
         return read_env(out / "run.jsonl")["cache"]["cpu"], out / "run.jsonl"
 
