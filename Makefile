@@ -37,7 +37,8 @@ report: install
 	$(PY) -m bench report $(RESULTS) $(ARGS)
 
 # Three workers on 2 cores (whole test files, longest first: tests/conftest.py; most tests wait on
-# worker processes, hangs and signals: from a fresh snapshot 10:56 with two, 10:10 with three), then
+# worker processes, hangs and signals: from a fresh snapshot 10:56 with two, 10:10 with three; 8:02
+# once the tests' runs all took a simulated 32 MiB cache, tests/conftest.py), then
 # the tests that time the machine itself alone, collected only from the files that
 # use the mark unless ARGS names tests (collecting every file imports torch, numba and triton: 15 s
 # against 3). Exit code 5 (no test selected) of the second part is not a failure.
