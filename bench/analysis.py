@@ -724,6 +724,7 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
                 }[kind]
                 out.append(Caveat(kind, run, variant, where(fm), value))
         out += _host_timed(run, mine)
+    out = _merged(out, ("not_cold", "concurrent"))
     order = (
         "wrong",
         "semantics_mismatch",
@@ -738,6 +739,28 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
         "first_call",
     )
     return sorted(out, key=lambda c: (c.run, _rank(order, c.kind), c.variant))
+
+
+# Variants joined in one caveat (a kind that is the case's or the machine's, not the implementation's:
+# every implementation of a case rotates the same inputs) are listed with this between them.
+VARIANTS_JOIN = ", "
+
+
+def _merged(caveats: list[Caveat], kinds: tuple[str, ...]) -> list[Caveat]:
+    """One caveat of each of `kinds` for the variants of a run that share it on the same rows (a
+    run of three implementations said "inputs not cold" three times over the same cases)."""
+    out: list[Caveat] = []
+    joined: dict[tuple[str, str, tuple[Where, ...]], list[Caveat]] = defaultdict(list)
+    for c in caveats:
+        if c.kind in kinds:
+            joined[(c.run, c.kind, c.where)].append(c)
+        else:
+            out.append(c)
+    for (run, kind, at), same in joined.items():
+        values = [c.value for c in same if c.value is not None]
+        variants = VARIANTS_JOIN.join(c.variant for c in same)
+        out.append(Caveat(kind, run, variants, at, max(values) if values else None, same[0].detail))
+    return out
 
 
 def _host_timed(run: str, mine: Sequence[Measurement]) -> list[Caveat]:

@@ -418,3 +418,22 @@ def test_host_timed_rows_beside_gpu_timed_ones_are_named_and_the_headline_says_s
     assert "timed differently, cuda_event against host: see Caveats" in html.unescape(page)
     cpu = analysis.analyse(analysis.load([ROOT / "results" / "sample" / "cpu.jsonl"]))
     assert not [c for c in cpu.caveats if c.kind == "host_timed"]
+
+
+def test_a_caveat_of_the_case_is_said_once_for_every_implementation_it_holds_for():
+    from bench.analysis import Caveat, Where, _merged
+
+    small = (Where("cpu", "forward", "float32", "NHWC", "random", ((2, 1280, 8, 8),)),)
+    big = (Where("cpu", "forward", "float32", "NHWC", "random", ((2, 320, 32, 32),)),)
+    said = [
+        Caveat("not_cold", "r", "numba_groupnorm", small, 100.0),
+        Caveat("not_cold", "r", "torch_groupnorm", small, 300.0),
+        Caveat("not_cold", "r", "torch_groupnorm_module", big, 50.0),
+        Caveat("wrong", "r", "numba_groupnorm", small, 1e-3, "0.0001"),
+        Caveat("wrong", "r", "torch_groupnorm", small, 2e-3, "0.0001"),
+    ]
+    merged = _merged(said, ("not_cold", "concurrent"))
+    assert [c for c in merged if c.kind == "wrong"] == said[3:]  # the implementation's own: one each
+    cold = {c.where: c for c in merged if c.kind == "not_cold"}
+    assert len(cold) == 2 and cold[small].variant == "numba_groupnorm, torch_groupnorm"
+    assert cold[small].value == 300.0 and cold[big].variant == "torch_groupnorm_module"
