@@ -638,6 +638,11 @@ def where(rows: Iterable[Row | Measurement]) -> tuple[Where, ...]:
     )
 
 
+# Variants joined in one caveat (a kind that is the case's or the machine's, not the implementation's:
+# every implementation of a case rotates the same inputs) are listed with this between them.
+VARIANTS_JOIN = ", "
+
+
 @dataclass(frozen=True)
 class Caveat:
     """kind: non_canonical | semantics_mismatch | wrong | failed | first_call | cache_resident |
@@ -651,6 +656,10 @@ class Caveat:
     where: tuple[Where, ...]
     value: float | None = None
     detail: str = ""  # semantics, status or tolerance, as data
+
+    def variants(self) -> tuple[str, ...]:
+        """The variants it is said of (more than one where _merged joined them)."""
+        return tuple(self.variant.split(VARIANTS_JOIN))
 
 
 SLOW_FIRST_CALL_S = 0.5
@@ -739,11 +748,6 @@ def caveats(results: Results, ms: Sequence[Measurement]) -> list[Caveat]:
         "first_call",
     )
     return sorted(out, key=lambda c: (c.run, _rank(order, c.kind), c.variant))
-
-
-# Variants joined in one caveat (a kind that is the case's or the machine's, not the implementation's:
-# every implementation of a case rotates the same inputs) are listed with this between them.
-VARIANTS_JOIN = ", "
 
 
 def _merged(caveats: list[Caveat], kinds: tuple[str, ...]) -> list[Caveat]:

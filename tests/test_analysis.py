@@ -435,5 +435,5 @@ def test_a_caveat_of_the_case_is_said_once_for_every_implementation_it_holds_for
     merged = _merged(said, ("not_cold", "concurrent"))
     assert [c for c in merged if c.kind == "wrong"] == said[3:]  # the implementation's own: one each
     cold = {c.where: c for c in merged if c.kind == "not_cold"}
-    assert len(cold) == 2 and cold[small].variant == "numba_groupnorm, torch_groupnorm"
+    assert len(cold) == 2 and cold[small].variants() == ("numba_groupnorm", "torch_groupnorm")
     assert cold[small].value == 300.0 and cold[big].variant == "torch_groupnorm_module"
