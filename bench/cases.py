@@ -203,6 +203,17 @@ def presets() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*PRESETS, *own]))
 
 
+def preset_timing_name(preset: str) -> str:
+    """The shared preset whose timing `preset` samples with: itself where it is one, else what the
+    operator that defines it says (Operator.preset_timing; "full" where it says nothing)."""
+    if preset in PRESETS:
+        return preset
+    for op in operators.operators().values():
+        if preset in op.presets:
+            return op.preset_timing.get(preset, "full")
+    return "full"
+
+
 def preset_shapes(preset: str, device: str, op: str = operators.DEFAULT) -> list[Shape]:
     """Preset `preset`'s shapes on `device` for operator `op`: the operator's own when it has that
     preset, else the shared ones, else the shapes of the operator that defines it (`--preset unet`

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import operators
-from bench.cases import DTYPES, LAYOUTS, MODES, check_choice, parse_shape, presets
+from bench.cases import DTYPES, LAYOUTS, MODES, check_choice, parse_shape, preset_timing_name, presets
 from bench.errors import BenchError
 from bench.registry import check_impl_paths
 from bench.timing import preset_timing
@@ -388,7 +388,7 @@ def new_config(
     from bench.runner import RunConfig
 
     preset = given.get("preset", "quick")
-    settings = preset_timing(preset)
+    settings = preset_timing(preset_timing_name(preset))
     if warm_cache:
         settings = replace(settings, warm_cache=True)
     if max_time is not None:

@@ -47,7 +47,8 @@ PRESET_TIMING = {
 
 
 def preset_timing(preset: str) -> TimingSettings:
-    """How long a preset samples each case: an operator's own preset (bench/operators/) as "full"."""
+    """How long a shared preset samples each case (an operator's own preset names one of these:
+    bench.cases.preset_timing_name)."""
     return PRESET_TIMING.get(preset, PRESET_TIMING["full"])
 
 

@@ -9,9 +9,11 @@ import subprocess
 
 import pytest
 
+from bench import cli as cli_module
 from bench import operators
-from bench.cases import preset_shapes, presets
+from bench.cases import preset_shapes, preset_timing_name, presets
 from bench.errors import BenchError
+from bench.timing import preset_timing
 from tests.conftest import ROOT, cli, run_rows
 
 # Declares the semantics the operator's detector must tell apart from what it computes.
@@ -133,6 +135,9 @@ def test_an_operators_preset_is_its_own_and_every_operator_can_take_it(folders, 
     assert preset_shapes("llm", "cpu", "rms_norm") == [(4, 1024, 8, 8), (1, 4096, 4, 4)]
     assert preset_shapes("llm", "cpu", "instance_norm") == [(4, 1024, 8, 8), (1, 4096, 4, 4)]
     assert preset_shapes("unet", "cpu", "group_norm")[0] == (2, 320, 32, 32)
+    # Each preset samples for as long as its operator says (a shared preset's timing), "full" unsaid.
+    assert [preset_timing_name(p) for p in ("llm", "unet", "smoke")] == ["quick", "full", "smoke"]
+    assert cli_module.new_config({"preset": "llm"}, None, False).settings == preset_timing("quick")
     assert preset_shapes("smoke", "cpu", "rms_norm") == preset_shapes("smoke", "cpu", "instance_norm")
 
 
@@ -173,6 +178,13 @@ def test_an_operator_from_an_entry_point(folders, tmp_path):
             "class Odd(InstanceNorm):\n    __slots__ = ()\n    name = 'odd'\n    canonical = 'eps@sqrt'\n\n\n"
             "OPERATOR = Odd()\n",
             "canonical 'eps@sqrt' is not one of its semantics",
+        ),
+        (
+            "from bench.operators.group_norm import GroupNorm\n\n\n"
+            "class Slow(GroupNorm):\n    __slots__ = ()\n    name = 'slow'\n"
+            "    preset_timing = {'unet': 'long'}\n\n\nOPERATOR = Slow()\n",
+            "bad preset_timing 'unet': 'long'; expected one of its presets (unet) and one of: smoke, quick, "
+            "full",
         ),
     ],
 )

@@ -101,8 +101,11 @@ class Operator:
     # different answer; 48-pixel planes keep biased and unbiased std 1 % apart.
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((2, 3, 6, 8),)
     # Its own presets, {name: {"cpu": shapes, "cuda": shapes}}: a name of its own (every operator
-    # of a run can take it), or its shapes for a shared one (bench.cases.PRESETS). Timed as "full".
+    # of a run can take it), or its shapes for a shared one (bench.cases.PRESETS).
     presets: dict[str, dict[str, list[tuple[int, int, int, int]]]] = {}
+    # How long a run of each of its own presets samples a case: the timing of a shared preset
+    # ("smoke", "quick" or "full"; bench.timing.PRESET_TIMING), "full" where it says nothing.
+    preset_timing: dict[str, str] = {}
     # Ideal bytes per element a call moves, per mode: forward reads x and writes y; backward reads x
     # and dy and writes dx; train does both. The speed of light is these bytes at copy bandwidth.
     bytes_per_element: dict[str, int] = {"forward": 2, "backward": 3, "train": 5}
@@ -212,6 +215,13 @@ def _checked(op: object, where: str) -> Operator:
                          "identifier and a non-empty title")  # fmt: skip
     if op.canonical not in op.semantics:
         raise BenchError(f"{where}: canonical {op.canonical!r} is not one of its semantics {op.semantics}")
+    from bench.timing import PRESET_TIMING  # names only: an operator times nothing
+
+    for preset, timing in op.preset_timing.items():
+        if preset not in op.presets or timing not in PRESET_TIMING:
+            own = ", ".join(op.presets) or "none"
+            raise BenchError(f"{where}: bad preset_timing {preset!r}: {timing!r}; expected one of its "
+                             f"presets ({own}) and one of: {', '.join(PRESET_TIMING)}")  # fmt: skip
     for name, default in op.params.items():
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or not isinstance(default, int) or default < 1:
             raise BenchError(f"{where}: bad parameter {name}={default!r}; expected a lower-case "
