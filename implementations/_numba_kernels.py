@@ -1052,7 +1052,7 @@ def _rows_emit(x, y, co, cs, stream):
 # sums and coefficients one entry per channel (no tiling, no views per block). Harness runs in
 # turn on an Emerald Rapids VM (GroupNorm(32), UNet preset, NHWC, 2 threads, two runs each): numba
 # forward 8-16 % and backward 10-22 % faster than the tiled loops above (with _tile in both).
-# They ignore `stream` (regular stores): measured only where the harness's outputs stay cached.
+# They write with regular stores (no `stream`): measured only where the harness's outputs stay cached.
 # Their sums take eight rows (a contiguous octet, 10 KB at C = 320) at once, channel by channel,
 # the running sums in registers, and prefetch the next octet's lines first: the octet loops read
 # a stride apart, which the hardware prefetcher follows badly (ROW_MAJOR_BYTES), and a row at a
@@ -1062,7 +1062,15 @@ def _rows_emit(x, y, co, cs, stream):
 # 45-73, 45, 51. Harness runs in turn (UNet preset, NHWC, 2 threads), with the pivot and group
 # loops below: numba forward 12-31 % and backward 5-22 % faster, geometric-mean ratio to the
 # best built-in 1.09x -> 1.18x.
+# On an AMD EPYC VM (2 MiB L2, 32 MiB L3) the same loops are the slow ones: 2 threads, cold
+# 2x1,024 x 320 samples, the sums took 171-181 us in prefetched octets, 156 in octets, 80-115 a
+# row at a time, 157-184 a row at a time with any prefetch (at 640 and 1,280 channels the row at
+# a time was as fast as the octets or 1.1x faster). So the sums come in two plans, SUMS_OCTETS and
+# SUMS_ROWS, that add the same float32 values in the same order (their results agree bit for
+# bit), and numba_fused.py times both on a shape's first calls and keeps the faster.
 WIDE_ROW = 128
+SUMS_OCTETS = 0
+SUMS_ROWS = 1
 
 
 @nb.njit(**JIT)
@@ -1099,6 +1107,29 @@ def _wide_sums_f32(x, k32, st):
 
 
 @nb.njit(**JIT)
+def _wide_sums_rows_f32(x, k32, st, a):
+    """_wide_sums_f32 a pair of rows (one contiguous span) at a time, no prefetch: each octet's
+    pair sums wait in a (8, C) float32 scratch and are added in _wide_sums_f32's order."""
+    p, cs = x.shape
+    full = p // OCTET * OCTET
+    for b in range(0, full, OCTET):
+        for q in range(OCTET // 2):
+            r0, r1, s1, s2 = x[b + 2 * q], x[b + 2 * q + 1], a[q], a[q + OCTET // 2]
+            for j in range(cs):
+                d0, d1 = to_f32(r0[j]) - k32[j], to_f32(r1[j]) - k32[j]
+                s1[j] = d0 + d1
+                s2[j] = d0 * d0 + d1 * d1
+        for j in range(cs):
+            st[0, j] += np.float64((a[0, j] + a[1, j]) + (a[2, j] + a[3, j]))
+            st[1, j] += np.float64((a[4, j] + a[5, j]) + (a[6, j] + a[7, j]))
+    for r in range(full, p):
+        for c in range(cs):
+            d = to_f32(x[r, c]) - k32[c]
+            st[0, c] += np.float64(d)
+            st[1, c] += np.float64(d * d)
+
+
+@nb.njit(**JIT)
 def _wide_emit(x, y, co):
     """y = ((x - K) - m) * rstd over rows (P, C), co (3, C) float32 K, m, rstd."""
     kk, mm, rr = co[0], co[1], co[2]
@@ -1108,14 +1139,18 @@ def _wide_emit(x, y, co):
 
 
 @nb.njit(**JIT)
-def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co):
-    """One channels_last sample x, y (P, C) through the per-row loops; scratch of C entries."""
+def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, a, plan):
+    """One channels_last sample x, y (P, C) through the per-row loops, its sums by `plan`;
+    scratch of C entries."""
     p = x.shape[0]
     _tiled_pivot(x, k)
     for c in range(k.shape[0]):
         k32[c] = k[c]
     st[:] = 0.0
-    _wide_sums_f32(x, k32, st)
+    if plan == SUMS_ROWS:
+        _wide_sums_rows_f32(x, k32, st, a)
+    else:
+        _wide_sums_f32(x, k32, st)
     if _any_far(st, p):
         st[:] = 0.0
         _rows_sums(x.reshape(-1), k, st)
@@ -1154,15 +1189,26 @@ def _wide_grad_emit(x, g, dx, co):
 
 
 @nb.njit(**JIT)
-def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, co):
-    """One channels_last sample's dx (P, C) through the per-row loops; scratch of C entries."""
+def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, co, plan):
+    """One channels_last sample's dx (P, C) through the per-row loops, its sums by `plan` (a row
+    at a time: _grad_octets_row_major, the same sums in the same order); scratch of C entries."""
     p, cs = x.shape
     _tiled_pivot(x, k)
     _tiled_pivot(g, gk)
     for c in range(cs):
         k32[c], g32[c] = k[c], gk[c]
     st[:] = 0.0
-    _wide_grad_sums_f32(x, g, k32, g32, st)
+    if plan == SUMS_ROWS:
+        octets = p // OCTET
+        _grad_octets_row_major(x, g, k32, g32, st, octets)
+        for r in range(octets * OCTET, p):
+            for c in range(cs):
+                e = to_f32(g[r, c]) - g32[c]
+                st[0, c] += np.float64(e)
+                st[1, c] += np.float64(e * (to_f32(x[r, c]) - k32[c]))
+                st[2, c] += np.float64(e * e)
+    else:
+        _wide_grad_sums_f32(x, g, k32, g32, st)
     far = False
     for c in range(cs):
         far |= _grad_far(st[0, c], st[2, c], p, mean[c] - k[c], rstd[c], eps)
@@ -1179,34 +1225,36 @@ def wide(cs: int) -> bool:
 
 
 @nb.njit(**JIT)
-def forward_wide(xa, ya, n, p, cs, per, stats, eps, chunks, stream, like):
-    """forward_rows through the per-row loops (rows for which `wide` holds; `stream` unused:
-    regular stores). Kernels of their own, so that only such shapes compile them."""
+def forward_wide(xa, ya, n, p, cs, per, stats, eps, chunks, plan, like):
+    """forward_rows through the per-row loops (rows for which `wide` holds; regular stores), the
+    sums by `plan` (SUMS_OCTETS or SUMS_ROWS) where forward_rows takes `stream`. Kernels of their
+    own, so that only such shapes compile them."""
     x, y = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ya, like), (n, p, cs))
-    _forward_wide(x, y, stats[0], stats[1], stats[2], per, eps, chunks)
+    _forward_wide(x, y, stats[0], stats[1], stats[2], per, eps, chunks, plan)
 
 
 @nb.njit(parallel=True, **JIT)
-def _forward_wide(x, y, mean, rstd, cmean, per, eps, chunks):
+def _forward_wide(x, y, mean, rstd, cmean, per, eps, chunks, plan):
     n, p, cs = x.shape
     for task in nb.prange(chunks):
         k, k32 = np.empty(cs), np.empty(cs, np.float32)
         st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
+        a = np.empty((OCTET, cs), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
-            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, co)
+            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, co, a, plan)
 
 
 @nb.njit(**JIT)
-def backward_wide(xa, ga, da, n, p, cs, per, stats, eps, chunks, stream, like):
+def backward_wide(xa, ga, da, n, p, cs, per, stats, eps, chunks, plan, like):
     """backward_rows through the per-row loops (see forward_wide)."""
     x, g = nb.carray(_ptr(xa, like), (n, p, cs)), nb.carray(_ptr(ga, like), (n, p, cs))
     dx = nb.carray(_ptr(da, like), (n, p, cs))
-    _backward_wide(x, g, dx, stats[0], stats[1], stats[2], per, eps, chunks)
+    _backward_wide(x, g, dx, stats[0], stats[1], stats[2], per, eps, chunks, plan)
 
 
 @nb.njit(parallel=True, **JIT)
-def _backward_wide(x, g, dx, mean, rstd, cmean, per, eps, chunks):
+def _backward_wide(x, g, dx, mean, rstd, cmean, per, eps, chunks, plan):
     n, p, cs = x.shape
     for task in nb.prange(chunks):
         k, gk = np.empty(cs), np.empty(cs)
@@ -1214,7 +1262,9 @@ def _backward_wide(x, g, dx, mean, rstd, cmean, per, eps, chunks):
         st, co = np.empty((3, cs)), np.empty((6, cs), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
-            _wide_backward(x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, co)
+            _wide_backward(
+                x[i], g[i], dx[i], mean[i], rstd[i], cmean[i], per, eps, k, gk, k32, g32, st, co, plan
+            )
 
 
 @nb.njit(**JIT)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from pathlib import Path
 
 import numba
@@ -102,6 +104,47 @@ _KERNELS = {
     (True, "backward"): (kernels.backward_rows, kernels.backward_rows_split),
 }
 
+# The per-row loops' sums (kernels.wide) have two plans with the same results bit for bit, and
+# which is faster depends on the machine (_numba_kernels.py, SUMS_OCTETS): the first calls of
+# each (mode, shape, dtype, thread count) try them in turn, PLAN_TRIALS timed calls each after
+# one untimed call, and the later calls take the one with the lower median.
+PLAN_TRIALS = 3
+
+
+class PlanChooser:
+    """Picks, per key, the fastest of `plans` by timing the calls it is given (`clock`: seconds)."""
+
+    def __init__(self, plans: tuple[int, ...], trials: int, clock=time.perf_counter) -> None:
+        self.plans, self.trials, self.clock = plans, trials, clock
+        self.chosen: dict[tuple, int] = {}
+        self._times: dict[tuple, list[list[float]]] = {}
+
+    def call(self, key: tuple, launch) -> int:
+        """launch(plan) with the key's chosen plan, or, while it has none, with the plan that has
+        the fewest timings (the key's first call untimed: compilation, first touch); returns the
+        plan it ran."""
+        plan = self.chosen.get(key)
+        if plan is not None:
+            launch(plan)
+            return plan
+        times = self._times.get(key)
+        if times is None:
+            self._times[key] = [[] for _ in self.plans]
+            launch(self.plans[0])
+            return self.plans[0]
+        i = min(range(len(self.plans)), key=lambda j: len(times[j]))
+        start = self.clock()
+        launch(self.plans[i])
+        times[i].append(self.clock() - start)
+        if all(len(t) >= self.trials for t in times):
+            best = min(range(len(self.plans)), key=lambda j: statistics.median(times[j]))
+            self.chosen[key] = self.plans[best]
+            del self._times[key]
+        return self.plans[i]
+
+
+_wide_plans = PlanChooser((kernels.SUMS_OCTETS, kernels.SUMS_ROWS), PLAN_TRIALS)
+
 # Numba's thread count, as the builder last set it (numba.get_num_threads() costs ~0.7 us a call).
 # It only sets how many tasks a call is cut into: any other count is as correct.
 _threads = numba.get_num_threads()
@@ -135,7 +178,8 @@ def _launch(
     cost ~1.4 us, a sixth of a small call (the best built-in's whole forward at 8x3x32x32 is
     ~8 us); this function costs ~1 us itself."""
     whole_kernel, split_kernel = _KERNELS[rows, mode]
-    if rows and kernels.wide(tensors[0].shape[1]):
+    wide = rows and kernels.wide(tensors[0].shape[1])
+    if wide:
         whole_kernel = kernels.forward_wide if mode == "forward" else kernels.backward_wide
     x = tensors[0]
     element = _ELEMENT.get(x.dtype)
@@ -154,7 +198,12 @@ def _launch(
     threads = _threads
     whole = _whole(units, (count - 1) * unit_bytes, threads)
     addresses = [t.data_ptr() for t in tensors]
-    if whole:
+    if whole and wide:
+        key = (mode, whole, *shape, x.dtype, threads)
+        _wide_plans.call(
+            key, lambda plan: whole_kernel(*addresses, whole, *shape, stats, eps, threads, plan, like)
+        )
+    elif whole:
         whole_kernel(*addresses, whole, *shape, stats, eps, threads, stream, like)
     if whole < units:
         rest = [a + whole * unit_bytes for a in addresses]

@@ -378,3 +378,93 @@ def test_channels_last_group_norm_with_blocks_longer_than_the_registers(channels
     ref = op.reference(x.detach().double().numpy(), case, to_torch(g64).double().numpy())
     assert normwise(y, ref.output(op.canonical)) < 2e-6
     assert normwise(dx, ref.grad(op.canonical)) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize(
+    ("shape", "groups", "far"), [((2, 320, 5, 7), 32, False), ((3, 512, 3, 3), 512, True)]
+)
+def test_wide_sums_plans_agree_bit_for_bit(shape, groups, far, dtype):
+    """The per-row loops' two sums plans (octets with prefetch, a pair of rows at a time) add the
+    same values in the same order: outputs, statistics and gradients are equal bit for bit, so the
+    plan a machine's timings pick changes no result. 35 and 9 pixels: a partial octet at the end;
+    with the first pixels far out, the float32 guard sends the sums to float64 in both."""
+    from implementations import _numba_kernels as kernels
+
+    rng = np.random.default_rng(3)
+    x64 = rng.standard_normal(shape) * 2.0 + 3.0
+    g64 = rng.standard_normal(shape)
+    if far:
+        x64[:, :, 0, :2] += 80.0
+        g64[:, :, 0, :2] = 500.0
+    x, g = to_torch(x64, dtype, "NHWC"), to_torch(g64, dtype, "NHWC")
+    n, c, h, w = shape
+    like = nf._ELEMENT[x.dtype][0]
+    results = []
+    for plan in (kernels.SUMS_OCTETS, kernels.SUMS_ROWS):
+        y, dx, stats = torch.empty_like(x), torch.empty_like(x), np.zeros((3, n, c))
+        kernels.forward_wide(x.data_ptr(), y.data_ptr(), n, h * w, c, c // groups, stats, EPS, 2, plan, like)
+        kernels.backward_wide(
+            x.data_ptr(), g.data_ptr(), dx.data_ptr(), n, h * w, c, c // groups, stats, EPS, 2, plan, like
+        )
+        results.append((y, dx, stats))
+    (y0, dx0, s0), (y1, dx1, s1) = results
+    assert torch.isfinite(y0.float()).all() and torch.isfinite(dx0.float()).all()
+    assert torch.equal(y0, y1) and torch.equal(dx0, dx1)
+    np.testing.assert_array_equal(s0, s1)
+
+
+class FakeClock:
+    """A host on which each plan's call takes the next of its listed durations (seconds)."""
+
+    def __init__(self, durations):
+        self.durations = {plan: list(d) for plan, d in durations.items()}
+        self.now = 0.0
+        self.reads = 0
+        self.ran = []
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+    def launch(self, plan):
+        self.ran.append(plan)
+        self.now += self.durations[plan].pop(0)
+
+
+def test_plan_chooser_keeps_the_plan_with_the_lower_median():
+    """One untimed first call, then the plans in turn until each has `trials` timings; the lower
+    median wins (plan 1's one slow call does not lose it the race), and later calls run it without
+    reading the clock. Another key chooses on its own timings."""
+    clock = FakeClock({0: [9.0, 2.0, 2.1, 2.2, 2.0], 1: [1.0, 5.0, 1.1, 1.0, 1.0, 1.0]})
+    chooser = nf.PlanChooser((0, 1), trials=3, clock=clock)
+    for _ in range(7):
+        chooser.call(("forward", 320), clock.launch)
+    assert clock.ran == [0, 0, 1, 0, 1, 0, 1]
+    assert chooser.chosen == {("forward", 320): 1}
+    reads = clock.reads
+    assert [chooser.call(("forward", 320), clock.launch) for _ in range(2)] == [1, 1]
+    assert clock.reads == reads
+
+    slow_rows = FakeClock({0: [1.0] * 5, 1: [3.0] * 3})
+    other = nf.PlanChooser((0, 1), trials=3, clock=slow_rows)
+    for _ in range(8):
+        other.call(("backward", 640), slow_rows.launch)
+    assert other.chosen == {("backward", 640): 0}
+    assert slow_rows.ran[-1] == 0
+
+
+def test_group_norm_on_wide_rows_settles_on_a_plan_and_never_changes_its_output():
+    """nf.group_norm on rows of 320 channels: the first calls try both plans, then one is kept
+    for the shape; every call's output and gradient are the same bit for bit."""
+    x = (torch.randn(2, 320, 4, 6) * 3 + 1).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    g = torch.randn(2, 320, 4, 6).contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for _ in range(2 + 2 * nf.PLAN_TRIALS):
+        y = nf.group_norm(x, 32, EPS)
+        (dx,) = torch.autograd.grad(y, x, g)
+        outputs.append((y.detach(), dx))
+    chosen = {key[0] for key in nf._wide_plans.chosen if key[2:4] == (24, 320)}
+    assert chosen == {"forward", "backward"}
+    for y, dx in outputs[1:]:
+        assert torch.equal(y, outputs[0][0]) and torch.equal(dx, outputs[0][1])
