@@ -1083,7 +1083,8 @@ def _prefetch_span(flat, lo, hi):
 @nb.njit(**JIT)
 def _wide_sums_f32(x, k32, st):
     """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): eight rows at a time, channel by
-    channel, the next eight prefetched (see WIDE_ROW), the last rows added to float64 one by one."""
+    channel, the next eight prefetched (see WIDE_ROW), each channel's eight added in row order (as
+    _octets_row_major adds them), the last rows added to float64 one by one."""
     p, cs = x.shape
     full = p // OCTET * OCTET
     flat = x.reshape(-1)
@@ -1095,9 +1096,9 @@ def _wide_sums_f32(x, k32, st):
             d2, d3 = to_f32(x[b + 2, j]) - k, to_f32(x[b + 3, j]) - k
             d4, d5 = to_f32(x[b + 4, j]) - k, to_f32(x[b + 5, j]) - k
             d6, d7 = to_f32(x[b + 6, j]) - k, to_f32(x[b + 7, j]) - k
-            st[0, j] += np.float64(((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
+            st[0, j] += np.float64(((((((d0 + d1) + d2) + d3) + d4) + d5) + d6) + d7)
             st[1, j] += np.float64(
-                ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7))
+                ((((((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3) + d4 * d4) + d5 * d5) + d6 * d6) + d7 * d7
             )
     for r in range(full, p):
         for c in range(cs):
@@ -1107,21 +1108,12 @@ def _wide_sums_f32(x, k32, st):
 
 
 @nb.njit(**JIT)
-def _wide_sums_rows_f32(x, k32, st, a):
-    """_wide_sums_f32 a pair of rows (one contiguous span) at a time, no prefetch: each octet's
-    pair sums wait in a (8, C) float32 scratch and are added in _wide_sums_f32's order."""
+def _wide_sums_rows_f32(x, k32, st):
+    """_wide_sums_f32 a row at a time, no prefetch (_octets_row_major): the same sums in the same
+    order."""
     p, cs = x.shape
     full = p // OCTET * OCTET
-    for b in range(0, full, OCTET):
-        for q in range(OCTET // 2):
-            r0, r1, s1, s2 = x[b + 2 * q], x[b + 2 * q + 1], a[q], a[q + OCTET // 2]
-            for j in range(cs):
-                d0, d1 = to_f32(r0[j]) - k32[j], to_f32(r1[j]) - k32[j]
-                s1[j] = d0 + d1
-                s2[j] = d0 * d0 + d1 * d1
-        for j in range(cs):
-            st[0, j] += np.float64((a[0, j] + a[1, j]) + (a[2, j] + a[3, j]))
-            st[1, j] += np.float64((a[4, j] + a[5, j]) + (a[6, j] + a[7, j]))
+    _octets_row_major(x, k32, st, 0, full)
     for r in range(full, p):
         for c in range(cs):
             d = to_f32(x[r, c]) - k32[c]
@@ -1139,7 +1131,7 @@ def _wide_emit(x, y, co):
 
 
 @nb.njit(**JIT)
-def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, a, plan):
+def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, plan):
     """One channels_last sample x, y (P, C) through the per-row loops, its sums by `plan`;
     scratch of C entries."""
     p = x.shape[0]
@@ -1148,7 +1140,7 @@ def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, a, plan):
         k32[c] = k[c]
     st[:] = 0.0
     if plan == SUMS_ROWS:
-        _wide_sums_rows_f32(x, k32, st, a)
+        _wide_sums_rows_f32(x, k32, st)
     else:
         _wide_sums_f32(x, k32, st)
     if _any_far(st, p):
@@ -1239,10 +1231,9 @@ def _forward_wide(x, y, mean, rstd, cmean, per, eps, chunks, plan):
     for task in nb.prange(chunks):
         k, k32 = np.empty(cs), np.empty(cs, np.float32)
         st, co = np.empty((2, cs)), np.empty((3, cs), np.float32)
-        a = np.empty((OCTET, cs), np.float32)
         lo, hi = _chunk(task, chunks, n)
         for i in range(lo, hi):
-            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, co, a, plan)
+            _wide_forward(x[i], y[i], mean[i], rstd[i], cmean[i], per, eps, k, k32, st, co, plan)
 
 
 @nb.njit(**JIT)

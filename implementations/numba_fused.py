@@ -107,31 +107,36 @@ _KERNELS = {
 # The per-row loops' sums (kernels.wide) have two plans with the same results bit for bit, and
 # which is faster depends on the machine (_numba_kernels.py, SUMS_OCTETS): the first calls of
 # each (mode, shape, dtype, thread count) try them in turn, PLAN_TRIALS timed calls each after
-# one untimed call, and the later calls take the one with the lower median.
-PLAN_TRIALS = 3
+# PLAN_WARMUP untimed ones, and the later calls take the one with the lower median. With one
+# untimed call and three each, 1 of 3 processes on an AMD VM kept the plan 1.4x slower at
+# 2x320x32x32 (its first calls pay the allocator's first use of the output's pages).
+PLAN_WARMUP = 2
+PLAN_TRIALS = 5
 
 
 class PlanChooser:
     """Picks, per key, the fastest of `plans` by timing the calls it is given (`clock`: seconds)."""
 
-    def __init__(self, plans: tuple[int, ...], trials: int, clock=time.perf_counter) -> None:
-        self.plans, self.trials, self.clock = plans, trials, clock
+    def __init__(self, plans: tuple[int, ...], trials: int, warmup: int = 1, clock=time.perf_counter) -> None:
+        self.plans, self.trials, self.warmup, self.clock = plans, trials, warmup, clock
         self.chosen: dict[tuple, int] = {}
         self._times: dict[tuple, list[list[float]]] = {}
+        self._untimed: dict[tuple, int] = {}
 
     def call(self, key: tuple, launch) -> int:
-        """launch(plan) with the key's chosen plan, or, while it has none, with the plan that has
-        the fewest timings (the key's first call untimed: compilation, first touch); returns the
-        plan it ran."""
+        """launch(plan) with the key's chosen plan, or, while it has none, with the first plan for
+        the key's `warmup` first calls (untimed: compilation, first touch), then with the plan that
+        has the fewest timings; returns the plan it ran."""
         plan = self.chosen.get(key)
         if plan is not None:
             launch(plan)
             return plan
-        times = self._times.get(key)
-        if times is None:
-            self._times[key] = [[] for _ in self.plans]
+        untimed = self._untimed.get(key, 0)
+        if untimed < self.warmup:
+            self._untimed[key] = untimed + 1
             launch(self.plans[0])
             return self.plans[0]
+        times = self._times.setdefault(key, [[] for _ in self.plans])
         i = min(range(len(self.plans)), key=lambda j: len(times[j]))
         start = self.clock()
         launch(self.plans[i])
@@ -139,11 +144,12 @@ class PlanChooser:
         if all(len(t) >= self.trials for t in times):
             best = min(range(len(self.plans)), key=lambda j: statistics.median(times[j]))
             self.chosen[key] = self.plans[best]
-            del self._times[key]
+            self._times.pop(key, None)  # (another thread's call may have got there first)
+            self._untimed.pop(key, None)
         return self.plans[i]
 
 
-_wide_plans = PlanChooser((kernels.SUMS_OCTETS, kernels.SUMS_ROWS), PLAN_TRIALS)
+_wide_plans = PlanChooser((kernels.SUMS_OCTETS, kernels.SUMS_ROWS), PLAN_TRIALS, PLAN_WARMUP)
 
 # Numba's thread count, as the builder last set it (numba.get_num_threads() costs ~0.7 us a call).
 # It only sets how many tasks a call is cut into: any other count is as correct.
