@@ -355,12 +355,12 @@ def test_group_norm_refuses_groups_that_do_not_divide_the_channels():
 
 
 @pytest.mark.parametrize("far", [False, True])
-@pytest.mark.parametrize("channels", [96, 640])
+@pytest.mark.parametrize("channels", [96, 640, 1280])
 def test_channels_last_group_norm_with_blocks_longer_than_the_registers(channels, far, path):
     """C not dividing 64: the tiled sums a row at a time (96 channels: 384-byte rows), or the
-    per-row loops of rows of WIDE_ROW channels or more (640), forward and gradient in float32
-    octets; with the first 8 pixels of x and g far out (the pivots), the guard sends them to
-    float64. Against float64."""
+    per-row loops of rows of WIDE_ROW channels or more (640; 1,280: the gradient emitted in blocks
+    of channels), forward and gradient in float32 octets; with the first 8 pixels of x and g far
+    out (the pivots), the guard sends them to float64. Against float64."""
     from bench import operators
 
     rng = np.random.default_rng(7)
@@ -469,3 +469,21 @@ def test_group_norm_on_wide_rows_settles_on_a_plan_and_never_changes_its_output(
     assert chosen == {"forward", "backward"}
     for y, dx in outputs[1:]:
         assert torch.equal(y, outputs[0][0]) and torch.equal(dx, outputs[0][1])
+
+
+@pytest.mark.parametrize("channels", [160, 320])
+def test_gradient_pivots_30_sigmas_out_take_the_float64_sums(channels):
+    """Channels_last rows of WIDE_ROW channels or more, x's and g's pivots (their first 8 pixels)
+    30 standard deviations out: the gradient's float32 partial sums would leave ~1e-5 of error
+    (measured with the guard disabled: 9e-6 to 1e-5); the guard sends them to float64 (6e-7)."""
+    rng = np.random.default_rng(2)
+    shape = (2, channels, 48, 40)
+    x64, g64 = rng.standard_normal(shape), rng.standard_normal(shape)
+    for a in (x64, g64):
+        a -= a.mean(axis=(2, 3), keepdims=True)
+        a /= a.std(axis=(2, 3), keepdims=True)
+        a[:, :, 0, :8] = 30.0
+    x = to_torch(5.0 + 0.25 * x64, layout="NHWC", requires_grad=True)
+    g = to_torch(3.0 + 0.01 * g64, layout="NHWC")
+    _, dx, _, dx_ref = run(x, g)
+    assert normwise(dx, dx_ref) < 2e-6
