@@ -1102,39 +1102,29 @@ def _prefetch_span(flat, lo, hi):
 
 
 @nb.njit(**JIT)
-def _wide_sums_f32(x, k32, st):
-    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C): eight rows at a time, channel by
-    channel, the next eight prefetched (see WIDE_ROW), each channel's eight added in row order (as
-    _octets_row_major adds them), the last rows added to float64 one by one."""
+def _wide_sums_f32(x, k32, st, plan):
+    """st (2, C) += sums of x - K and (x - K)^2 over rows x (P, C), each channel's eight rows of an
+    octet added in row order, by `plan`: SUMS_ROWS a row at a time, no prefetch
+    (_octets_row_major); SUMS_OCTETS eight rows at a time, channel by channel, the next eight
+    prefetched (see WIDE_ROW). The last rows are added to float64 one by one."""
     p, cs = x.shape
     full = p // OCTET * OCTET
-    flat = x.reshape(-1)
-    for b in range(0, full, OCTET):
-        _prefetch_span(flat, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
-        for j in range(cs):
-            k = k32[j]
-            d0, d1 = to_f32(x[b, j]) - k, to_f32(x[b + 1, j]) - k
-            d2, d3 = to_f32(x[b + 2, j]) - k, to_f32(x[b + 3, j]) - k
-            d4, d5 = to_f32(x[b + 4, j]) - k, to_f32(x[b + 5, j]) - k
-            d6, d7 = to_f32(x[b + 6, j]) - k, to_f32(x[b + 7, j]) - k
-            st[0, j] += np.float64(((((((d0 + d1) + d2) + d3) + d4) + d5) + d6) + d7)
-            st[1, j] += np.float64(
-                ((((((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3) + d4 * d4) + d5 * d5) + d6 * d6) + d7 * d7
-            )
-    for r in range(full, p):
-        for c in range(cs):
-            d = to_f32(x[r, c]) - k32[c]
-            st[0, c] += np.float64(d)
-            st[1, c] += np.float64(d * d)
-
-
-@nb.njit(**JIT)
-def _wide_sums_rows_f32(x, k32, st):
-    """_wide_sums_f32 a row at a time, no prefetch (_octets_row_major): the same sums in the same
-    order."""
-    p, cs = x.shape
-    full = p // OCTET * OCTET
-    _octets_row_major(x, k32, st, 0, full)
+    if plan == SUMS_ROWS:
+        _octets_row_major(x, k32, st, 0, full)
+    else:
+        flat = x.reshape(-1)
+        for b in range(0, full, OCTET):
+            _prefetch_span(flat, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+            for j in range(cs):
+                k = k32[j]
+                d0, d1 = to_f32(x[b, j]) - k, to_f32(x[b + 1, j]) - k
+                d2, d3 = to_f32(x[b + 2, j]) - k, to_f32(x[b + 3, j]) - k
+                d4, d5 = to_f32(x[b + 4, j]) - k, to_f32(x[b + 5, j]) - k
+                d6, d7 = to_f32(x[b + 6, j]) - k, to_f32(x[b + 7, j]) - k
+                st[0, j] += np.float64(((((((d0 + d1) + d2) + d3) + d4) + d5) + d6) + d7)
+                st[1, j] += np.float64(
+                    ((((((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3) + d4 * d4) + d5 * d5) + d6 * d6) + d7 * d7
+                )
     for r in range(full, p):
         for c in range(cs):
             d = to_f32(x[r, c]) - k32[c]
@@ -1160,10 +1150,7 @@ def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, plan):
     for c in range(k.shape[0]):
         k32[c] = k[c]
     st[:] = 0.0
-    if plan == SUMS_ROWS:
-        _wide_sums_rows_f32(x, k32, st)
-    else:
-        _wide_sums_f32(x, k32, st)
+    _wide_sums_f32(x, k32, st, plan)
     if _any_far(st, p):
         st[:] = 0.0
         _rows_sums(x.reshape(-1), k, st)
@@ -1172,16 +1159,21 @@ def _wide_forward(x, y, mean, rstd, cmean, per, eps, k, k32, st, co, plan):
 
 
 @nb.njit(**JIT)
-def _wide_grad_sums_f32(x, g, k32, g32, st):
-    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C): eight rows at a time
-    (_grad_octet), the next eight of x and g prefetched, the last rows added to float64 one by one."""
+def _wide_grad_sums_f32(x, g, k32, g32, st, plan):
+    """st (3, C) += sums of e = g - G, e (x - K) and e^2 over rows (P, C), by `plan`: SUMS_ROWS a
+    row at a time (_grad_octets_row_major), SUMS_OCTETS eight rows at a time (_grad_octet) with the
+    next eight of x and g prefetched, the same sums in the same order; the last rows added to
+    float64 one by one."""
     p, cs = x.shape
     octets = p // OCTET
-    xf, gf = x.reshape(-1), g.reshape(-1)
-    for b in range(0, octets * OCTET, OCTET):
-        _prefetch_span(xf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
-        _prefetch_span(gf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
-        _grad_octet(x, g, k32, g32, st, b)
+    if plan == SUMS_ROWS:
+        _grad_octets_row_major(x, g, k32, g32, st, octets)
+    else:
+        xf, gf = x.reshape(-1), g.reshape(-1)
+        for b in range(0, octets * OCTET, OCTET):
+            _prefetch_span(xf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+            _prefetch_span(gf, (b + OCTET) * cs, (b + 2 * OCTET) * cs)
+            _grad_octet(x, g, k32, g32, st, b)
     for r in range(octets * OCTET, p):
         for c in range(cs):
             e = to_f32(g[r, c]) - g32[c]
@@ -1207,25 +1199,15 @@ def _wide_grad_emit(x, g, dx, co):
 
 @nb.njit(**JIT)
 def _wide_backward(x, g, dx, mean, rstd, cmean, per, eps, k, gk, k32, g32, st, co, plan):
-    """One channels_last sample's dx (P, C) through the per-row loops, its sums by `plan` (a row
-    at a time: _grad_octets_row_major, the same sums in the same order); scratch of C entries."""
+    """One channels_last sample's dx (P, C) through the per-row loops, its sums by `plan`; scratch
+    of C entries."""
     p, cs = x.shape
     _tiled_pivot(x, k)
     _tiled_pivot(g, gk)
     for c in range(cs):
         k32[c], g32[c] = k[c], gk[c]
     st[:] = 0.0
-    if plan == SUMS_ROWS:
-        octets = p // OCTET
-        _grad_octets_row_major(x, g, k32, g32, st, octets)
-        for r in range(octets * OCTET, p):
-            for c in range(cs):
-                e = to_f32(g[r, c]) - g32[c]
-                st[0, c] += np.float64(e)
-                st[1, c] += np.float64(e * (to_f32(x[r, c]) - k32[c]))
-                st[2, c] += np.float64(e * e)
-    else:
-        _wide_grad_sums_f32(x, g, k32, g32, st)
+    _wide_grad_sums_f32(x, g, k32, g32, st, plan)
     if _any_grad_far(st, p, mean, k, rstd, eps):
         st[:] = 0.0
         _rows_grad_sums(x.reshape(-1), g.reshape(-1), k, gk, st)

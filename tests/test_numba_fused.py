@@ -385,8 +385,8 @@ def test_channels_last_group_norm_with_blocks_longer_than_the_registers(channels
     ("shape", "groups", "far"), [((2, 320, 5, 7), 32, False), ((3, 512, 3, 3), 512, True)]
 )
 def test_wide_sums_plans_agree_bit_for_bit(shape, groups, far, dtype):
-    """The per-row loops' two sums plans (octets with prefetch, a pair of rows at a time) add the
-    same values in the same order: outputs, statistics and gradients are equal bit for bit, so the
+    """The per-row loops' two sums plans (octets with prefetch, a row at a time) add the same
+    values in the same order: outputs, statistics and gradients are equal bit for bit, so the
     plan a machine's timings pick changes no result. 35 and 9 pixels: a partial octet at the end;
     with the first pixels far out, the float32 guard sends the sums to float64 in both."""
     from implementations import _numba_kernels as kernels
