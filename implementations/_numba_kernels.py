@@ -1439,9 +1439,8 @@ def _rows_grad_sums_fast(x, g, kt, gt, st, count, cs, mean, rstd, eps):
         st[1, j % t] += np.float64(e * (to_f32(xr[j]) - k32[j % t]))
         st[2, j % t] += np.float64(e * e)
     s = _fold(st, cs)
-    for c in range(cs):
-        if _grad_far(s[0, c], s[2, c], count, mean[c] - kt[c], rstd[c], eps):
-            return np.empty((0, cs))
+    if _any_grad_far(s, count, mean, kt, rstd, eps):
+        return np.empty((0, cs))
     return s
 
 
