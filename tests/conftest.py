@@ -128,30 +128,35 @@ def smoke_report(smoke_run: tuple[Path, list[Row]], tmp_path_factory: pytest.Tem
 # `make test` hands whole files to three pytest-xdist workers in collection order (the Makefile's
 # --no-loadscope-reorder: xdist's default order is by number of tests, which put the long files of
 # one or two tests last, with one worker idle for the last minute). The longest files go first
-# (seconds on this 2-core machine, fresh clone, from --durations), so that none of them starts last
-# and leaves the other worker idle; order within a file is kept.
+# (seconds on this 2-core machine from --durations, the second run of a fresh clone), so that
+# none of them starts last and leaves the other workers idle; order within a file is kept.
 LONGEST_FIRST = (
-    "test_end_to_end.py",  # ~230 s: the smoke sweep of every implementation, its report
-    # ~130 s with an empty Numba cache (a fresh clone), 11 s warm. At once beside the smoke sweep,
+    "test_end_to_end.py",  # ~260 s: the smoke sweep of every implementation, its report
+    # ~130 s with an empty Numba cache (a fresh clone), 20 s warm. At once beside the smoke sweep,
     # so its kernels are compiled and cached before the sweep's torch group needs them (started
     # later, the two could compile the same kernels at the same time)
     "test_numba_fused.py",
-    "test_faults.py",  # ~170 s: every fault through run, check and pytest
-    "test_interrupt_resume.py",  # ~75 s
-    "test_cluster.py",  # ~50 s
-    "test_orphans.py",  # ~45 s
-    "test_threads.py",  # ~40 s
-    "test_plugins.py",  # ~35 s
-    "test_browser.py",  # ~30 s
-    "test_pytest_benchmark.py",  # ~25 s
+    "test_faults.py",  # ~145 s: every fault through run, check and pytest
+    "test_operators.py",  # ~75 s: the GroupNorm sweep of every implementation
+    "test_stops.py",  # ~65 s
+    "test_cheats.py",  # ~55 s
+    "test_cluster.py",  # ~45 s
+    "test_add_an_operator.py",  # ~40 s
+    "test_threads.py",  # ~30 s
+    "test_analysis.py",  # ~30 s
+    "test_interrupt_resume.py",  # ~30 s
+    "test_report.py",  # ~25 s
     "test_check.py",  # ~25 s
-    "test_add_a_framework.py",  # ~22 s
+    "test_cache_and_allocator.py",  # ~25 s
+    "test_pytest_benchmark.py",  # ~25 s
+    "test_memory.py",  # ~25 s
+    "test_bad_input.py",  # ~20 s
+    "test_repro.py",  # ~20 s
     "test_readme_example.py",  # ~20 s
-    "test_repro.py",  # ~15 s
-    "test_triton_fused.py",  # ~12 s
-    "test_sweep_store.py",  # ~10 s
-    "test_progress.py",  # ~10 s
-    "test_memory.py",  # ~8 s
+    "test_plugins.py",  # ~15 s
+    "test_triton_fused.py",  # ~15 s
+    "test_probe_memo.py",  # ~15 s
+    "test_orphans.py",  # ~15 s
 )
 
 
