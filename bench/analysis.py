@@ -1318,10 +1318,15 @@ def cross_runs(
         summaries = tuple(_summary(groups[k], *k) for k in sorted(groups))
         everything = [p for k in sorted(groups) for p in groups[k]]
         overall = _summary(everything, "all", "all") if everything else None
-        changes.sort(key=lambda c: (*_config_order(c.device, c.mode, c.dtype, c.layout), c.variant, c.shape))
+        changes.sort(key=_change_order)
         differences = _differences(infos[base], infos[new])
         out.append(CrossRun(base, new, differences, sigma, threshold, overall, summaries, tuple(changes)))
     return out
+
+
+def _change_order(c: Change) -> tuple[Any, ...]:
+    """Cross-run pairs in the report's configuration order, then by operator, variant and shape."""
+    return (*_config_order(c.device, c.mode, c.dtype, c.layout), c.op, c.op_params, c.variant, c.shape)
 
 
 def _timing(r: Row) -> tuple[float, ...]:

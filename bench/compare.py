@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import operators
 from bench.cases import CaseKey, MeasurementKey
 from bench.errors import BenchError
 from bench.frameworks import variant
@@ -128,6 +129,8 @@ class Change:
     layout: str
     mode: str
     shape: tuple[int, int, int, int]
+    op: str  # the operator and its parameters (`num_groups=32`): part of what pairs the rows
+    op_params: str
     base_median_s: float
     new_median_s: float
     ratio: float  # new over base: > 1 means the new run is slower
@@ -145,12 +148,18 @@ class Change:
     def variant(self) -> str:
         return variant(self.impl, self.framework, self.backend)
 
+    @property
+    def op_label(self) -> str:
+        """`GroupNorm(32)`: what a report calls the operator."""
+        return operators.label(self.op, self.op_params)
+
     def key(self) -> MeasurementKey:
-        case = CaseKey(self.device, self.dtype, self.layout, self.mode, self.shape)
-        return MeasurementKey(self.impl, self.backend, case)
+        what = (self.device, self.dtype, self.layout, self.mode, self.shape)
+        return MeasurementKey(self.impl, self.backend, CaseKey(*what, "random", self.op, self.op_params))
 
     def case_text(self) -> str:
-        return f"{self.device} {'x'.join(map(str, self.shape))} {self.dtype} {self.layout} {self.mode}"
+        """`cpu 8x3x32x32 float32 NCHW forward`, the operator first when it is not the default one."""
+        return f"{self.device} {self.key().case.text()}"
 
 
 def row_sol_fraction(row: Row, envs: Mapping[str, Mapping[str, Any]]) -> float | None:
@@ -175,7 +184,7 @@ def compare_rows(
     sd) that was added to each CI. A pair whose page-fault or cache state differs between the runs
     is not called faster or slower: its verdict says which state differs."""
     sol_of = sol or (lambda r: r.sol_fraction)
-    old = {r.key(): r for r in base if r.status == "ok" and r.input_kind == "random" and _samples(r)}
+    old = _comparable(base)
     pairs: list[tuple[Row, Row, float, float, float]] = []
     for r in new:
         b = old.get(r.key())
@@ -199,7 +208,8 @@ def compare_rows(
         out.append(
             Change(
                 impl=r.impl, backend=r.backend, framework=r.framework, device=r.device, dtype=r.dtype,
-                layout=r.layout, mode=r.mode, shape=r.shape, base_median_s=float(np.median(_samples(b))),
+                layout=r.layout, mode=r.mode, shape=r.shape, op=r.op, op_params=r.op_params,
+                base_median_s=float(np.median(_samples(b))),
                 new_median_s=float(np.median(_samples(r))), ratio=ratio, within_run_ci=(in_lo, in_hi),
                 ci_low=lo, ci_high=hi, verdict=verdict, warning=warning,
                 base_faults_per_call=b.faults_per_call, new_faults_per_call=r.faults_per_call,
@@ -207,6 +217,24 @@ def compare_rows(
             )
         )  # fmt: skip
     return out, sigma
+
+
+def _comparable(rows: list[Row]) -> dict[MeasurementKey, Row]:
+    """The rows compare_rows can pair, by key: measured, on random input, with samples."""
+    return {r.key(): r for r in rows if r.status == "ok" and r.input_kind == "random" and _samples(r)}
+
+
+def unpaired(base: list[Row], new: list[Row]) -> tuple[list[MeasurementKey], list[MeasurementKey]]:
+    """The measurements of one file that the other lacks (only in base, only in new), in file order:
+    another operator parameter, shape or implementation is not compared with anything."""
+    b, n = _comparable(base), _comparable(new)
+    return [k for k in b if k not in n], [k for k in n if k not in b]
+
+
+def _unpaired_line(which: str, keys: list[MeasurementKey], shown: int = 3) -> str:
+    names = "; ".join(k.text() for k in keys[:shown])
+    more = f"; and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"not compared, {len(keys)} measured row{'s' * (len(keys) != 1)} only in {which}: {names}{more}"
 
 
 def check_json_out(path: Path) -> None:
@@ -316,9 +344,13 @@ def compare_files(
         print(f"machines compared: {', '.join(_machine(mb) for mb, _, _, _ in compared)}")
     for line in left_out:
         print(f"not compared, {line}")
+    lone = {mb: unpaired(rb, rn) for mb, _, rb, rn in pairs}
     for mb, _, changes, sigma in compared:
         if several:
             print(f"\n== {_machine(mb)} ==")
+        for which, keys in zip(("base", "new"), lone[mb], strict=True):
+            if keys:
+                print(_unpaired_line(which, keys))
         _print_changes(changes, sigma, run_noise)
     verdicts = ("faster", "slower", "same", "ambiguous", "fault state differs", "cache state differs")
     counts = {v: sum(c.verdict == v for c in results) for v in verdicts}
@@ -337,7 +369,14 @@ def compare_files(
                 for c in changes
             ],
             "machines": [
-                {"base": mb, "new": mn, "run_noise_sd": sigma, "pairs": len(changes)}
+                {
+                    "base": mb,
+                    "new": mn,
+                    "run_noise_sd": sigma,
+                    "pairs": len(changes),
+                    "only_in_base": len(lone[mb][0]),
+                    "only_in_new": len(lone[mb][1]),
+                }
                 for mb, mn, changes, sigma in compared
             ],
         }

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.compare import classify, compare_rows, estimate_run_noise, parse_run_noise, widen
+from bench.compare import classify, compare_rows, estimate_run_noise, parse_run_noise, unpaired, widen
 from bench.errors import BenchError
 from bench.results import Row
 from tests.conftest import ROOT, cli
@@ -139,3 +139,63 @@ def test_a_row_slower_by_far_more_than_a_float_holds_is_slower_not_ambiguous():
     (result,), _ = compare_rows(new, base, threshold=0.10)
     assert result.verdict == "faster"
     assert classify(float("nan"), float("nan"), float("nan"), 0.1) == "ambiguous"
+
+
+def _op_rows(cases, seed):
+    """One torch_groupnorm row per (op, op_params, factor): 40 samples around 1 ms x factor."""
+    rows = _rows([f for _, _, f in cases], seed)
+    return [
+        replace(r, impl="torch_groupnorm", op=op, op_params=params) for r, (op, params, _) in zip(rows, cases)
+    ]
+
+
+def test_rows_pair_only_with_the_same_operator_and_parameters(tmp_path):
+    """Two runs of one implementation at several num_groups, and InstanceNorm beside: each row is
+    compared with its own operator and parameters, its case names them, and the rows either file
+    alone holds are counted and named, not dropped in silence."""
+    base = _op_rows(
+        [
+            ("group_norm", "num_groups=32", 1.0),
+            ("group_norm", "num_groups=1", 1.0),
+            ("instance_norm", "", 1.0),
+        ],
+        1,
+    )
+    new = _op_rows(
+        [
+            ("group_norm", "num_groups=32", 1.5),
+            ("group_norm", "num_groups=16", 1.0),
+            ("instance_norm", "", 1.0),
+        ],
+        2,
+    )
+    results, _ = compare_rows(base, new, threshold=0.10, run_noise=0.0)
+    by_op = {(c.op, c.op_params): c for c in results}
+    assert set(by_op) == {("group_norm", "num_groups=32"), ("instance_norm", "")}
+    slowed, same = by_op["group_norm", "num_groups=32"], by_op["instance_norm", ""]
+    assert slowed.verdict == "slower" and same.verdict == "same"
+    assert slowed.key() == new[0].key() and same.key() == new[2].key()
+    assert slowed.case_text() == "cpu group_norm(num_groups=32) 1x2x3x4 float32 NCHW forward"
+    assert same.case_text() == "cpu 1x2x3x4 float32 NCHW forward" and slowed.op_label == "GroupNorm(32)"
+    assert unpaired(base, new) == ([base[1].key()], [new[1].key()])
+
+    files = []
+    for name, rows in (("base", base), ("new", new)):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("".join(r.to_json() + "\n" for r in rows))
+    proc = cli("compare", *map(str, files), "--run-noise", "0", "--json", str(tmp_path / "c.json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert (
+        "not compared, 1 measured row only in base: torch_groupnorm[eager] group_norm(num_groups=1)"
+        in lines[0]
+    )
+    assert (
+        "not compared, 1 measured row only in new: torch_groupnorm[eager] group_norm(num_groups=16)"
+        in lines[1]
+    )
+    (slower,) = [ln for ln in lines if ln.rstrip().endswith("slower")]
+    assert "group_norm(num_groups=32) 1x2x3x4" in slower
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert {(c["op"], c["op_params"]) for c in doc["comparisons"]} == set(by_op)
+    assert (doc["machines"][0]["only_in_base"], doc["machines"][0]["only_in_new"]) == (1, 1)

@@ -12,10 +12,11 @@ import stat
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import analysis, cli, report
-from bench.results import write_env
+from bench.results import migrate, read_envs, write_env
 from tests.conftest import ROOT
 from tests.conftest import cli as run_cli
 
@@ -161,6 +162,43 @@ def test_two_files_give_one_report_with_runs_side_by_side():
     assert "ambiguous; fault state differs (page faults per call 2.5 → 0.1)" in runs
     assert page.count('<table class="verdicts-by-run">') == 1 and page.count("<h1>") == 1
     assert {stem.split("-")[0] for stem in report._stems(a)} == {"run1", "run2"}
+
+
+def test_two_runs_of_two_operators_pair_each_row_with_its_own_operator(tmp_path):
+    """The fixtures' runs with a GroupNorm(1) copy of every measured PyTorch row (its times doubled in
+    the second run): side by side, each pair is one operator's, named as such, with its own ratio.
+    (Pairs once looked their rows up without the operator: two GroupNorm runs made report raise.)"""
+    files = []
+    for src, factor in ((RUN_A, 1.0), (RUN_B, 2.0)):
+        dst = tmp_path / src.name
+        rows = [migrate(json.loads(line)) for line in src.read_text().splitlines() if line.strip()]
+        op = {"op": "group_norm", "op_params": "num_groups=1"}
+        copies = [
+            {
+                **d,
+                **op,
+                "samples_s": [t * factor for t in d["samples_s"]],
+                "time_median_s": d["time_median_s"] * factor,
+            }
+            for d in rows
+            if d["status"] == "ok" and d["framework"] == "torch" and d.get("samples_s")
+        ]
+        dst.write_text("".join(json.dumps(d) + "\n" for d in rows + copies))
+        ((run_id, env),) = read_envs(src).items()
+        write_env(dst, run_id, env)
+        files.append(dst)
+    a = analysis.analyse(analysis.load(files))
+    (x,) = a.cross
+    by_op: dict[str, list[float]] = {}
+    for c in x.changes:
+        by_op.setdefault(c.op_label, []).append(c.ratio)
+    assert set(by_op) == {"InstanceNorm", "GroupNorm(1)"}
+    torch_instance = [c.ratio for c in x.changes if c.op_label == "InstanceNorm" and c.framework == "torch"]
+    assert len(by_op["GroupNorm(1)"]) == len(torch_instance)
+    assert np.median(by_op["GroupNorm(1)"]) == pytest.approx(2 * np.median(torch_instance), rel=0.05)
+    index = report.render(files, tmp_path / "report")
+    runs = text(section(index.read_text(encoding="utf-8"), "runs", "semantics"))
+    assert re.search(r"torch_module GroupNorm\(1\) cpu forward float32 NCHW 2x3x8x8", runs), runs[:2000]
 
 
 def test_a_v1_file_renders_with_migrated_roles(tmp_path):
