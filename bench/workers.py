@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import frameworks
+from bench import frameworks, operators
 from bench.cases import Case, CaseKey, MeasurementKey
 from bench.memory import CpuReading, cpu_reading, steady_env
 from bench.registry import Impl, ProbeMemo, Source, unavailable_impl
@@ -742,7 +742,8 @@ class WorkerClient:
             problem = str(exc)
         if row is None:
             d = event.row
-            key = CaseKey(d["device"], d["dtype"], d["layout"], d["mode"], tuple(d["shape"]), d["input_kind"])
+            what = (d["device"], d["dtype"], d["layout"], d["mode"], tuple(d["shape"]), d["input_kind"])
+            key = CaseKey(*what, d.get("op", operators.DEFAULT), d.get("op_params", ""))  # the row's own case
             self._fail(key, d["impl"], "error", f"the worker sent a row that does not validate: {problem}")
             return
         self.remaining.pop((row.case_key(), row.impl), None)

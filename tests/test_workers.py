@@ -402,3 +402,22 @@ def test_events_carry_the_time_the_worker_sent_them_not_the_time_they_were_read(
         assert sent == sorted(sent)
     finally:
         proc.kill()
+
+
+def test_a_row_that_does_not_validate_is_an_error_row_of_its_own_operator_and_parameters():
+    """A worker's row that fails validation becomes the error row of the case it came from, whatever
+    its operator: once it was keyed as InstanceNorm, so a GroupNorm case's row was dropped and the
+    case ended `crashed`, blamed on the worker's exit."""
+    g = Case(shape=(2, 4, 4, 4), op="group_norm", op_params="num_groups=2")
+    bad = ok_row("x", g)
+    bad.row.update(op=g.op, op_params=g.op_params, time_median_s=-1.0)  # a time not above 0
+    clock = Clock()
+    spawn = Scripts(
+        clock, ([Hello(1, {}, "cpu"), Begin("sample", "x", g.key()), bad, Done(1.0, 1.0)], "exited 0")
+    )
+    c, out = client(spawn, clock, group_jobs([(g, "x")]))
+    c.run()
+    assert len(spawn.specs) == 1
+    (row,) = out.rows
+    assert (row.status, row.op, row.op_params) == ("error", "group_norm", "num_groups=2")
+    assert row.message.startswith("the worker sent a row that does not validate")
