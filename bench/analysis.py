@@ -917,21 +917,24 @@ class BreakEven:
     calls: int | None
 
 
+def _case_of(x: Row | Measurement) -> tuple[Any, ...]:
+    """(device, mode, dtype, layout, shape) of a row or a measurement."""
+    return (x.device, x.mode, x.dtype, x.layout, x.shape)
+
+
 def break_even(results: Results, ms: Sequence[Measurement]) -> list[BreakEven]:
+    """Each compiled variant against its eager one, per run, operator (with its parameters) and case."""
     out = []
     by_case: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for lab, r in results.pairs():
         if r.input_kind == "random":
-            by_case[(lab, r.impl, r.device, r.mode, r.dtype, r.layout, r.shape)].append(r)
-    meas = {(m.run, m.variant, m.device, m.mode, m.dtype, m.layout, m.shape): m for m in ms}
+            by_case[(lab, operators.label(r.op, r.op_params), r.impl, *_case_of(r))].append(r)
+    meas = {(m.run, m.op, m.variant, *_case_of(m)): m for m in ms}
     for c in ms:
-        compiled_from = next(
-            (r.compiled_from for r in by_case[(c.run, c.impl, c.device, c.mode, c.dtype, c.layout, c.shape)]),
-            "",
-        )
+        compiled_from = next((r.compiled_from for r in by_case[(c.run, c.op, c.impl, *_case_of(c))]), "")
         if not compiled_from:
             continue
-        eager_rows = by_case.get((c.run, compiled_from, c.device, c.mode, c.dtype, c.layout, c.shape), [])
+        eager_rows = by_case.get((c.run, c.op, compiled_from, *_case_of(c)), [])
         ok_rows = [r for r in eager_rows if r.status == "ok"]
         same_backend = [r for r in ok_rows if r.backend == c.backend]
         for e_row in same_backend or ok_rows or [None]:  # type: ignore[list-item]
@@ -947,7 +950,7 @@ def break_even(results: Results, ms: Sequence[Measurement]) -> list[BreakEven]:
                     )
                 )  # fmt: skip
                 continue
-            e = meas[(c.run, e_row.variant, c.device, c.mode, c.dtype, c.layout, c.shape)]
+            e = meas[(c.run, c.op, e_row.variant, *_case_of(c))]
             out.append(_pay_back(base, c, e))
     return sorted(out, key=lambda b: (b.config.sort_key(), b.compiled, math.prod(b.shape), b.eager))
 
@@ -995,6 +998,7 @@ class RobustnessRow:
 class Robustness:
     run: str
     device: str
+    op: str  # the operator's label (GroupNorm(32)): other parameter values are another table
     columns: tuple[tuple[str, str], ...]  # (input kind, layout)
     rows: tuple[RobustnessRow, ...]
 
@@ -1023,8 +1027,11 @@ def robustness(results: Results) -> list[Robustness]:
     its own cell, and where rows repeat, a measured one is shown first."""
     edge = [(lab, r) for lab, r in results.pairs() if r.input_kind != "random"]
     out = []
-    for run, device in sorted({(lab, r.device) for lab, r in edge}):
-        rows = [r for lab, r in edge if (lab, r.device) == (run, device)]
+    tables = {(lab, r.device, operators.label(r.op, r.op_params)) for lab, r in edge}
+    for run, device, op in sorted(tables, key=lambda t: (t[0], t[1], operators.label_rank(t[2]))):
+        rows = [
+            r for lab, r in edge if (lab, r.device, operators.label(r.op, r.op_params)) == (run, device, op)
+        ]
         kinds = sorted({r.input_kind for r in rows}, key=lambda k: (_rank(operators.edge_kinds(), k), k))
         layouts = [
             lay
@@ -1048,7 +1055,7 @@ def robustness(results: Results) -> list[Robustness]:
                 cells.append(EdgeCell(_edge_verdict(r), r.nonfinite_outputs or 0, r.max_abs_err, r.message))
             article = any(r.variant == v and "article" in r.roles for r in rows)
             table.append(RobustnessRow(v, article, tuple(cells)))
-        out.append(Robustness(run, device, columns, tuple(table)))
+        out.append(Robustness(run, device, op, columns, tuple(table)))
     return out
 
 
@@ -1058,6 +1065,7 @@ def robustness(results: Results) -> list[Robustness]:
 @dataclass(frozen=True)
 class SemanticsRow:
     run: str
+    op: str  # the operator's label: a variant run at two num_groups has a row for each
     variant: str
     declared: str
     detected: tuple[str, ...]
@@ -1080,18 +1088,20 @@ def _argworst(ms: Sequence[Measurement], attr: str) -> tuple[float | None, Shape
 
 
 def semantics(results: Results, ms: Sequence[Measurement]) -> list[SemanticsRow]:
-    rows_by: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    rows_by: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for lab, r in results.pairs():
         if r.input_kind == "random" and r.status == "ok":
-            rows_by[(lab, r.variant)].append(r)
+            rows_by[(lab, operators.label(r.op, r.op_params), r.variant)].append(r)
     out = []
-    for (run, variant), rows in sorted(rows_by.items()):
-        vm = [m for m in ms if m.run == run and m.variant == variant]
+    for (run, op, variant), rows in sorted(
+        rows_by.items(), key=lambda kv: (kv[0][0], operators.label_rank(kv[0][1]), kv[0][2])
+    ):
+        vm = [m for m in ms if m.run == run and m.op == op and m.variant == variant]
         err, err_shape = _argworst(vm, "max_rel_err")
         can, can_shape = _argworst(vm, "canonical_rel_err")
         out.append(
             SemanticsRow(
-                run=run, variant=variant,
+                run=run, op=op, variant=variant,
                 declared=" / ".join(sorted({r.semantics_declared for r in rows} - {""})),
                 detected=tuple(sorted({r.semantics for r in rows} - {""})),
                 mismatch=any(

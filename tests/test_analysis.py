@@ -7,6 +7,7 @@ import html
 import json
 import math
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from bench import analysis
 from bench.errors import BenchError
-from bench.results import read_envs, write_env
+from bench.results import migrate, read_envs, write_env
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data"
@@ -437,3 +438,52 @@ def test_a_caveat_of_the_case_is_said_once_for_every_implementation_it_holds_for
     cold = {c.where: c for c in merged if c.kind == "not_cold"}
     assert len(cold) == 2 and cold[small].variants() == ("numba_groupnorm", "torch_groupnorm")
     assert cold[small].value == 300.0 and cold[big].variant == "torch_groupnorm_module"
+
+
+def test_one_variant_at_two_operator_parameters_keeps_each_ones_tables_apart(tmp_path):
+    """The fixture run with a GroupNorm(1) copy of every PyTorch row: the copies' eager first calls
+    are 1 s and torch_compile's large_offset NCHW copy is off by 5. Break-even pairs each compiled
+    row with the eager row of its own operator and parameters, and robustness and semantics give each
+    operator its own table and rows (one variant's rows at another parameter value once shared a
+    cell, and break-even's lookups overwrote each other)."""
+    rows = [migrate(json.loads(line)) for line in RUN_A.read_text().splitlines() if line.strip()]
+    copies = []
+    for d in rows:
+        if d["framework"] != "torch":
+            continue
+        c = {**d, "op": "group_norm", "op_params": "num_groups=1"}
+        if d["impl"] == "torch_module" and d.get("first_call_s"):
+            c["first_call_s"] = 1.0
+        if (d["impl"], d.get("input_kind"), d["layout"]) == ("torch_compile", "large_offset", "NCHW"):
+            c.update(max_abs_err=5.0, correct=False)
+        copies.append(c)
+    path = tmp_path / "two_ops.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in rows + copies))
+    ((run_id, env),) = read_envs(RUN_A).items()
+    write_env(path, run_id, env)
+    a2 = analysis.analyse(analysis.load([path]))
+
+    pairs = [
+        b for b in a2.break_even if b.compiled.startswith("torch_compile") and b.outcome != "no_counterpart"
+    ]
+    by_op = {op: [b for b in pairs if b.config.op == op] for op in ("InstanceNorm", "GroupNorm(1)")}
+    assert by_op["InstanceNorm"] and len(by_op["GroupNorm(1)"]) == len(by_op["InstanceNorm"])
+    assert all(b.eager_first_s == 1.0 for b in by_op["GroupNorm(1)"])
+    assert all(b.eager_first_s != 1.0 for b in by_op["InstanceNorm"])
+
+    tables = {rb.op: rb for rb in a2.robustness}
+    assert set(tables) == {"InstanceNorm", "GroupNorm(1)"}
+
+    def cell(rb, variant, kind, layout):
+        (row,) = [r for r in rb.rows if r.variant == variant]
+        return row.cells[rb.columns.index((kind, layout))]
+
+    assert cell(tables["GroupNorm(1)"], "torch_compile", "large_offset", "NCHW").verdict == "unsafe"
+    assert cell(tables["InstanceNorm"], "torch_compile", "large_offset", "NCHW").verdict == "safe"
+    assert "keras_lambda" not in {r.variant for r in tables["GroupNorm(1)"].rows}
+
+    ops_of = defaultdict(set)
+    for s in a2.semantics:
+        ops_of[s.variant].add(s.op)
+    keras = {op for variant, ops in ops_of.items() if variant.startswith("keras_") for op in ops}
+    assert ops_of["torch_module"] == {"InstanceNorm", "GroupNorm(1)"} and keras == {"InstanceNorm"}
