@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from bench import frameworks
+from bench import frameworks, operators
 from bench.cases import Case, MeasurementKey, Shape, device_kind
 from bench.registry import Impl, sources
 from bench.results import Row
@@ -87,12 +87,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for impl in sorted(_registry(metafunc.config).values(), key=lambda i: i.name):
         # NCHW where it is declared, else the layout the implementation takes (keras_lambda: NHWC).
         layout = "NCHW" if "NCHW" in impl.layouts or not impl.layouts else impl.layouts[0]
-        cases = [Case(shape=s, mode=m, layout=layout, device=device) for s, m in CASES[device_kind(device)]]
+        # Its own operator at that operator's default parameters (GroupNorm: 32 groups).
+        op = operators.get(impl.op)
+        (values,) = op.variants({})
+        op_params = operators.params_text(values)
+        cases = [
+            Case(shape=s, mode=m, layout=layout, device=device, op=impl.op, op_params=op_params)
+            for s, m in CASES[device_kind(device)]
+        ]
+        named = (
+            ""
+            if impl.op == operators.DEFAULT
+            else "-".join(["", impl.op, *(f"{k}{v}" for k, v in values.items())])
+        )
         fw = frameworks.frameworks().get(impl.framework)
         for backend in fw.expand(impl.backends) if fw and not impl.unavailable else (None,):
             variant = Variant(impl, backend)
             for case in cases:
-                reason = impl.unavailable or impl.unsupported_reason(case)
+                reason = (
+                    impl.unavailable or op.unplannable(case.shape, values) or impl.unsupported_reason(case)
+                )
                 if not reason and fw and case.mode != "forward" and fw.no_autograd:
                     reason = fw.no_autograd
                 if not reason and fw:
@@ -102,7 +116,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     pytest.param(
                         variant,
                         case,
-                        id=f"{variant.id}-{device}-{case.mode}-{case.dtype}-{case.layout}-{shape}",
+                        id=f"{variant.id}{named}-{device}-{case.mode}-{case.dtype}-{case.layout}-{shape}",
                         marks=[pytest.mark.skip(reason=reason)] if reason else [],
                     )
                 )
@@ -181,7 +195,7 @@ def test_normbench(benchmark: Any, harness: Any, variant: Variant, case: Case) -
         f"{what}: declared {row.semantics_declared} but the output computes {row.semantics}"
     )
     assert row.samples_s, f"{what}: no samples"
-    benchmark.group = case.label()
+    benchmark.group = f"{case.key().text()} {case.device}"  # one operator's rows per group
     benchmark.extra_info.update(
         {k: v for k, v in asdict(row).items() if k not in NOT_IN_EXTRA_INFO} | {"versions": versions}
     )

@@ -85,16 +85,21 @@ def run_bench_pytest(tmp_path, *args):
 
 
 def test_bench_pytest_times_correct_impls_fails_wrong_ones_and_reports(tmp_path):
+    """InstanceNorm's and GroupNorm's implementations, each on its own operator (GroupNorm at its
+    default 32 groups, a shape of 3 channels skipped with the reason), and a wrong one."""
     out = tmp_path / "pb.json"
-    select = "torch_group_norm-cpu-forward or torch_nan-cpu-forward"
-    proc = run_bench_pytest(tmp_path, "-k", select, "--benchmark-json", str(out))
+    groupnorm = "torch_groupnorm-group_norm-num_groups32-cpu-forward"
+    select = f"torch_group_norm-cpu-forward or torch_nan-cpu-forward or {groupnorm}"
+    proc = run_bench_pytest(tmp_path, "-k", select, "--benchmark-json", str(out), "-rs")
     assert proc.returncode == 1, proc.stdout[-3000:]  # torch_nan fails: a fast wrong answer
-    assert "2 failed, 2 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "2 failed, 3 passed, 1 skipped" in proc.stdout, proc.stdout[-3000:]
     assert "non-finite values in the forward output" in proc.stdout and "not timed" in proc.stdout
+    assert "C=3 is not divisible by num_groups=32" in proc.stdout
     rows = read_rows(out)
-    assert sorted((r.impl, r.shape) for r in rows) == [
-        ("torch_group_norm", (8, 3, 32, 32)),
-        ("torch_group_norm", (8, 64, 28, 28)),
+    assert sorted((r.impl, r.shape, r.op_params) for r in rows) == [
+        ("torch_group_norm", (8, 3, 32, 32), ""),
+        ("torch_group_norm", (8, 64, 28, 28), ""),
+        ("torch_groupnorm", (8, 64, 28, 28), "num_groups=32"),
     ]
     assert all(r.status == "ok" and r.correct and r.n_samples == len(r.samples_s) >= 3 for r in rows)
     report = cli("report", str(out), "--out", str(tmp_path / "report"), timeout=600)
@@ -105,4 +110,4 @@ def test_bench_pytest_times_correct_impls_fails_wrong_ones_and_reports(tmp_path)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "0001_" in again.stdout and "NOW" in again.stdout
     (saved,) = (tmp_path / "store").rglob("0001_*.json")
-    assert len(read_rows(saved)) == 2
+    assert len(read_rows(saved)) == 3
