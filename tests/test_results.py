@@ -6,6 +6,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.results import SCHEMA_VERSION, ResultsWriter, Row, read_results, read_rows
+from tests.conftest import cli
 
 
 def _row(**kw):
@@ -194,3 +195,22 @@ def test_a_folder_is_called_a_folder(tmp_path):
     (tmp_path / "submission.json").write_text(json.dumps({"out": "/x/merged.jsonl"}))
     with pytest.raises(BenchError, match="a submission's folder: its merged results are /x/merged.jsonl"):
         read_rows(tmp_path)
+
+
+def test_operator_parameters_that_do_not_parse_make_a_bad_row(tmp_path):
+    """A results file someone else wrote: op_params the operators could not parse are a bad row,
+    named, and never a traceback from the report or compare later."""
+    path = tmp_path / "r.jsonl"
+    w = ResultsWriter(path)
+    w.write(_row(impl="fine", op="group_norm", op_params="num_groups=32"))
+    for bad in ("num_groups=abc", "junk", "num_groups=0", "num_groups=32,", 32):
+        w.write(_row(impl=f"bad {bad}", op="group_norm", op_params=bad))
+    w.close()
+    warnings = []
+    assert [r.impl for r in read_rows(path, warn=warnings.append)] == ["fine"]
+    assert (
+        len(warnings) == 5 and "op_params 'num_groups=abc' is not name=positive-integer pairs" in warnings[0]
+    )
+    assert "op_params 32 is not" in warnings[4]
+    proc = cli("report", str(path), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0 and "op_params 'junk' is not" in proc.stderr, proc.stderr[-2000:]
