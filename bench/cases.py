@@ -49,6 +49,17 @@ class Variant:
         ]
 
 
+def unused_params(given: dict[str, tuple[int, ...]], ops: tuple[str, ...]) -> list[str]:
+    """A line per parameter option given that none of `ops` takes (`--num-groups 4` with InstanceNorm
+    alone): said once, not an error, since a run of several operators gives each its own."""
+    return [
+        f"--{name.replace('_', '-')} {' '.join(map(str, values))}: not used: no operator here takes {name} "
+        f"(operators: {', '.join(ops) or 'none'})"
+        for name, values in given.items()
+        if not any(name in operators.get(op).params for op in ops)
+    ]
+
+
 def variants(op: str, given: dict[str, tuple[int, ...]], shapes: list[Shape]) -> list[Variant]:
     """Every combination of operator `op`'s parameter values `given` asks for (its defaults
     otherwise), each with the shapes it can take."""

@@ -11,7 +11,7 @@ import sys
 from typing import TextIO
 
 from bench import frameworks, operators
-from bench.cases import Case, Shape, edge_cases, variants
+from bench.cases import Case, Shape, edge_cases, unused_params, variants
 from bench.errors import BenchError
 from bench.registry import Impl, declared_names, describe_source, sources
 from bench.results import Row
@@ -53,8 +53,8 @@ def plan_checks(
 ) -> tuple[list[tuple[Impl, str | None, Case]], list[str]]:
     """Every declared (mode, dtype, layout) the filters leave, on each device and worker backend,
     for each of the operator parameter values asked for (the operator's defaults otherwise)."""
-    notes: list[str] = []
     op = operators.get(impl.op)
+    notes = unused_params(params or {}, (op.name,))
     fw = frameworks.get(impl.framework)
     kinds = [d.split(":")[0] for d in devices]
     if not any(k in impl.devices for k in kinds):

@@ -26,6 +26,7 @@ from bench.cases import (
     device_kind,
     edge_cases,
     preset_shapes,
+    unused_params,
     variants,
 )
 from bench.errors import BenchError
@@ -210,7 +211,7 @@ def make_plan(
     groups: dict[tuple[str, str | None, str], list[tuple[Case, str]]] = {}
     direct: list[Row] = []
     ops = plan_ops(cfg, impls, chosen)
-    unplanned: list[str] = []
+    unplanned = unused_params(cfg.params, ops)
     for device in cfg.devices:
         device_cases, skipped = _cases(cfg, device, ops)
         unplanned += skipped

@@ -9,8 +9,9 @@ import pytest
 
 from bench import operators
 from bench.cases import Case, CaseKey, edge_cases
+from bench.check import plan_checks
 from bench.errors import BenchError
-from bench.registry import Declaration, declarations, register, sources
+from bench.registry import Declaration, Impl, declarations, register, sources
 from bench.results import SCHEMA_VERSION, read_rows
 from tests.conftest import ROOT, cli
 
@@ -222,3 +223,26 @@ def test_every_group_norm_implementation_is_measured_and_correct(impl, group_nor
             f"{impl}[{r.backend}] {r.layout} {r.mode}: {r}"
         )
     assert all(r.message for r in mine if r.status != "ok")
+
+
+def test_a_parameter_no_operator_of_the_run_takes_is_said_once_not_ignored(tmp_path):
+    """--num-groups with InstanceNorm's implementations alone: the run and check say once that it is
+    not used (it was dropped in silence); with GroupNorm in the run it is used and nothing is said."""
+    out = tmp_path / "in.jsonl"
+    got = cli(
+        "run", "--impl", "torch_module", "--num-groups", "4", "--num-groups", "8", "--shape", "2,8,4,4",
+        "--mode", "forward", "--layout", "NCHW", "--device", "cpu", "--max-time", "0.02", "--out", str(out),
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    line = "--num-groups 4 8: not used: no operator here takes num_groups (operators: instance_norm)"
+    assert got.stderr.count(line) == 1, got.stderr
+    assert [(r.op, r.status) for r in read_rows(out)] == [("instance_norm", "ok")]
+    notes = {}
+    for name, op in (("in_x", "instance_norm"), ("gn_x", "group_norm")):
+        impl = Impl(name, "torch", ("NCHW",), "population/eps@sqrt", ("eager",), op=op)
+        given = {"num_groups": (4,)}
+        _, notes[op] = plan_checks(
+            impl, ["cpu"], ["float32"], ["NCHW"], ["forward"], None, 1e-5, False, given
+        )
+    assert notes["instance_norm"] == [line.replace(" 8:", ":")]
+    assert not any("not used" in n for n in notes["group_norm"])
