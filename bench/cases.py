@@ -50,8 +50,9 @@ class Variant:
 
 
 def unused_params(given: dict[str, tuple[int, ...]], ops: tuple[str, ...]) -> list[str]:
-    """A line per parameter option given that none of `ops` takes (`--num-groups 4` with InstanceNorm
-    alone): said once, not an error, since a run of several operators gives each its own."""
+    """A line per parameter option given that none of `ops` takes (`--num-groups 4` where no operator
+    of the run has groups): said once, not an error, since a run of several operators gives each its
+    own."""
     return [
         f"--{name.replace('_', '-')} {' '.join(map(str, values))}: not used: no operator here takes {name} "
         f"(operators: {', '.join(ops) or 'none'})"

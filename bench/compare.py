@@ -150,7 +150,7 @@ class Change:
 
     @property
     def op_label(self) -> str:
-        """`GroupNorm(32)`: what a report calls the operator."""
+        """What a report calls the operator with its parameters (bench.operators.label)."""
         return operators.label(self.op, self.op_params)
 
     def key(self) -> MeasurementKey:
