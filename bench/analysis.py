@@ -1025,13 +1025,14 @@ _CELL_PREFERENCE = ("ok", "error", "crashed", "timeout", "oom", "unavailable", "
 def robustness(results: Results) -> list[Robustness]:
     """A measured cell is never hidden by an unavailable one: each (variant, input kind, layout) is
     its own cell, and where rows repeat, a measured one is shown first."""
-    edge = [(lab, r) for lab, r in results.pairs() if r.input_kind != "random"]
+    tables: dict[tuple[str, str, str], list[Row]] = defaultdict(list)  # (run, device, operator's label)
+    for lab, r in results.pairs():
+        if r.input_kind != "random":
+            tables[(lab, r.device, operators.label(r.op, r.op_params))].append(r)
     out = []
-    tables = {(lab, r.device, operators.label(r.op, r.op_params)) for lab, r in edge}
-    for run, device, op in sorted(tables, key=lambda t: (t[0], t[1], operators.label_rank(t[2]))):
-        rows = [
-            r for lab, r in edge if (lab, r.device, operators.label(r.op, r.op_params)) == (run, device, op)
-        ]
+    for (run, device, op), rows in sorted(
+        tables.items(), key=lambda t: (*t[0][:2], operators.label_rank(t[0][2]))
+    ):
         kinds = sorted({r.input_kind for r in rows}, key=lambda k: (_rank(operators.edge_kinds(), k), k))
         layouts = [
             lay
