@@ -13,7 +13,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -227,10 +226,6 @@ def _kind(hint: Any) -> tuple[str, bool]:
 KINDS = {name: _kind(hint) for name, hint in _HINTS.items()}
 
 
-# An operator's parameters as rows hold them (bench.operators.params_text): `num_groups=32`, or "".
-OP_PARAMS = re.compile(r"[A-Za-z_]\w*=[1-9]\d*(,[A-Za-z_]\w*=[1-9]\d*)*")
-
-
 def _check_field(name: str, v: Any) -> str | None:
     base, optional = KINDS[name]
     if v is None:
@@ -245,8 +240,12 @@ def _check_field(name: str, v: Any) -> str | None:
         return None
     if name in TIME_FIELDS and not (_is_num(v) and 0 <= v <= MAX_TIME_S):
         return f"{name} is {v!r}, expected a time of 0 to {MAX_TIME_S:g} s"
-    if name == "op_params":  # parsed into integers wherever an operator is labelled or run
-        if not isinstance(v, str) or (v and not OP_PARAMS.fullmatch(v)):
+    if name == "op_params":  # parsed wherever an operator is labelled or run: it must parse here
+        try:
+            values = operators.parse_params(v) if isinstance(v, str) else None
+        except ValueError:
+            values = None
+        if values is None or not all(n > 0 for n in values.values()):
             return f"op_params {v!r} is not name=positive-integer pairs joined by ','"
         return None
     if name == "roles":
